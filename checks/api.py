@@ -1,0 +1,194 @@
+"""The registry API: GET /v2/ must answer 200, or 401 with a usable challenge."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+from diagnose.challenge import ChallengeError, parse_challenge
+from diagnose.check import Check
+from diagnose.context import CheckContext
+from diagnose.models import Finding, Status, passed, problem
+from diagnose.retry import RetriesExhausted
+
+MAX_REDIRECTS = 5
+BODY_LIMIT = 2048
+TRANSIENT_STATUS = (502, 503, 504)
+
+
+class _Transient(Exception):
+    def __init__(self, response: Any) -> None:
+        super().__init__(f"HTTP {response.status_code}")
+        self.response = response
+
+
+class ApiCheck(Check):
+    id = "api"
+    title = "Registry API /v2/"
+    order = 50
+    depends_on = ("tls",)
+    timeout_s = 15.0
+    faq_keys = ("registry-api-v2", "firewall-propagation", "network-connectivity",
+                "client-timeout")
+    codes = ("CONNECTIVITY_CHALLENGE_ERROR", "CONNECTIVITY_FORBIDDEN_ERROR",
+             "CONNECTIVITY_ERROR")
+
+    def run(self, ctx: CheckContext) -> Finding:
+        import requests
+
+        from diagnose.http import environ_proxies, safe_headers
+
+        reg = ctx.registry
+        assert reg is not None
+        scheme = reg.scheme
+        if ctx.options.insecure:  # only then may the tls check have fallen back to plain HTTP
+            tls = ctx.result("tls")
+            scheme = str(tls.evidence.get("scheme", scheme)) if tls is not None else scheme
+        url = f"{scheme}://{reg.login_server}/v2/"
+        session = ctx.http(verify=not ctx.options.insecure)
+        hops: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        evidence: dict[str, Any] = {"url": url, "hops": hops}
+
+        def get(url: str) -> Any:
+            t0 = time.monotonic()
+            resp = session.get(
+                url,
+                allow_redirects=False,
+                stream=True,
+                timeout=(ctx.budget(5.0), ctx.budget(10.0)),
+                proxies=environ_proxies(url),
+            )
+            resp.elapsed_ms = (time.monotonic() - t0) * 1000
+            resp.received_at = time.time()
+            if resp.status_code in TRANSIENT_STATUS:
+                raise _Transient(resp)
+            return resp
+
+        def transient(exc: BaseException) -> bool:
+            return isinstance(exc, _Transient | requests.ConnectionError | requests.Timeout)
+
+        resp: Any = None
+        for _ in range(MAX_REDIRECTS + 1):
+            seen.add(url)
+            try:
+                resp, attempts = ctx.retry(lambda url=url: get(url), transient)
+            except RetriesExhausted as exc:
+                if isinstance(exc.last, _Transient):
+                    resp, attempts = exc.last.response, exc.attempts
+                else:
+                    return self._no_response(url, exc, evidence)
+            body = _read_body(resp)
+            hops.append({
+                "url": url,
+                "status": resp.status_code,
+                "ms": round(resp.elapsed_ms, 2),
+                "attempts": attempts,
+                "headers": safe_headers(resp.headers),
+                **({"body": body} if resp.status_code >= 400 else {}),
+            })
+            if resp.status_code not in (301, 302, 303, 307, 308):
+                break
+            location = resp.headers.get("Location")
+            if not location:
+                return self._challenge_error(f"HTTP {resp.status_code} redirect without a "
+                                             "Location header", evidence)
+            url = urljoin(url, location)
+            if url in seen:
+                return self._challenge_error(f"/v2/ redirects in a loop (back to {url})",
+                                             evidence)
+        else:
+            return self._challenge_error(f"/v2/ redirected more than {MAX_REDIRECTS} times",
+                                         evidence)
+
+        status = resp.status_code
+        headers = resp.headers
+        evidence.update(
+            status=status,
+            final_url=url,
+            api_version=headers.get("Docker-Distribution-API-Version"),
+            date=headers.get("Date"),
+            received_at=round(resp.received_at, 3),
+            ms=round(resp.elapsed_ms, 2),
+        )
+        if len(hops) > 1 and urlsplit(url).hostname != reg.host:
+            evidence["redirected_to_host"] = urlsplit(url).hostname
+        version = headers.get("Docker-Distribution-API-Version")
+        vtext = f", {version}" if version else ""
+        if status == 200:
+            return passed(f"GET /v2/ answered 200 without credentials{vtext}", **evidence)
+        if status == 401:
+            try:
+                ch = parse_challenge(headers.get("WWW-Authenticate"))
+            except ChallengeError as exc:
+                return self._challenge_error(f"401 with an unusable challenge: {exc}", evidence)
+            evidence["challenge"] = {"scheme": ch.scheme, **ch.params}
+            where = f" realm {ch.realm}" if ch.realm else ""
+            service = f" service {ch.service}" if ch.service else ""
+            return passed(f"GET /v2/ asks for {ch.scheme.capitalize()} auth:{where}{service}{vtext}",
+                          **evidence)
+        if status == 403:
+            return problem(
+                Status.FAIL,
+                "GET /v2/ is forbidden (403): the registry refuses this client",
+                code="CONNECTIVITY_FORBIDDEN_ERROR",
+                faq=["firewall-propagation", "network-connectivity"],
+                remediation=[
+                    "The registry's network rules do not admit this host's address: add it (or "
+                    "its network) to the registry firewall, or use the private endpoint.",
+                    "After changing firewall rules, wait a few minutes and run this again.",
+                ],
+                evidence=evidence,
+            )
+        what = {404: "404 Not Found: this is not a registry API (wrong host or port?)"}.get(
+            status, f"HTTP {status} instead of 200 or 401")
+        return self._challenge_error(f"GET /v2/ answered {what}", evidence)
+
+    def _challenge_error(self, summary: str, evidence: dict[str, Any]) -> Finding:
+        return problem(
+            Status.FAIL,
+            summary,
+            code="CONNECTIVITY_CHALLENGE_ERROR",
+            faq=["registry-api-v2"],
+            remediation=[
+                "Check that the login server is the registry's own name and port, not a web "
+                "site or a proxy's address.",
+                "Compare with `curl -sv https://<login server>/v2/`: a registry answers 200, or 401 "
+                "with a `WWW-Authenticate: Bearer realm=...,service=...` header.",
+            ],
+            evidence=evidence,
+        )
+
+    def _no_response(self, url: str, exc: RetriesExhausted, evidence: dict[str, Any]) -> Finding:
+        import requests
+
+        last = exc.last
+        evidence.update(error=type(last).__name__, attempts=exc.attempts)
+        if isinstance(last, requests.Timeout):
+            summary, faq = f"GET {url} timed out", ["client-timeout", "network-connectivity"]
+        elif isinstance(last, requests.exceptions.SSLError):
+            summary, faq = f"GET {url} failed in TLS", ["network-connectivity", "tls12"]
+        else:
+            summary, faq = f"GET {url} got no answer ({type(last).__name__})", [
+                "network-connectivity"]
+        return problem(
+            Status.FAIL,
+            f"{summary} after {exc.attempts} attempt(s)",
+            code="CONNECTIVITY_ERROR",
+            faq=faq,
+            remediation=["The TCP and TLS checks passed, so look at what sits between this "
+                         "host and the registry: an HTTP proxy (HTTPS_PROXY, NO_PROXY) or a "
+                         "load balancer."],
+            evidence=evidence,
+        )
+
+
+def _read_body(resp: Any) -> str:
+    try:
+        chunk = next(resp.iter_content(BODY_LIMIT), b"")
+    except Exception:  # a body that breaks mid-read is still an answer
+        chunk = b""
+    finally:
+        resp.close()
+    return chunk[:BODY_LIMIT].decode("utf-8", "replace") if chunk else ""

@@ -1,0 +1,50 @@
+"""Clock: this host's time against the registry's, since tokens are valid for a time window."""
+
+from __future__ import annotations
+
+from email.utils import parsedate_to_datetime
+
+from diagnose.check import Check
+from diagnose.context import CheckContext
+from diagnose.models import Finding, Status, passed, problem, skipped
+
+MAX_SKEW_S = 300.0
+
+
+class ClockCheck(Check):
+    id = "clock"
+    title = "Clock skew"
+    order = 60
+    depends_on = ("api",)
+    timeout_s = 2.0
+    faq_keys = ("clock-skew",)
+    codes = ("CLOCK_SKEW",)
+
+    def run(self, ctx: CheckContext) -> Finding:
+        api = ctx.result("api")
+        if api is None:
+            return skipped("the api check did not run: no Date header to compare with")
+        date = api.evidence.get("date")
+        received = api.evidence.get("received_at")
+        if not isinstance(date, str) or not isinstance(received, int | float):
+            return skipped("the registry sent no Date header")
+        try:
+            server = parsedate_to_datetime(date).timestamp()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return skipped(f"the registry's Date header does not parse: {date[:60]!r}")
+        skew = float(received) - server
+        evidence = {"registry_date": date, "local_time": received, "skew_s": round(skew, 1)}
+        direction = "ahead of" if skew > 0 else "behind"
+        if abs(skew) > MAX_SKEW_S:
+            return problem(
+                Status.WARN,
+                f"this host's clock is {abs(skew) / 60:.1f} minutes {direction} the registry's",
+                code="CLOCK_SKEW",
+                faq=["clock-skew"],
+                remediation=[
+                    "Synchronise the clock (`timedatectl set-ntp true`, or `chronyc makestep`).",
+                    "Then log in again: tokens issued with a wrong clock may look expired.",
+                ],
+                evidence=evidence,
+            )
+        return passed(f"within {abs(skew):.0f}s of the registry's clock", **evidence)

@@ -1,0 +1,368 @@
+"""TLS: protocol and cipher negotiated, whether TLS 1.0/1.1 is still accepted, and whether the
+certificate is one docker on this host would trust (chain, host name, validity dates)."""
+
+from __future__ import annotations
+
+import ssl
+import threading
+import time
+import warnings
+from datetime import UTC, datetime
+from typing import Any
+
+from diagnose.check import Check
+from diagnose.context import CheckContext
+from diagnose.models import Finding, Status, passed, problem
+from diagnose.net import ConnectError, connect, registry_addresses
+from diagnose.resolve import ResolveError, is_ip
+
+HANDSHAKE_CAP_S = 6.0
+EXPIRY_WARN_DAYS = 14
+
+# OpenSSL verify codes worth telling apart.
+V_NOT_YET_VALID, V_EXPIRED, V_HOSTNAME = 9, 10, 62
+V_UNTRUSTED = {2, 18, 19, 20, 21, 27}
+
+
+class Handshake:
+    """The outcome of one TLS handshake attempt."""
+
+    def __init__(self) -> None:
+        self.ok = False
+        self.kind = ""  # timeout, reset, eof, plain-http, protocol, verify, tls, refused...
+        self.detail = ""
+        self.protocol: str | None = None
+        self.cipher: tuple[str, str, int] | None = None
+        self.der: bytes | None = None
+        self.verify_code: int | None = None
+        self.ms = 0.0
+
+
+def handshake(address: str, port: int, sni: str | None, context: ssl.SSLContext,
+              timeout: float) -> Handshake:
+    out = Handshake()
+    try:
+        sock, _ = connect(address, port, timeout)
+    except ConnectError as exc:
+        out.kind, out.detail = exc.kind, str(exc)
+        return out
+    t0 = time.monotonic()
+    try:
+        with context.wrap_socket(sock, server_hostname=sni) as tls:
+            out.ms = (time.monotonic() - t0) * 1000
+            out.ok = True
+            out.protocol = tls.version()
+            out.cipher = tls.cipher()
+            out.der = tls.getpeercert(binary_form=True)
+    except ssl.SSLCertVerificationError as exc:
+        out.kind, out.verify_code = "verify", exc.verify_code
+        out.detail = str(exc.verify_message or exc.reason or exc)
+    except ssl.SSLError as exc:
+        reason = (exc.reason or "").upper()
+        out.detail = f"{exc.reason or exc}"
+        if reason in ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "RECORD_LAYER_FAILURE",
+                      "PACKET_LENGTH_TOO_LONG"):
+            out.kind = "plain-http"
+        elif "PROTOCOL" in reason or reason in ("NO_PROTOCOLS_AVAILABLE",):
+            out.kind = "protocol"
+        elif isinstance(exc, ssl.SSLEOFError) or "EOF" in reason:
+            out.kind = "eof"
+        else:
+            out.kind = "tls"
+    except (TimeoutError, OSError) as exc:
+        kind = "timeout" if isinstance(exc, TimeoutError) else (
+            "reset" if isinstance(exc, ConnectionResetError | BrokenPipeError) else "error")
+        out.kind, out.detail = kind, f"{type(exc).__name__}: {exc}"
+    finally:
+        sock.close()
+    return out
+
+
+def legacy_context() -> ssl.SSLContext:
+    """A client that offers only TLS 1.0/1.1, to learn whether the server still accepts them."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    return ctx
+
+
+def modern_unverified() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def describe_cert(der: bytes) -> dict[str, Any]:
+    """Subject, issuer, names and validity of a DER certificate, for evidence."""
+    from cryptography import x509
+
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError as exc:
+        return {"error": f"certificate does not parse: {exc}"}
+    names: list[str] = []
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = [*san.get_values_for_type(x509.DNSName),
+                 *(str(ip) for ip in san.get_values_for_type(x509.IPAddress))]
+    except x509.ExtensionNotFound:
+        pass
+    now = datetime.now(UTC)
+    not_after = cert.not_valid_after_utc
+    not_before = cert.not_valid_before_utc
+    return {
+        "subject": cert.subject.rfc4514_string(),
+        "issuer": cert.issuer.rfc4514_string(),
+        "self_signed": cert.subject == cert.issuer,
+        "names": names,
+        "serial": format(cert.serial_number, "x"),
+        "not_before": not_before.isoformat(),
+        "not_after": not_after.isoformat(),
+        "days_left": round((not_after - now).total_seconds() / 86400, 1),
+        "sha256": cert.fingerprint(_sha256()).hex(),
+    }
+
+
+def _sha256() -> Any:
+    from cryptography.hazmat.primitives import hashes
+
+    return hashes.SHA256()
+
+
+class TlsCheck(Check):
+    id = "tls"
+    title = "TLS and certificate"
+    order = 40
+    depends_on = ("tcp",)
+    timeout_s = 15.0
+    faq_keys = ("tls12", "network-connectivity", "client-timeout", "clock-skew",
+                "firewall-propagation", "registry-api-v2")
+    codes = ("CONNECTIVITY_SSL_ERROR", "CONNECTIVITY_TLS_VERSION_ERROR",
+             "TLS_CERT_EXPIRING", "INSECURE_REGISTRY")
+
+    def run(self, ctx: CheckContext) -> Finding:
+        reg = ctx.registry
+        assert reg is not None
+        port = reg.effective_port
+        try:
+            addresses = registry_addresses(ctx)
+        except ResolveError as exc:
+            return problem(Status.FAIL, f"no address to connect to: {exc}",
+                           code="CONNECTIVITY_SSL_ERROR", faq=["network-connectivity"])
+        sni = None if is_ip(reg.host) else reg.host
+        server_name = reg.host.strip("[]")
+        trusted = ctx.ssl_context(True)
+        # the first address that takes a connection, as a client would use it
+        for address in addresses[:4]:
+            main = handshake(address, port, sni or server_name, trusted,
+                             ctx.budget(HANDSHAKE_CAP_S))
+            if main.kind not in ("refused", "unreachable"):
+                break
+        legacy: dict[str, Any] = {}
+        probe = threading.Thread(
+            target=self._legacy, args=(address, port, sni, ctx, legacy), daemon=True)
+        probe.start()
+        evidence: dict[str, Any] = {
+            "address": address,
+            "port": port,
+            "sni": sni,
+            "ca_bundle": str(ctx.options.ca_bundle) if ctx.options.ca_bundle else None,
+            "handshake_ms": round(main.ms, 2),
+        }
+        if not main.ok and main.kind in ("verify", "protocol", "tls", "eof"):
+            # learn what the server offers even though we would not trust or use it
+            seen = handshake(address, port, sni, modern_unverified(), ctx.budget(HANDSHAKE_CAP_S))
+            if seen.ok:
+                main.protocol, main.cipher, main.der = seen.protocol, seen.cipher, seen.der
+        probe.join(ctx.budget(HANDSHAKE_CAP_S))
+        evidence["legacy_tls"] = legacy or {"accepted": None, "detail": "probe did not finish"}
+        if main.protocol:
+            evidence["protocol"] = main.protocol
+        if main.cipher:
+            evidence["cipher"] = {"name": main.cipher[0], "protocol": main.cipher[1],
+                                  "bits": main.cipher[2]}
+        cert = describe_cert(main.der) if main.der else None
+        if cert:
+            evidence["certificate"] = cert
+        evidence["verify"] = {"ok": main.ok, "code": main.verify_code,
+                              "message": main.detail if main.kind == "verify" else None}
+        evidence["scheme"] = "https"
+        if main.ok:
+            return self._healthy(reg.login_server, main, cert, legacy, evidence)
+        return self._failed(ctx, reg.login_server, main, cert, legacy, evidence)
+
+    def _legacy(self, address: str, port: int, sni: str | None, ctx: CheckContext,
+                out: dict[str, Any]) -> None:
+        hs = handshake(address, port, sni, legacy_context(), ctx.budget(HANDSHAKE_CAP_S))
+        out["accepted"] = hs.ok
+        if hs.ok:
+            out["protocol"] = hs.protocol
+        else:
+            out["detail"] = hs.kind
+
+    def _healthy(self, name: str, hs: Handshake, cert: dict[str, Any] | None,
+                 legacy: dict[str, Any], evidence: dict[str, Any]) -> Finding:
+        legacy_note = (f"; still accepts {legacy.get('protocol')}" if legacy.get("accepted")
+                       else "")
+        days = cert.get("days_left") if cert else None
+        if isinstance(days, float) and days < EXPIRY_WARN_DAYS:
+            return problem(
+                Status.WARN,
+                f"certificate of {name} expires in {days:.0f} days ({cert and cert['not_after']})",
+                code="TLS_CERT_EXPIRING",
+                faq=["network-connectivity"],
+                remediation=["Renew the registry's certificate before it expires; every pull and "
+                             "push fails from that moment."],
+                evidence=evidence,
+            )
+        cipher = hs.cipher[0] if hs.cipher else "?"
+        expiry = f", certificate valid {days:.0f} more days" if isinstance(days, float) else ""
+        return passed(f"{hs.protocol} with {cipher}, trusted{expiry}{legacy_note}", **evidence)
+
+    def _failed(self, ctx: CheckContext, name: str, hs: Handshake, cert: dict[str, Any] | None,
+                legacy: dict[str, Any], evidence: dict[str, Any]) -> Finding:
+        evidence["error"] = hs.kind
+        insecure = ctx.options.insecure
+        if hs.kind == "plain-http":
+            if insecure:
+                evidence["scheme"] = "http"
+                return problem(
+                    Status.WARN,
+                    f"{name} speaks plain HTTP, not TLS: allowed because of --insecure",
+                    code="INSECURE_REGISTRY",
+                    faq=["tls12"],
+                    remediation=[
+                        "Traffic and credentials to this registry are not encrypted. Docker "
+                        "accepts it only when the registry is in the daemon's "
+                        "`insecure-registries`; prefer giving it a TLS certificate.",
+                    ],
+                    evidence=evidence,
+                )
+            return problem(
+                Status.FAIL,
+                f"{name} answers in plain HTTP, not TLS",
+                code="CONNECTIVITY_SSL_ERROR",
+                faq=["tls12", "registry-api-v2"],
+                remediation=[
+                    "Serve the registry over TLS (docker expects HTTPS), or, for a test "
+                    "registry, list it in `insecure-registries` in /etc/docker/daemon.json and "
+                    "re-run with --insecure.",
+                ],
+                evidence=evidence,
+            )
+        if hs.kind == "protocol" or (hs.kind in ("tls", "eof") and legacy.get("accepted")):
+            offered = legacy.get("protocol") or "an older protocol"
+            return problem(
+                Status.FAIL,
+                f"{name} offers only {offered}: TLS 1.2 or later is required",
+                code="CONNECTIVITY_TLS_VERSION_ERROR",
+                faq=["tls12"],
+                remediation=[
+                    "Enable TLS 1.2 (or 1.3) on the registry or on the proxy in front of it.",
+                    "If a TLS-inspecting proxy sits between this host and the registry, it must "
+                    "offer TLS 1.2 too.",
+                ],
+                evidence=evidence,
+            )
+        if hs.kind == "verify":
+            return self._untrusted(ctx, name, hs, cert, evidence)
+        if hs.kind == "timeout":
+            return problem(
+                Status.FAIL,
+                f"TLS handshake with {name} timed out: the port accepts connections but "
+                "never answers",
+                code="CONNECTIVITY_SSL_ERROR",
+                faq=["network-connectivity", "client-timeout"],
+                remediation=[
+                    "Something accepts the connection without speaking TLS: a proxy, a firewall "
+                    "or a service that is not the registry. Check the port and the path.",
+                ],
+                evidence=evidence,
+            )
+        if hs.kind in ("reset", "eof"):
+            return problem(
+                Status.FAIL,
+                f"the connection to {name} was "
+                f"{'reset' if hs.kind == 'reset' else 'closed'} during the TLS handshake",
+                code="CONNECTIVITY_SSL_ERROR",
+                faq=["network-connectivity", "firewall-propagation"],
+                remediation=[
+                    "A firewall, proxy or the registry's own network rules ended the connection; "
+                    "check that this host is allowed to reach the registry.",
+                ],
+                evidence=evidence,
+            )
+        return problem(
+            Status.FAIL,
+            f"TLS with {name} failed: {hs.kind} {hs.detail}".strip(),
+            code="CONNECTIVITY_SSL_ERROR",
+            faq=["network-connectivity", "tls12"],
+            remediation=["Compare with `openssl s_client -connect <host>:<port> "
+                         "-servername <host>` from this host."],
+            evidence=evidence,
+        )
+
+    def _untrusted(self, ctx: CheckContext, name: str, hs: Handshake,
+                   cert: dict[str, Any] | None, evidence: dict[str, Any]) -> Finding:
+        code = hs.verify_code or 0
+        faq = ["network-connectivity"]
+        if code == V_EXPIRED:
+            when = cert.get("not_after") if cert else "?"
+            why = f"its certificate expired ({when})"
+            steps = ["Renew the registry's certificate.",
+                     "If the certificate looks valid elsewhere, check this host's clock "
+                     "(`timedatectl`)."]
+            faq = ["network-connectivity", "clock-skew"]
+        elif code == V_NOT_YET_VALID:
+            why = f"its certificate is not valid yet ({cert.get('not_before') if cert else '?'})"
+            steps = ["This host's clock is probably behind: synchronise it (`timedatectl "
+                     "set-ntp true`)."]
+            faq = ["clock-skew", "network-connectivity"]
+        elif code == V_HOSTNAME:
+            names = ", ".join(cert.get("names", [])) if cert else "?"
+            why = f"its certificate is for {names}, not {ctx.registry.host if ctx.registry else name}"
+            steps = ["Use the name the certificate was issued for, or reissue the certificate "
+                     "with this name.",
+                     "A proxy that intercepts TLS presents its own certificate: check which "
+                     "issuer is shown in the evidence."]
+            faq = ["network-connectivity", "registry-api-v2"]
+        elif code in V_UNTRUSTED:
+            issuer = cert.get("issuer") if cert else "an unknown issuer"
+            why = f"its certificate chains to an issuer this host does not trust ({issuer})"
+            port = ctx.registry.effective_port if ctx.registry else 443
+            host = ctx.registry.host if ctx.registry else name
+            steps = [
+                f"Give docker the registry's CA: copy it to /etc/docker/certs.d/{host}:{port}/ca.crt "
+                f"(or /etc/docker/certs.d/{host}/ca.crt for port 443).",
+                "Or add the CA to the system trust store "
+                "(`/usr/local/share/ca-certificates/` then `update-ca-certificates`).",
+                "To check a CA file with this tool, pass it with --ca-bundle.",
+            ]
+        else:
+            why = f"its certificate is not trusted ({hs.detail})"
+            steps = ["Inspect the chain: `openssl s_client -connect <host>:<port> -showcerts`."]
+        if ctx.options.insecure:
+            return problem(
+                Status.WARN,
+                f"{name}: {why}; accepted because of --insecure",
+                code="INSECURE_REGISTRY",
+                faq=faq,
+                remediation=["Docker accepts this only for registries listed in "
+                             "`insecure-registries`; fix the certificate instead.", *steps],
+                evidence=evidence,
+            )
+        return problem(
+            Status.FAIL,
+            f"{name} is not trusted: {why}",
+            code="CONNECTIVITY_SSL_ERROR",
+            faq=faq,
+            remediation=steps,
+            evidence=evidence,
+        )

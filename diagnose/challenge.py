@@ -1,0 +1,55 @@
+"""Parsing a registry's WWW-Authenticate challenge (Docker token spec, RFC 7235)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+MAX_HEADER = 8192
+
+
+class ChallengeError(ValueError):
+    """The challenge cannot be used; the message says why in one line."""
+
+
+@dataclass(frozen=True)
+class Challenge:
+    scheme: str  # "bearer" or "basic"
+    params: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def realm(self) -> str | None:
+        return self.params.get("realm")
+
+    @property
+    def service(self) -> str | None:
+        return self.params.get("service")
+
+
+def parse_challenge(header: str | None) -> Challenge:
+    """The first Bearer or Basic challenge in the header; ChallengeError if there is none."""
+    from requests.utils import parse_dict_header
+
+    if header is None or not header.strip():
+        raise ChallengeError("no WWW-Authenticate header")
+    if len(header) > MAX_HEADER:
+        raise ChallengeError(f"WWW-Authenticate header is {len(header)} bytes long")
+    if any(ord(c) < 32 and c != "\t" for c in header):
+        raise ChallengeError("WWW-Authenticate header has control characters")
+    scheme, _, rest = header.strip().partition(" ")
+    scheme = scheme.strip().rstrip(",").lower()
+    if scheme not in ("bearer", "basic"):
+        raise ChallengeError(f"unsupported authentication scheme {scheme[:20]!r}")
+    try:
+        raw = parse_dict_header(rest)
+    except (ValueError, IndexError) as exc:
+        raise ChallengeError(f"challenge parameters do not parse: {exc}") from None
+    params = {str(k).strip().lower(): str(v) for k, v in raw.items() if k and v is not None}
+    if scheme == "bearer":
+        realm = params.get("realm")
+        if not realm:
+            raise ChallengeError("Bearer challenge has no realm")
+        parts = urlsplit(realm)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ChallengeError("Bearer realm is not an http(s) URL")
+    return Challenge(scheme, params)

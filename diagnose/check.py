@@ -1,0 +1,42 @@
+"""The interface a check implements, ours and third parties' alike.
+
+A check's identity and wiring (id, title, dependencies, timeout, the FAQ keys and codes it may
+emit) are class-level data, so the runner, `list-checks` and the tests can read them without
+running anything; `run` holds only the logic.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+if TYPE_CHECKING:
+    from diagnose.context import CheckContext
+    from diagnose.models import Finding
+
+Scope = Literal["registry", "host"]
+
+
+class Check:
+    """Subclass this, fill the class attributes, implement `run`, and register an entry point
+    in the `registry_diagnose.checks` group."""
+
+    id: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    depends_on: ClassVar[tuple[str, ...]] = ()
+    # Where the check sits in reports (lower first); dependencies always come before it.
+    order: ClassVar[int] = 1000
+    timeout_s: ClassVar[float] = 10.0
+    # "registry": once per registry checked; "host": once per run, about this machine.
+    scope: ClassVar[Scope] = "registry"
+    acr_only: ClassVar[bool] = False
+    faq_keys: ClassVar[tuple[str, ...]] = ()
+    codes: ClassVar[tuple[str, ...]] = ()
+
+    def skip_reason(self, ctx: CheckContext) -> str | None:
+        """Why this check does not apply here, or None when it does."""
+        if self.acr_only and (ctx.registry is None or not ctx.registry.is_acr):
+            return "applies to Azure Container Registry login servers only"
+        return None
+
+    def run(self, ctx: CheckContext) -> Finding:
+        raise NotImplementedError

@@ -1,0 +1,157 @@
+"""What a check is handed: the registry, the run's options, its deadline and shared services.
+
+Checks talk to each other only through results: `ctx.result("dns")` returns the finished result
+of a dependency (with its evidence), never the other check's code.
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+from diagnose.models import CheckResult, Registry
+from diagnose.resolve import HostResolver
+from diagnose.retry import with_retries
+
+if TYPE_CHECKING:
+    import requests
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything the user can set that changes how checks look at the world."""
+
+    host_root: Path = Path("/")
+    docker_config: Path | None = None
+    ca_bundle: Path | None = None
+    nameserver: tuple[str, int] | None = None
+    insecure: bool = False
+    timeout_s: float = 30.0
+    tries: int = 3
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class RunState:
+    """Shared by all checks of one run; thread-safe."""
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.resolver = HostResolver(options.nameserver, options.host_root)
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._results: dict[tuple[str | None, str], CheckResult] = {}
+        self._expected: set[tuple[str | None, str]] = set()
+        self._ssl: dict[bool, ssl.SSLContext] = {}
+        self.started = time.monotonic()
+        self.deadline = self.started + options.timeout_s
+
+    def expect(self, keys: Iterable[tuple[str | None, str]]) -> None:
+        """The (registry, check id) pairs this run will produce results for."""
+        with self._lock:
+            self._expected.update(keys)
+
+    def record(self, result: CheckResult) -> None:
+        with self._changed:
+            self._results[(result.registry, result.id)] = result
+            self._changed.notify_all()
+
+    def result(self, registry: str | None, check_id: str, deadline: float) -> CheckResult | None:
+        """A check's result, waiting (until deadline) for it if it is part of this run."""
+        with self._changed:
+            while True:
+                for key in ((registry, check_id), (None, check_id)):
+                    if key in self._results:
+                        return self._results[key]
+                if not ({(registry, check_id), (None, check_id)} & self._expected):
+                    return None
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._changed.wait(left)
+
+    def ssl_context(self, verify: bool = True) -> ssl.SSLContext:
+        """System trust store plus --ca-bundle: what docker on this host would trust."""
+        with self._lock:
+            ctx = self._ssl.get(verify)
+            if ctx is None:
+                ctx = ssl.create_default_context()
+                if self.options.ca_bundle is not None:
+                    ctx.load_verify_locations(cafile=str(self.options.ca_bundle))
+                if not verify:
+                    ctx.check_hostname = False
+                    ctx.verify_mode = ssl.CERT_NONE
+                self._ssl[verify] = ctx
+            return ctx
+
+
+class CheckContext:
+    """The view of the run one check gets."""
+
+    def __init__(self, state: RunState, registry: Registry | None, deadline: float) -> None:
+        self._state = state
+        self.registry = registry
+        self.deadline = deadline
+        self.waited = 0.0
+        self._sessions: dict[bool, requests.Session] = {}
+
+    @property
+    def options(self) -> Options:
+        return self._state.options
+
+    @property
+    def resolver(self) -> HostResolver:
+        return self._state.resolver
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    def budget(self, cap: float) -> float:
+        """A timeout for one operation: at most cap, never past the check's deadline."""
+        # keep a margin so the check can still report before the runner gives up on it
+        return max(0.05, min(cap, self.remaining() - 0.25))
+
+    def result(self, check_id: str) -> CheckResult | None:
+        """A dependency's result; waits for it while it runs (None if it is not in the run)."""
+        t0 = time.monotonic()
+        reg = self.registry.login_server if self.registry else None
+        try:
+            return self._state.result(reg, check_id, self.deadline)
+        finally:
+            self.waited += time.monotonic() - t0
+
+    def host_path(self, path: str) -> Path:
+        """A host file (/etc/...) as seen under --host-root."""
+        return self.options.host_root / path.lstrip("/")
+
+    def ssl_context(self, verify: bool = True) -> ssl.SSLContext:
+        return self._state.ssl_context(verify)
+
+    def pin(self, host: str) -> str | None:
+        """The address to connect to when the run resolves names itself (--nameserver)."""
+        if self.options.nameserver is None:
+            return None
+        addrs = self.resolver.addresses(host, 443, self.budget(5.0))
+        return addrs[0] if addrs else None
+
+    def http(self, verify: bool = True) -> requests.Session:
+        """A requests session trusting what docker trusts and resolving as the run does."""
+        session = self._sessions.get(verify)
+        if session is None:
+            from diagnose.http import make_session
+
+            session = self._sessions[verify] = make_session(self.ssl_context(verify), pin=self.pin)
+        return session
+
+    def retry(self, fn: Callable[[], T], transient: Callable[[BaseException], bool]) -> tuple[T, int]:
+        return with_retries(fn, transient=transient, tries=self.options.tries, remaining=self.remaining)
+
+    def close(self) -> None:
+        for session in self._sessions.values():
+            session.close()

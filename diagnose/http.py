@@ -1,0 +1,100 @@
+"""The HTTP client every check uses: requests, with the run's trust store and name resolution.
+
+Two things differ from a plain `requests.Session`:
+- certificates are checked against the system store plus `--ca-bundle` (not certifi alone),
+  because that is what docker on this host trusts;
+- with `--nameserver` a request connects to the address the run resolved while still sending
+  the real host name in SNI and Host and checking the certificate against it.
+The session never reads ~/.netrc and never follows redirects by itself: checks follow them by
+hand so that an Authorization header can never travel to another host.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    import requests
+
+USER_AGENT = "registry-diagnose"
+
+# Response headers worth keeping as evidence; anything else (cookies above all) is dropped.
+SAFE_HEADERS = (
+    "content-type",
+    "content-length",
+    "date",
+    "docker-distribution-api-version",
+    "www-authenticate",
+    "location",
+    "server",
+    "x-ms-correlation-request-id",
+    "x-ms-request-id",
+    "x-content-type-options",
+    "retry-after",
+    "strict-transport-security",
+)
+
+
+def safe_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    keep = {}
+    for k, v in headers.items():
+        if k.lower() in SAFE_HEADERS:
+            keep[k] = v[:500]
+    return keep
+
+
+def make_session(
+    ssl_context: ssl.SSLContext,
+    *,
+    pin: Callable[[str], str | None] | None = None,
+) -> requests.Session:
+    """A session trusting `ssl_context`; `pin(host)` returns the address to connect to, if any."""
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    class _Adapter(HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["ssl_context"] = ssl_context
+            super().init_poolmanager(*args, **kwargs)
+
+        def build_connection_pool_key_attributes(
+            self, request: requests.PreparedRequest, verify: Any, cert: Any = None
+        ) -> tuple[dict[str, Any], dict[str, Any]]:
+            host_params, pool_kwargs = super().build_connection_pool_key_attributes(
+                request, verify, cert
+            )
+            name = host_params.get("host")
+            address = pin(name) if (pin is not None and name) else None
+            if address and address != name:
+                host_params["host"] = address
+                if host_params.get("scheme") == "https":
+                    pool_kwargs["server_hostname"] = name
+                    pool_kwargs["assert_hostname"] = name if ssl_context.check_hostname else False
+            return host_params, pool_kwargs
+
+        def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
+            if pin is not None and request.url:
+                parts = urlsplit(request.url)
+                if parts.hostname and pin(parts.hostname):
+                    request.headers["Host"] = parts.netloc.rpartition("@")[2]
+            return super().send(request, *args, **kwargs)
+
+    s = requests.Session()
+    s.trust_env = False  # no ~/.netrc credentials; proxies are set per request below
+    s.headers["User-Agent"] = USER_AGENT
+    adapter = _Adapter(max_retries=0)
+    s.mount("https://", adapter)
+    s.mount("http://", adapter)
+    if not ssl_context.check_hostname and ssl_context.verify_mode == ssl.CERT_NONE:
+        s.verify = False
+    return s
+
+
+def environ_proxies(url: str) -> dict[str, str]:
+    """The proxies the environment names for url (honouring NO_PROXY), as curl would use them."""
+    from requests.utils import get_environ_proxies
+
+    return dict(get_environ_proxies(url))

@@ -1,0 +1,20 @@
+"""The interface every report format implements (registered in `registry_diagnose.reports`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from diagnose.models import Report
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    color: bool = False
+    width: int = 100
+
+
+class Renderer(Protocol):
+    """Turns a finished report into text; adding a format never touches a check."""
+
+    def render(self, report: Report, options: RenderOptions) -> str: ...

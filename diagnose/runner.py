@@ -1,0 +1,301 @@
+"""Running checks concurrently under one deadline, honouring their dependencies.
+
+Checks start at once, in dependency order, without waiting for what they depend on: a check that
+needs a dependency's facts asks `ctx.result(id)`, which waits for it. Whether a check counts is
+still decided by its dependencies: the moment one fails, every check depending on it is reported
+as "blocked by" it, whatever it was doing. A healthy run therefore takes about as long as its
+slowest check, not the sum of a chain.
+
+Each check runs in a daemon thread: a check stuck in a system call cannot hold the run (or the
+process) past its deadline. Its late answer, if any, is ignored.
+"""
+
+from __future__ import annotations
+
+import platform
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from diagnose import __version__, faq
+from diagnose.check import Check
+from diagnose.context import CheckContext, Options, RunState
+from diagnose.models import (
+    CheckResult,
+    Finding,
+    Registry,
+    Report,
+    Status,
+    ToolInfo,
+    problem,
+    skipped,
+)
+
+MAX_PARALLEL = 32
+BLOCKING = (Status.FAIL, Status.ERROR)
+
+
+@dataclass(eq=False)
+class Node:
+    """One check applied to one registry (or to the host)."""
+
+    check: Check
+    registry: Registry | None
+    deps: list[Node] = field(default_factory=list)
+    dependants: list[Node] = field(default_factory=list)
+    result: CheckResult | None = None
+    held: tuple[Finding, float, float] | None = None  # finished, waiting on its dependencies
+    started: float | None = None
+    deadline: float = 0.0
+    ctx: CheckContext | None = None
+
+    @property
+    def key(self) -> tuple[str | None, str]:
+        return (self.registry.login_server if self.registry else None, self.check.id)
+
+    @property
+    def label(self) -> str:
+        return f"{self.check.id} [{self.registry.login_server}]" if self.registry else self.check.id
+
+
+Listener = Callable[[str, Node], None]
+
+
+def select(checks: Sequence[Check], only: Sequence[str], skip: Sequence[str]) -> list[Check]:
+    """--checks keeps the named checks plus what they depend on; --skip removes."""
+    by_id = {c.id: c for c in checks}
+    unknown = [n for n in [*only, *skip] if n not in by_id]
+    if unknown:
+        raise ValueError(
+            f"unknown check {', '.join(sorted(set(unknown)))} (see `diagnose list-checks`)"
+        )
+    wanted: set[str] = set(by_id)
+    if only:
+        wanted = set()
+        stack = list(only)
+        while stack:
+            cid = stack.pop()
+            if cid in wanted or cid in skip:
+                continue
+            wanted.add(cid)
+            stack.extend(d for d in by_id[cid].depends_on if d in by_id)
+    wanted -= set(skip)
+    return [c for c in checks if c.id in wanted]
+
+
+def _tool() -> ToolInfo:
+    return ToolInfo(
+        name="registry-diagnose",
+        version=__version__,
+        python=platform.python_version(),
+        platform=f"{sys.platform}-{platform.machine()}",
+    )
+
+
+def _guarded_run(node: Node, ctx: CheckContext) -> Finding:
+    """A check that raises gets an ERROR result carrying the error text, never a crash."""
+    try:
+        finding = node.check.run(ctx)
+        if not isinstance(finding, Finding):
+            raise TypeError(f"run() returned {type(finding).__name__}, not a Finding")
+        if finding.status.is_problem and (not finding.faq or not finding.code):
+            raise TypeError("a warn/fail/error finding must carry a code and FAQ keys")
+        return finding
+    except Exception as exc:
+        return problem(
+            Status.ERROR,
+            f"the check itself failed: {type(exc).__name__}: {str(exc)[:300]}",
+            code="CHECK_CRASHED",
+            faq=["check-health"],
+            remediation=[
+                "The other checks' results still stand; run again with `--format json` and "
+                "attach the report to a bug report for this check.",
+            ],
+        )
+    finally:
+        ctx.close()
+
+
+def build_nodes(checks: Sequence[Check], registries: Sequence[Registry]) -> list[Node]:
+    """Host checks first, then each registry's checks, each list in dependency order."""
+    nodes = [Node(c, None) for c in checks if c.scope == "host"]
+    for reg in registries:
+        nodes.extend(Node(c, reg) for c in checks if c.scope == "registry")
+    by_key = {n.key: n for n in nodes}
+    for n in nodes:
+        reg_key = n.registry.login_server if n.registry else None
+        for dep in n.check.depends_on:
+            d = by_key.get((reg_key, dep)) or by_key.get((None, dep))
+            if d is not None and d is not n:
+                n.deps.append(d)
+                d.dependants.append(n)
+    return nodes
+
+
+class _Run:
+    def __init__(self, nodes: list[Node], state: RunState, listener: Listener | None) -> None:
+        self.nodes = nodes
+        self.state = state
+        self.listener = listener
+        self.done: queue.Queue[tuple[Node, Finding, float, float]] = queue.Queue()
+        self.running: list[Node] = []
+
+    def notify(self, event: str, node: Node) -> None:
+        if self.listener is not None:
+            try:
+                self.listener(event, node)
+            except Exception:  # a broken live view must not break the run
+                pass
+
+    def finish(self, node: Node, finding: Finding, end: float, waited: float = 0.0) -> None:
+        if node.result is not None:
+            return
+        start = node.started if node.started is not None else end
+        work_start = min(end, start + waited)
+        node.result = CheckResult.from_finding(
+            node.check.id,
+            node.check.title,
+            finding,
+            duration_s=max(0.0, end - work_start),
+            registry=node.registry.login_server if node.registry else None,
+            started_s=max(0.0, work_start - self.state.started),
+        )
+        if node in self.running:
+            self.running.remove(node)
+        self.state.record(node.result)
+        self.notify("finished", node)
+        if node.result.status in BLOCKING:
+            for dep in node.dependants:
+                self.block(dep, node)
+        for dep in node.dependants:
+            self.release(dep)
+
+    def block(self, node: Node, by: Node) -> None:
+        if node.result is None:
+            reason = f"blocked by {by.check.id}"
+            self.finish(node, skipped(reason, blocked_by=by.check.id), time.monotonic())
+
+    def release(self, node: Node) -> None:
+        """A held result counts once every dependency has finished without failing."""
+        if node.result is None and node.held and all(d.result for d in node.deps):
+            finding, end, waited = node.held
+            self.finish(node, finding, end, waited)
+
+    def start(self, node: Node) -> None:
+        now = time.monotonic()
+        node.started = now
+        node.deadline = min(self.state.deadline, now + node.check.timeout_s)
+        ctx = CheckContext(self.state, node.registry, node.deadline)
+        node.ctx = ctx
+        reason = node.check.skip_reason(ctx)
+        if reason:
+            self.finish(node, skipped(reason), now)
+            return
+        self.running.append(node)
+        self.notify("started", node)
+
+        def work() -> None:
+            finding = _guarded_run(node, ctx)
+            self.done.put((node, finding, time.monotonic(), ctx.waited))
+
+        threading.Thread(target=work, name=f"check {node.label}", daemon=True).start()
+
+    def timed_out(self, node: Node, now: float) -> Finding:
+        whole_run = now >= self.state.deadline
+        opts = self.state.options
+        limit = (
+            f"the run deadline ({opts.timeout_s:g}s, --timeout)"
+            if whole_run
+            else f"its {node.check.timeout_s:g}s time limit"
+        )
+        return problem(
+            Status.ERROR,
+            f"did not finish within {limit}",
+            code="CHECK_TIMEOUT",
+            faq=["client-timeout", "network-connectivity"],
+            remediation=[
+                "Something on the path answers too slowly or not at all; the checks it depends "
+                "on show where the path still works.",
+                "Run again with a larger --timeout to see whether it is slow rather than stuck.",
+            ],
+        )
+
+    def loop(self) -> None:
+        pending = list(self.nodes)
+        while True:
+            while pending and len(self.running) < MAX_PARALLEL:
+                node = pending.pop(0)
+                if node.result is None:  # may already be blocked by a failed dependency
+                    self.start(node)
+            waiting = [n for n in self.nodes if n.result is None and n.started is not None]
+            if not waiting and not pending:
+                return
+            now = time.monotonic()
+            active = [n for n in waiting if n.held is None]
+            next_deadline = min((n.deadline for n in active), default=self.state.deadline)
+            try:
+                node, finding, end, waited = self.done.get(timeout=max(0.0, next_deadline - now))
+                if node.result is None and node.held is None:
+                    if node in self.running:
+                        self.running.remove(node)
+                    node.held = (finding, end, waited)
+                    self.release(node)
+            except queue.Empty:
+                pass
+            now = time.monotonic()
+            for node in [n for n in self.nodes if n.result is None and n.started is not None]:
+                if node.held is None and node.deadline <= now:
+                    self.finish(node, self.timed_out(node, now), now)
+            if now >= self.state.deadline:
+                for node in self.nodes:
+                    if node.result is None:
+                        if node.started is None:
+                            node.started = now
+                            self.finish(node, _not_started(self.state.options.timeout_s), now)
+                        elif node.held is not None:
+                            self.release(node)
+                        if node.result is None:
+                            self.finish(node, self.timed_out(node, now), now)
+                return
+
+
+def run(
+    checks: Sequence[Check],
+    registries: Sequence[Registry],
+    options: Options,
+    *,
+    target_source: str = "argument",
+    listener: Listener | None = None,
+    notes: Sequence[str] = (),
+) -> Report:
+    """Run checks against every registry (and host checks once) and build the report."""
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    state = RunState(options)
+    nodes = build_nodes(checks, registries)
+    state.expect(n.key for n in nodes)
+    _Run(nodes, state, listener).loop()
+    results = tuple(n.result for n in nodes if n.result is not None)
+    return Report(
+        tool=_tool(),
+        registries=tuple(registries),
+        target_source=target_source,
+        started_at=started_at,
+        duration_s=time.monotonic() - state.started,
+        results=results,
+        faq=faq.load(),
+        notes=tuple(notes),
+    )
+
+
+def _not_started(timeout_s: float) -> Finding:
+    return problem(
+        Status.ERROR,
+        f"not run: the run deadline ({timeout_s:g}s, --timeout) came first",
+        code="CHECK_TIMEOUT",
+        faq=["client-timeout"],
+        remediation=["Run again with a larger --timeout."],
+    )

@@ -1,0 +1,1 @@
+"""Report formats: each turns a finished `diagnose.models.Report` into text."""
