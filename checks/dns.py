@@ -61,7 +61,12 @@ def _dns_lookup(ctx: CheckContext, host: str) -> _Lookup:
             except dns.resolver.NXDOMAIN:
                 raise ResolveError("nxdomain", f"{host} does not exist (NXDOMAIN)") from None
             except dns.resolver.NoNameservers as exc:
-                raise ResolveError("servfail", _servfail_text(host, exc)) from None
+                codes = _rcodes(exc)
+                kind = "refused" if codes and set(codes) == {"REFUSED"} else "servfail"
+                what = "/".join(codes) or "SERVFAIL"
+                raise ResolveError(
+                    kind, f"the DNS server could not answer for {host} ({what})"
+                ) from None
             except dns.exception.Timeout:
                 raise ResolveError(
                     "timeout", f"no DNS answer for {host} within {lifetime:.1f}s"
@@ -105,18 +110,18 @@ def _dns_lookup(ctx: CheckContext, host: str) -> _Lookup:
     return out
 
 
-def _servfail_text(host: str, exc: Exception) -> str:
-    codes = []
+def _rcodes(exc: Exception) -> list[str]:
+    """The response codes (or errors) each nameserver gave, as dnspython collected them."""
+    import dns.rcode
+
+    codes: list[str] = []
     for err in getattr(exc, "kwargs", {}).get("errors", []) or []:
         response = err[4] if len(err) > 4 else None
         if response is not None:
-            import dns.rcode
-
             codes.append(dns.rcode.to_text(response.rcode()))
-        elif err[3] is not None:
+        elif len(err) > 3 and err[3] is not None:
             codes.append(type(err[3]).__name__)
-    what = "/".join(dict.fromkeys(codes)) or "SERVFAIL"
-    return f"the DNS server could not answer for {host} ({what})"
+    return list(dict.fromkeys(codes))
 
 
 class DnsCheck(Check):
@@ -254,8 +259,13 @@ class DnsCheck(Check):
                 "(`dig @<server> <name>`), and that no firewall drops DNS (UDP and TCP 53).",
             ],
             "servfail": [
-                "The DNS server failed to answer (SERVFAIL/REFUSED): its upstream or the zone "
-                "is broken; try another server with --nameserver to compare.",
+                "The DNS server failed to answer (SERVFAIL): its upstream, the zone or its "
+                "DNSSEC signatures are broken; try another server with --nameserver to compare.",
+            ],
+            "refused": [
+                "The DNS server refuses to answer for this name (REFUSED): it does not serve "
+                "this zone or does not accept queries from this host. Use the resolver this "
+                "network provides.",
             ],
         }.get(err.kind, ["Check this host's DNS configuration (/etc/resolv.conf)."])
         faq = ("network-connectivity", "client-timeout") if err.kind == "timeout" else FAQ

@@ -52,6 +52,7 @@ class Node:
     started: float | None = None
     deadline: float = 0.0
     ctx: CheckContext | None = None
+    blocked: bool = False
 
     @property
     def key(self) -> tuple[str | None, str]:
@@ -168,7 +169,7 @@ class _Run:
             self.running.remove(node)
         self.state.record(node.result)
         self.notify("finished", node)
-        if node.result.status in BLOCKING:
+        if node.result.status in BLOCKING or node.blocked:
             for dep in node.dependants:
                 self.block(dep, node)
         for dep in node.dependants:
@@ -176,6 +177,7 @@ class _Run:
 
     def block(self, node: Node, by: Node) -> None:
         if node.result is None:
+            node.blocked = True  # and so is everything that depends on it
             reason = f"blocked by {by.check.id}"
             self.finish(node, skipped(reason, blocked_by=by.check.id), time.monotonic())
 

@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from diagnose import faq
+from tests import lab
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> lab.Pki:
+    return lab.make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
+def good_cert(pki: lab.Pki) -> tuple[Path, Path]:
+    return pki.leaf("good", *lab.GOOD_NAMES)
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory, good_cert: tuple[Path, Path]) -> Iterator[lab.Registry]:
+    reg = lab.start_registry(tmp_path_factory.mktemp("registry"), *good_cert)
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture(scope="session")
+def dns_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lab.Dns]:
+    """dnsmasq authoritative for .test with the names the tests resolve."""
+    server = lab.start_dnsmasq(tmp_path_factory.mktemp("dnsmasq"), *lab.TEST_ZONE)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def dns_refusing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lab.Dns]:
+    """dnsmasq with no zone and no upstream: it answers REFUSED."""
+    server = lab.start_dnsmasq(tmp_path_factory.mktemp("dnsmasq-refusing"),
+                               "--host-record=x.signed.test,127.0.0.1")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def dns_servfail(tmp_path_factory: pytest.TempPathFactory, dns_refusing: lab.Dns) -> Iterator[lab.Dns]:
+    """A validating dnsmasq whose answers cannot be proven: it answers SERVFAIL."""
+    server = lab.start_dnsmasq(tmp_path_factory.mktemp("dnsmasq-servfail"), "--dnssec",
+                               lab.ROOT_ANCHOR, "--dnssec-check-unsigned",
+                               f"--server=127.0.0.1#{dns_refusing.port}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    h = tmp_path / "home"
+    h.mkdir()
+    return h
+
+
+@pytest.fixture
+def env(home: Path) -> dict[str, str]:
+    return lab.clean_env(home)
+
+
+@pytest.fixture
+def host_root(tmp_path: Path) -> Path:
+    root = tmp_path / "hostroot"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "hosts").write_text("127.0.0.1 localhost\n")
+    (root / "etc" / "resolv.conf").write_text("nameserver 127.0.0.1\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def schema() -> dict[str, Any]:
+    return json.loads(lab.SCHEMA.read_text())
+
+
+def validate_report(report: dict[str, Any], schema: dict[str, Any]) -> None:
+    """Every report a test sees must match the shipped schema and cite only known FAQ keys."""
+    jsonschema.validate(report, schema)
+    known = faq.load()
+    for c in report["checks"]:
+        for key in c["faq"]:
+            assert key in known, f"{c['id']} cites unknown FAQ key {key}"
+            assert key in report["faq"], f"{key} cited but not included in the report"
+        if c["status"] in ("warn", "fail", "error"):
+            assert c["faq"] and c["code"], c
+
+
+@pytest.fixture
+def run_json(env: dict[str, str], schema: dict[str, Any]) -> Any:
+    """Run `diagnose check-health ... --format json` in a subprocess and validate the report."""
+
+    def go(*args: str, timeout: float = 90) -> lab.Run:
+        r = lab.diagnose("check-health", "--format", "json", "--quiet", *args, env=env,
+                         timeout=timeout)
+        assert r.rc in (0, 1), f"rc={r.rc} stderr={r.err}"
+        assert "Traceback" not in r.err, r.err
+        validate_report(r.report, schema)
+        return r
+
+    return go
+
+
+@pytest.fixture(scope="session")
+def expired_cert(pki: lab.Pki) -> tuple[Path, Path]:
+    now = dt.datetime.now(dt.UTC)
+    return pki.leaf("expired", *lab.GOOD_NAMES, not_before=now - dt.timedelta(days=30),
+                    not_after=now - dt.timedelta(days=2))

@@ -1,0 +1,389 @@
+"""Real parts for the tests: a CA, the distribution registry, dnsmasq, and TLS/HTTP/TCP servers
+that misbehave in the ways registries and networks do. Everything listens on loopback only and
+every server stops when its test ends."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import http.server
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trustme
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = ROOT / "diagnose" / "schema" / "report-v1.json"
+REGISTRY_BIN = shutil.which("docker-registry") or shutil.which("registry")
+DNSMASQ_BIN = shutil.which("dnsmasq") or ("/usr/sbin/dnsmasq" if Path("/usr/sbin/dnsmasq").exists() else None)
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+# --------------------------------------------------------------------------------------- PKI
+@dataclass
+class Pki:
+    """A CA made at test time and the leaf certificates the tests need, as files."""
+
+    dir: Path
+    ca: trustme.CA
+    ca_file: Path
+    files: dict[str, tuple[Path, Path]] = field(default_factory=dict)
+
+    def leaf(self, name: str, *identities: str, ca: trustme.CA | None = None,
+             not_before: dt.datetime | None = None, not_after: dt.datetime | None = None,
+             rsa: bool = False) -> tuple[Path, Path]:
+        if name in self.files:
+            return self.files[name]
+        issuer = ca or self.ca
+        kwargs: dict[str, Any] = {}
+        if not_before is not None:
+            kwargs["not_before"] = not_before
+        if not_after is not None:
+            kwargs["not_after"] = not_after
+        if rsa:
+            kwargs["key_type"] = trustme.KeyType.RSA
+        cert = issuer.issue_cert(*identities, **kwargs)
+        cert_file, key_file = self.dir / f"{name}.crt", self.dir / f"{name}.key"
+        with cert_file.open("wb") as fh:
+            for blob in cert.cert_chain_pems:
+                fh.write(blob.bytes())
+        cert.private_key_pem.write_to_path(str(key_file))
+        self.files[name] = (cert_file, key_file)
+        return cert_file, key_file
+
+
+def make_pki(directory: Path) -> Pki:
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = trustme.CA(organization_name="registry-diagnose test CA")
+    ca_file = directory / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    return Pki(directory, ca, ca_file)
+
+
+GOOD_NAMES = ("registry.test", "alias.test", "localhost", "127.0.0.1")
+
+
+# ---------------------------------------------------------------------------------- registry
+@dataclass
+class Registry:
+    port: int
+    proc: subprocess.Popen[bytes]
+    root: Path
+    log: Path
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def start_registry(directory: Path, cert: Path, key: Path, *, extra: str = "") -> Registry:
+    """The CNCF distribution registry from Debian, TLS on a loopback port."""
+    if REGISTRY_BIN is None:
+        raise RuntimeError("docker-registry is not installed (Debian package docker-registry)")
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    config = directory / "config.yml"
+    config.write_text(
+        f"""version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: {directory / 'data'}
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:{port}
+  secret: test-only-not-a-secret
+  tls:
+    certificate: {cert}
+    key: {key}
+{extra}"""
+    )
+    log = directory / "registry.log"
+    with log.open("wb") as fh:
+        proc = subprocess.Popen([REGISTRY_BIN, "serve", str(config)], stdout=fh, stderr=fh)
+    try:
+        wait_port(port)
+    except RuntimeError:
+        proc.kill()
+        raise RuntimeError(f"the registry did not start: {log.read_text()[-2000:]}") from None
+    return Registry(port, proc, directory, log)
+
+
+# ----------------------------------------------------------------------------------- dnsmasq
+@dataclass
+class Dns:
+    port: int
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def nameserver(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+TEST_ZONE = [
+    "--local=/test/",
+    "--host-record=registry.test,127.0.0.1",
+    "--host-record=other.test,127.0.0.1",
+    # a CNAME chain: alias.test -> hop.test -> registry.test
+    "--cname=alias.test,hop.test",
+    "--cname=hop.test,registry.test",
+    # a private endpoint: the name points through privatelink to a private address
+    "--cname=myacr.test,myacr.privatelink.test",
+    "--host-record=myacr.privatelink.test,10.20.30.40",
+    "--host-record=internal.test,192.168.77.7",
+]
+# A validating resolver whose upstream cannot prove anything: every answer is bogus -> SERVFAIL.
+ROOT_ANCHOR = "--trust-anchor=.,20326,8,2,E06D44B80B8F1D39A95C0B0D7C65D08458E880409BBC683457104237C7F8EC8D"
+
+
+def start_dnsmasq(directory: Path, *records: str) -> Dns:
+    """A real dnsmasq on a loopback port with the given options (records, zones, upstreams)."""
+    if DNSMASQ_BIN is None:
+        raise RuntimeError("dnsmasq is not installed (Debian package dnsmasq-base)")
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port(socket.SOCK_DGRAM)
+    args = [
+        DNSMASQ_BIN,
+        "--keep-in-foreground",
+        "--conf-file=/dev/null",
+        "--no-resolv",
+        "--no-hosts",
+        "--no-poll",
+        "--user=root",
+        "--pid-file=",
+        "--listen-address=127.0.0.1",
+        "--bind-interfaces",
+        f"--port={port}",
+        "--log-facility=" + str(directory / f"dnsmasq-{port}.log"),
+        *records,
+    ]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    end = time.monotonic() + 10
+    import dns.message
+    import dns.query
+
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode() if proc.stderr else ""
+            raise RuntimeError(f"dnsmasq exited: {err}")
+        with contextlib.suppress(Exception):
+            q = dns.message.make_query("probe.invalid", "A")
+            dns.query.udp(q, "127.0.0.1", port=port, timeout=0.3)
+            return Dns(port, proc)
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("dnsmasq did not answer")
+
+
+@contextlib.contextmanager
+def silent_udp() -> Iterator[int]:
+    """A DNS 'server' that receives queries and never answers."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    try:
+        yield int(sock.getsockname()[1])
+    finally:
+        sock.close()
+
+
+# ------------------------------------------------------------------------- TLS/HTTP servers
+class _Handler(http.server.BaseHTTPRequestHandler):
+    routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self.server.requests.append({"path": self.path, "headers": dict(self.headers)})  # type: ignore[attr-defined]
+        status, headers, body = self.routes.get(self.path, (404, {}, b'{"errors":[]}'))
+        self.send_response_only(status)
+        sent_date = False
+        for k, v in headers.items():
+            self.send_header(k, v)
+            sent_date |= k.lower() == "date"
+        if not sent_date:
+            self.send_header("Date", self.date_time_string())
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@dataclass
+class Server:
+    port: int
+    stop: Any
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+
+def server_context(cert: Path, key: Path, *, legacy_only: bool = False) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert), str(key))
+    if legacy_only:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    return ctx
+
+
+@contextlib.contextmanager
+def http_server(routes: dict[str, tuple[int, dict[str, str], bytes]],
+                tls: ssl.SSLContext | None) -> Iterator[Server]:
+    """An HTTP(S) server answering fixed routes, on loopback."""
+    handler = type("Handler", (_Handler,), {"routes": routes})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    httpd.requests = []  # type: ignore[attr-defined]
+    if tls is not None:
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
+    t = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    try:
+        yield Server(httpd.server_address[1], httpd.shutdown, httpd.requests)  # type: ignore[attr-defined]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@contextlib.contextmanager
+def tcp_server(mode: str) -> Iterator[int]:
+    """Raw TCP behaviours: 'silent' accepts and never speaks; 'reset' accepts and resets."""
+    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(16)
+    lsock.settimeout(0.1)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = lsock.accept()
+            except (TimeoutError, OSError):
+                continue
+            if mode == "reset":
+                with contextlib.suppress(OSError):
+                    conn.recv(1024)  # wait for the ClientHello, then abort
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                conn.close()
+            else:
+                held.append(conn)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        yield int(lsock.getsockname()[1])
+    finally:
+        stop.set()
+        t.join(2)
+        for c in held:
+            c.close()
+        lsock.close()
+
+
+@contextlib.contextmanager
+def full_backlog() -> Iterator[int]:
+    """A port whose accept queue is full: SYNs are dropped, so connecting times out."""
+    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(0)
+    port = int(lsock.getsockname()[1])
+    fillers = []
+    for _ in range(4):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        with contextlib.suppress(BlockingIOError, OSError):
+            s.connect(("127.0.0.1", port))
+        fillers.append(s)
+    time.sleep(0.2)
+    try:
+        yield port
+    finally:
+        for s in fillers:
+            s.close()
+        lsock.close()
+
+
+def closed_port() -> int:
+    return free_port()
+
+
+# ---------------------------------------------------------------------------- running the CLI
+@dataclass
+class Run:
+    rc: int
+    out: str
+    err: str
+    seconds: float
+
+    @property
+    def report(self) -> dict[str, Any]:
+        return json.loads(self.out)
+
+    def check(self, check_id: str, registry: str | None = None) -> dict[str, Any]:
+        for c in self.report["checks"]:
+            if c["id"] == check_id and (registry is None or c["registry"] == registry):
+                return c
+        raise KeyError(f"no result for {check_id}: {self.out[:2000]}")
+
+
+def clean_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k.upper() not in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "DOCKER_CONFIG")}
+    env["HOME"] = str(home)
+    env["NO_COLOR"] = "1"
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def diagnose(*args: str, env: dict[str, str], timeout: float = 90, stdin: str | None = None) -> Run:
+    t0 = time.monotonic()
+    p = subprocess.run(
+        [sys.executable, "-m", "diagnose", *args],
+        capture_output=True, text=True, env=env, timeout=timeout, input=stdin, cwd=str(ROOT),
+    )
+    return Run(p.returncode, p.stdout, p.stderr, time.monotonic() - t0)
