@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -18,9 +19,11 @@ TRANSIENT_STATUS = (502, 503, 504)
 
 
 class _Transient(Exception):
-    def __init__(self, response: Any) -> None:
-        super().__init__(f"HTTP {response.status_code}")
-        self.response = response
+    """A 502/503/504: worth another try, and the answer to report if tries run out."""
+
+    def __init__(self, answer: tuple[Any, float, float]) -> None:
+        super().__init__(f"HTTP {answer[0].status_code}")
+        self.answer = answer
 
 
 class ApiCheck(Check):
@@ -29,10 +32,8 @@ class ApiCheck(Check):
     order = 50
     depends_on = ("tls",)
     timeout_s = 15.0
-    faq_keys = ("registry-api-v2", "firewall-propagation", "network-connectivity",
-                "client-timeout")
-    codes = ("CONNECTIVITY_CHALLENGE_ERROR", "CONNECTIVITY_FORBIDDEN_ERROR",
-             "CONNECTIVITY_ERROR")
+    faq_keys = ("registry-api-v2", "firewall-propagation", "network-connectivity", "client-timeout")
+    codes = ("CONNECTIVITY_CHALLENGE_ERROR", "CONNECTIVITY_FORBIDDEN_ERROR", "CONNECTIVITY_ERROR")
 
     def run(self, ctx: CheckContext) -> Finding:
         import requests
@@ -51,7 +52,7 @@ class ApiCheck(Check):
         seen: set[str] = set()
         evidence: dict[str, Any] = {"url": url, "hops": hops}
 
-        def get(url: str) -> Any:
+        def get(url: str) -> tuple[Any, float, float]:
             t0 = time.monotonic()
             resp = session.get(
                 url,
@@ -60,47 +61,50 @@ class ApiCheck(Check):
                 timeout=(ctx.budget(5.0), ctx.budget(10.0)),
                 proxies=environ_proxies(url),
             )
-            resp.elapsed_ms = (time.monotonic() - t0) * 1000
-            resp.received_at = time.time()
+            answer = (resp, (time.monotonic() - t0) * 1000, time.time())
             if resp.status_code in TRANSIENT_STATUS:
-                raise _Transient(resp)
-            return resp
+                raise _Transient(answer)
+            return answer
 
         def transient(exc: BaseException) -> bool:
             return isinstance(exc, _Transient | requests.ConnectionError | requests.Timeout)
 
         resp: Any = None
+        ms = received_at = 0.0
         for _ in range(MAX_REDIRECTS + 1):
             seen.add(url)
             try:
-                resp, attempts = ctx.retry(lambda url=url: get(url), transient)
+                (resp, ms, received_at), attempts = ctx.retry(partial(get, url), transient)
             except RetriesExhausted as exc:
                 if isinstance(exc.last, _Transient):
-                    resp, attempts = exc.last.response, exc.attempts
+                    (resp, ms, received_at), attempts = exc.last.answer, exc.attempts
                 else:
                     return self._no_response(url, exc, evidence)
             body = _read_body(resp)
-            hops.append({
-                "url": url,
-                "status": resp.status_code,
-                "ms": round(resp.elapsed_ms, 2),
-                "attempts": attempts,
-                "headers": safe_headers(resp.headers),
-                **({"body": body} if resp.status_code >= 400 else {}),
-            })
+            hops.append(
+                {
+                    "url": url,
+                    "status": resp.status_code,
+                    "ms": round(ms, 2),
+                    "attempts": attempts,
+                    "headers": safe_headers(resp.headers),
+                    **({"body": body} if resp.status_code >= 400 else {}),
+                }
+            )
             if resp.status_code not in (301, 302, 303, 307, 308):
                 break
             location = resp.headers.get("Location")
             if not location:
-                return self._challenge_error(f"HTTP {resp.status_code} redirect without a "
-                                             "Location header", evidence)
+                return self._challenge_error(
+                    f"HTTP {resp.status_code} redirect without a Location header", evidence
+                )
             url = urljoin(url, location)
             if url in seen:
-                return self._challenge_error(f"/v2/ redirects in a loop (back to {url})",
-                                             evidence)
+                return self._challenge_error(f"/v2/ redirects in a loop (back to {url})", evidence)
         else:
-            return self._challenge_error(f"/v2/ redirected more than {MAX_REDIRECTS} times",
-                                         evidence)
+            return self._challenge_error(
+                f"/v2/ redirected more than {MAX_REDIRECTS} times", evidence
+            )
 
         status = resp.status_code
         headers = resp.headers
@@ -109,8 +113,8 @@ class ApiCheck(Check):
             final_url=url,
             api_version=headers.get("Docker-Distribution-API-Version"),
             date=headers.get("Date"),
-            received_at=round(resp.received_at, 3),
-            ms=round(resp.elapsed_ms, 2),
+            received_at=round(received_at, 3),
+            ms=round(ms, 2),
         )
         if len(hops) > 1 and urlsplit(url).hostname != reg.host:
             evidence["redirected_to_host"] = urlsplit(url).hostname
@@ -126,8 +130,10 @@ class ApiCheck(Check):
             evidence["challenge"] = {"scheme": ch.scheme, **ch.params}
             where = f" realm {ch.realm}" if ch.realm else ""
             service = f" service {ch.service}" if ch.service else ""
-            return passed(f"GET /v2/ asks for {ch.scheme.capitalize()} auth:{where}{service}{vtext}",
-                          **evidence)
+            return passed(
+                f"GET /v2/ asks for {ch.scheme.capitalize()} auth:{where}{service}{vtext}",
+                **evidence,
+            )
         if status == 403:
             return problem(
                 Status.FAIL,
@@ -142,7 +148,8 @@ class ApiCheck(Check):
                 evidence=evidence,
             )
         what = {404: "404 Not Found: this is not a registry API (wrong host or port?)"}.get(
-            status, f"HTTP {status} instead of 200 or 401")
+            status, f"HTTP {status} instead of 200 or 401"
+        )
         return self._challenge_error(f"GET /v2/ answered {what}", evidence)
 
     def _challenge_error(self, summary: str, evidence: dict[str, Any]) -> Finding:
@@ -154,8 +161,8 @@ class ApiCheck(Check):
             remediation=[
                 "Check that the login server is the registry's own name and port, not a web "
                 "site or a proxy's address.",
-                "Compare with `curl -sv https://<login server>/v2/`: a registry answers 200, or 401 "
-                "with a `WWW-Authenticate: Bearer realm=...,service=...` header.",
+                "Compare with `curl -sv https://<login server>/v2/`: a registry answers 200, or "
+                "401 with a `WWW-Authenticate: Bearer realm=...,service=...` header.",
             ],
             evidence=evidence,
         )
@@ -170,16 +177,20 @@ class ApiCheck(Check):
         elif isinstance(last, requests.exceptions.SSLError):
             summary, faq = f"GET {url} failed in TLS", ["network-connectivity", "tls12"]
         else:
-            summary, faq = f"GET {url} got no answer ({type(last).__name__})", [
-                "network-connectivity"]
+            summary, faq = (
+                f"GET {url} got no answer ({type(last).__name__})",
+                ["network-connectivity"],
+            )
         return problem(
             Status.FAIL,
             f"{summary} after {exc.attempts} attempt(s)",
             code="CONNECTIVITY_ERROR",
             faq=faq,
-            remediation=["The TCP and TLS checks passed, so look at what sits between this "
-                         "host and the registry: an HTTP proxy (HTTPS_PROXY, NO_PROXY) or a "
-                         "load balancer."],
+            remediation=[
+                "The TCP and TLS checks passed, so look at what sits between this "
+                "host and the registry: an HTTP proxy (HTTPS_PROXY, NO_PROXY) or a "
+                "load balancer."
+            ],
             evidence=evidence,
         )
 

@@ -51,6 +51,7 @@ def _dns_lookup(ctx: CheckContext, host: str) -> _Lookup:
         return isinstance(exc, ResolveError) and exc.kind in ("timeout", "servfail")
 
     for rdtype in ("A", "AAAA"):
+
         def query(rdtype: str = rdtype) -> Any:
             # leave room for the other query type and a retry inside the check's deadline
             lifetime = max(0.2, min(3.0, ctx.remaining() / 3 - 0.1))
@@ -149,10 +150,17 @@ class DnsCheck(Check):
             conf = ctx.resolver.dns_resolver(1.0)
             evidence["nameservers"] = [str(n) for n in conf.nameservers]
         except ResolveError as exc:
-            return problem(Status.FAIL, str(exc), code="CONNECTIVITY_DNS_ERROR", faq=FAQ,
-                           remediation=["Give this host a working nameserver in /etc/resolv.conf, "
-                                        "or point the run at one with --nameserver."],
-                           evidence=evidence)
+            return problem(
+                Status.FAIL,
+                str(exc),
+                code="CONNECTIVITY_DNS_ERROR",
+                faq=FAQ,
+                remediation=[
+                    "Give this host a working nameserver in /etc/resolv.conf, "
+                    "or point the run at one with --nameserver."
+                ],
+                evidence=evidence,
+            )
         look = _dns_lookup(ctx, host)
         evidence.update(
             queries=look.queries,

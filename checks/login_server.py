@@ -81,8 +81,10 @@ class LoginServerCheck(Check):
                 f"{host} is not an ACR login server: expected <registry name>.{suffix}",
                 code="LOGIN_SERVER_ERROR",
                 faq=["lowercase-login-server", "registry-api-v2"],
-                remediation=[f"Use the login server shown by `az acr show -n <name> --query "
-                             f"loginServer` (it has the form <name>.{suffix})."],
+                remediation=[
+                    f"Use the login server shown by `az acr show -n <name> --query "
+                    f"loginServer` (it has the form <name>.{suffix})."
+                ],
                 evidence=evidence,
             )
         dnl = _ACR_DNL.match(prefix)

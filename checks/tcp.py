@@ -58,11 +58,16 @@ class TcpCheck(Check):
         try:
             addresses = registry_addresses(ctx)
         except ResolveError as exc:
-            return problem(Status.FAIL, f"no address to connect to: {exc}",
-                           code="CONNECTIVITY_TCP_ERROR", faq=["network-connectivity"],
-                           evidence={"error": exc.kind})
+            return problem(
+                Status.FAIL,
+                f"no address to connect to: {exc}",
+                code="CONNECTIVITY_TCP_ERROR",
+                faq=["network-connectivity"],
+                evidence={"error": exc.kind},
+            )
         tried: dict[str, Any] = {}
         for address in addresses[:8]:
+
             def attempt(address: str = address) -> float:
                 sock, ms = connect(address, port, ctx.budget(CONNECT_CAP_S))
                 sock.close()
@@ -70,13 +75,18 @@ class TcpCheck(Check):
 
             try:
                 ms, attempts = ctx.retry(
-                    attempt, lambda e: isinstance(e, ConnectError) and e.kind in ("timeout", "reset")
+                    attempt,
+                    lambda e: isinstance(e, ConnectError) and e.kind in ("timeout", "reset"),
                 )
                 tried[address] = {"ok": True, "ms": round(ms, 2), "attempts": attempts}
             except RetriesExhausted as exc:
                 kind = exc.last.kind if isinstance(exc.last, ConnectError) else "error"
-                tried[address] = {"ok": False, "error": kind, "detail": str(exc.last)[:200],
-                                  "attempts": exc.attempts}
+                tried[address] = {
+                    "ok": False,
+                    "error": kind,
+                    "detail": str(exc.last)[:200],
+                    "attempts": exc.attempts,
+                }
             if ctx.remaining() < 0.5:
                 break
         ok = {a: t for a, t in tried.items() if t["ok"]}
@@ -92,8 +102,10 @@ class TcpCheck(Check):
                 + ", ".join(f"{a} ({k})" for a, k in bad.items()),
                 code="CONNECTIVITY_TCP_" + next(iter(bad.values())).upper(),
                 faq=["network-connectivity"],
-                remediation=["Clients that try the failing address first will be slow or fail; "
-                             "fix the route to it or remove it from DNS."],
+                remediation=[
+                    "Clients that try the failing address first will be slow or fail; "
+                    "fix the route to it or remove it from DNS."
+                ],
                 evidence=evidence,
             )
         kinds = [t["error"] for t in tried.values()]
@@ -102,8 +114,12 @@ class TcpCheck(Check):
         faq = ["network-connectivity", "firewall-propagation"]
         if kind == "timeout":
             faq = ["network-connectivity", "firewall-propagation", "client-timeout"]
-        words = {"refused": "connection refused", "timeout": "timed out", "reset": "reset",
-                 "unreachable": "network unreachable"}.get(kind, "failed")
+        words = {
+            "refused": "connection refused",
+            "timeout": "timed out",
+            "reset": "reset",
+            "unreachable": "network unreachable",
+        }.get(kind, "failed")
         return problem(
             Status.FAIL,
             f"cannot connect to {', '.join(tried) or reg.host} port {port}: {words}",

@@ -38,8 +38,9 @@ class Handshake:
         self.ms = 0.0
 
 
-def handshake(address: str, port: int, sni: str | None, context: ssl.SSLContext,
-              timeout: float) -> Handshake:
+def handshake(
+    address: str, port: int, sni: str | None, context: ssl.SSLContext, timeout: float
+) -> Handshake:
     out = Handshake()
     try:
         sock, _ = connect(address, port, timeout)
@@ -60,8 +61,12 @@ def handshake(address: str, port: int, sni: str | None, context: ssl.SSLContext,
     except ssl.SSLError as exc:
         reason = (exc.reason or "").upper()
         out.detail = f"{exc.reason or exc}"
-        if reason in ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "RECORD_LAYER_FAILURE",
-                      "PACKET_LENGTH_TOO_LONG"):
+        if reason in (
+            "WRONG_VERSION_NUMBER",
+            "HTTP_REQUEST",
+            "RECORD_LAYER_FAILURE",
+            "PACKET_LENGTH_TOO_LONG",
+        ):
             out.kind = "plain-http"
         elif "PROTOCOL" in reason or reason in ("NO_PROTOCOLS_AVAILABLE",):
             out.kind = "protocol"
@@ -70,8 +75,11 @@ def handshake(address: str, port: int, sni: str | None, context: ssl.SSLContext,
         else:
             out.kind = "tls"
     except (TimeoutError, OSError) as exc:
-        kind = "timeout" if isinstance(exc, TimeoutError) else (
-            "reset" if isinstance(exc, ConnectionResetError | BrokenPipeError) else "error")
+        kind = (
+            "timeout"
+            if isinstance(exc, TimeoutError)
+            else ("reset" if isinstance(exc, ConnectionResetError | BrokenPipeError) else "error")
+        )
         out.kind, out.detail = kind, f"{type(exc).__name__}: {exc}"
     finally:
         sock.close()
@@ -110,8 +118,10 @@ def describe_cert(der: bytes) -> dict[str, Any]:
     names: list[str] = []
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        names = [*san.get_values_for_type(x509.DNSName),
-                 *(str(ip) for ip in san.get_values_for_type(x509.IPAddress))]
+        names = [
+            *san.get_values_for_type(x509.DNSName),
+            *(str(ip) for ip in san.get_values_for_type(x509.IPAddress)),
+        ]
     except x509.ExtensionNotFound:
         pass
     now = datetime.now(UTC)
@@ -142,10 +152,20 @@ class TlsCheck(Check):
     order = 40
     depends_on = ("tcp",)
     timeout_s = 15.0
-    faq_keys = ("tls12", "network-connectivity", "client-timeout", "clock-skew",
-                "firewall-propagation", "registry-api-v2")
-    codes = ("CONNECTIVITY_SSL_ERROR", "CONNECTIVITY_TLS_VERSION_ERROR",
-             "TLS_CERT_EXPIRING", "INSECURE_REGISTRY")
+    faq_keys = (
+        "tls12",
+        "network-connectivity",
+        "client-timeout",
+        "clock-skew",
+        "firewall-propagation",
+        "registry-api-v2",
+    )
+    codes = (
+        "CONNECTIVITY_SSL_ERROR",
+        "CONNECTIVITY_TLS_VERSION_ERROR",
+        "TLS_CERT_EXPIRING",
+        "INSECURE_REGISTRY",
+    )
 
     def run(self, ctx: CheckContext) -> Finding:
         reg = ctx.registry
@@ -154,20 +174,26 @@ class TlsCheck(Check):
         try:
             addresses = registry_addresses(ctx)
         except ResolveError as exc:
-            return problem(Status.FAIL, f"no address to connect to: {exc}",
-                           code="CONNECTIVITY_SSL_ERROR", faq=["network-connectivity"])
+            return problem(
+                Status.FAIL,
+                f"no address to connect to: {exc}",
+                code="CONNECTIVITY_SSL_ERROR",
+                faq=["network-connectivity"],
+            )
         sni = None if is_ip(reg.host) else reg.host
         server_name = reg.host.strip("[]")
         trusted = ctx.ssl_context(True)
         # the first address that takes a connection, as a client would use it
         for address in addresses[:4]:
-            main = handshake(address, port, sni or server_name, trusted,
-                             ctx.budget(HANDSHAKE_CAP_S))
+            main = handshake(
+                address, port, sni or server_name, trusted, ctx.budget(HANDSHAKE_CAP_S)
+            )
             if main.kind not in ("refused", "unreachable"):
                 break
         legacy: dict[str, Any] = {}
         probe = threading.Thread(
-            target=self._legacy, args=(address, port, sni, ctx, legacy), daemon=True)
+            target=self._legacy, args=(address, port, sni, ctx, legacy), daemon=True
+        )
         probe.start()
         evidence: dict[str, Any] = {
             "address": address,
@@ -186,20 +212,27 @@ class TlsCheck(Check):
         if main.protocol:
             evidence["protocol"] = main.protocol
         if main.cipher:
-            evidence["cipher"] = {"name": main.cipher[0], "protocol": main.cipher[1],
-                                  "bits": main.cipher[2]}
+            evidence["cipher"] = {
+                "name": main.cipher[0],
+                "protocol": main.cipher[1],
+                "bits": main.cipher[2],
+            }
         cert = describe_cert(main.der) if main.der else None
         if cert:
             evidence["certificate"] = cert
-        evidence["verify"] = {"ok": main.ok, "code": main.verify_code,
-                              "message": main.detail if main.kind == "verify" else None}
+        evidence["verify"] = {
+            "ok": main.ok,
+            "code": main.verify_code,
+            "message": main.detail if main.kind == "verify" else None,
+        }
         evidence["scheme"] = "https"
         if main.ok:
             return self._healthy(reg.login_server, main, cert, legacy, evidence)
         return self._failed(ctx, reg.login_server, main, cert, legacy, evidence)
 
-    def _legacy(self, address: str, port: int, sni: str | None, ctx: CheckContext,
-                out: dict[str, Any]) -> None:
+    def _legacy(
+        self, address: str, port: int, sni: str | None, ctx: CheckContext, out: dict[str, Any]
+    ) -> None:
         hs = handshake(address, port, sni, legacy_context(), ctx.budget(HANDSHAKE_CAP_S))
         out["accepted"] = hs.ok
         if hs.ok:
@@ -207,10 +240,15 @@ class TlsCheck(Check):
         else:
             out["detail"] = hs.kind
 
-    def _healthy(self, name: str, hs: Handshake, cert: dict[str, Any] | None,
-                 legacy: dict[str, Any], evidence: dict[str, Any]) -> Finding:
-        legacy_note = (f"; still accepts {legacy.get('protocol')}" if legacy.get("accepted")
-                       else "")
+    def _healthy(
+        self,
+        name: str,
+        hs: Handshake,
+        cert: dict[str, Any] | None,
+        legacy: dict[str, Any],
+        evidence: dict[str, Any],
+    ) -> Finding:
+        legacy_note = f"; still accepts {legacy.get('protocol')}" if legacy.get("accepted") else ""
         days = cert.get("days_left") if cert else None
         if isinstance(days, float) and days < EXPIRY_WARN_DAYS:
             return problem(
@@ -218,16 +256,25 @@ class TlsCheck(Check):
                 f"certificate of {name} expires in {days:.0f} days ({cert and cert['not_after']})",
                 code="TLS_CERT_EXPIRING",
                 faq=["network-connectivity"],
-                remediation=["Renew the registry's certificate before it expires; every pull and "
-                             "push fails from that moment."],
+                remediation=[
+                    "Renew the registry's certificate before it expires; every pull and "
+                    "push fails from that moment."
+                ],
                 evidence=evidence,
             )
         cipher = hs.cipher[0] if hs.cipher else "?"
         expiry = f", certificate valid {days:.0f} more days" if isinstance(days, float) else ""
         return passed(f"{hs.protocol} with {cipher}, trusted{expiry}{legacy_note}", **evidence)
 
-    def _failed(self, ctx: CheckContext, name: str, hs: Handshake, cert: dict[str, Any] | None,
-                legacy: dict[str, Any], evidence: dict[str, Any]) -> Finding:
+    def _failed(
+        self,
+        ctx: CheckContext,
+        name: str,
+        hs: Handshake,
+        cert: dict[str, Any] | None,
+        legacy: dict[str, Any],
+        evidence: dict[str, Any],
+    ) -> Finding:
         evidence["error"] = hs.kind
         insecure = ctx.options.insecure
         if hs.kind == "plain-http":
@@ -304,34 +351,49 @@ class TlsCheck(Check):
             f"TLS with {name} failed: {hs.kind} {hs.detail}".strip(),
             code="CONNECTIVITY_SSL_ERROR",
             faq=["network-connectivity", "tls12"],
-            remediation=["Compare with `openssl s_client -connect <host>:<port> "
-                         "-servername <host>` from this host."],
+            remediation=[
+                "Compare with `openssl s_client -connect <host>:<port> "
+                "-servername <host>` from this host."
+            ],
             evidence=evidence,
         )
 
-    def _untrusted(self, ctx: CheckContext, name: str, hs: Handshake,
-                   cert: dict[str, Any] | None, evidence: dict[str, Any]) -> Finding:
+    def _untrusted(
+        self,
+        ctx: CheckContext,
+        name: str,
+        hs: Handshake,
+        cert: dict[str, Any] | None,
+        evidence: dict[str, Any],
+    ) -> Finding:
         code = hs.verify_code or 0
         faq = ["network-connectivity"]
         if code == V_EXPIRED:
             when = cert.get("not_after") if cert else "?"
             why = f"its certificate expired ({when})"
-            steps = ["Renew the registry's certificate.",
-                     "If the certificate looks valid elsewhere, check this host's clock "
-                     "(`timedatectl`)."]
+            steps = [
+                "Renew the registry's certificate.",
+                "If the certificate looks valid elsewhere, check this host's clock "
+                "(`timedatectl`).",
+            ]
             faq = ["network-connectivity", "clock-skew"]
         elif code == V_NOT_YET_VALID:
             why = f"its certificate is not valid yet ({cert.get('not_before') if cert else '?'})"
-            steps = ["This host's clock is probably behind: synchronise it (`timedatectl "
-                     "set-ntp true`)."]
+            steps = [
+                "This host's clock is probably behind: synchronise it (`timedatectl set-ntp true`)."
+            ]
             faq = ["clock-skew", "network-connectivity"]
         elif code == V_HOSTNAME:
             names = ", ".join(cert.get("names", [])) if cert else "?"
-            why = f"its certificate is for {names}, not {ctx.registry.host if ctx.registry else name}"
-            steps = ["Use the name the certificate was issued for, or reissue the certificate "
-                     "with this name.",
-                     "A proxy that intercepts TLS presents its own certificate: check which "
-                     "issuer is shown in the evidence."]
+            why = (
+                f"its certificate is for {names}, not {ctx.registry.host if ctx.registry else name}"
+            )
+            steps = [
+                "Use the name the certificate was issued for, or reissue the certificate "
+                "with this name.",
+                "A proxy that intercepts TLS presents its own certificate: check which "
+                "issuer is shown in the evidence.",
+            ]
             faq = ["network-connectivity", "registry-api-v2"]
         elif code in V_UNTRUSTED:
             issuer = cert.get("issuer") if cert else "an unknown issuer"
@@ -339,7 +401,8 @@ class TlsCheck(Check):
             port = ctx.registry.effective_port if ctx.registry else 443
             host = ctx.registry.host if ctx.registry else name
             steps = [
-                f"Give docker the registry's CA: copy it to /etc/docker/certs.d/{host}:{port}/ca.crt "
+                "Give docker the registry's CA: copy it to "
+                f"/etc/docker/certs.d/{host}:{port}/ca.crt "
                 f"(or /etc/docker/certs.d/{host}/ca.crt for port 443).",
                 "Or add the CA to the system trust store "
                 "(`/usr/local/share/ca-certificates/` then `update-ca-certificates`).",
@@ -354,8 +417,11 @@ class TlsCheck(Check):
                 f"{name}: {why}; accepted because of --insecure",
                 code="INSECURE_REGISTRY",
                 faq=faq,
-                remediation=["Docker accepts this only for registries listed in "
-                             "`insecure-registries`; fix the certificate instead.", *steps],
+                remediation=[
+                    "Docker accepts this only for registries listed in "
+                    "`insecure-registries`; fix the certificate instead.",
+                    *steps,
+                ],
                 evidence=evidence,
             )
         return problem(

@@ -41,7 +41,7 @@ def parse_challenge(header: str | None) -> Challenge:
     if scheme not in ("bearer", "basic"):
         raise ChallengeError(f"unsupported authentication scheme {scheme[:20]!r}")
     try:
-        raw = parse_dict_header(rest)
+        raw: dict[str, str | None] = parse_dict_header(rest)  # type: ignore[no-untyped-call]
     except (ValueError, IndexError) as exc:
         raise ChallengeError(f"challenge parameters do not parse: {exc}") from None
     params = {str(k).strip().lower(): str(v) for k, v in raw.items() if k and v is not None}

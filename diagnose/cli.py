@@ -11,7 +11,7 @@ import os
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -93,7 +93,9 @@ def check_health(
     checks: Annotated[
         str | None, typer.Option(help="Only these checks (comma-separated), plus what they need.")
     ] = None,
-    skip: Annotated[str | None, typer.Option(help="Leave these checks out (comma-separated).")] = None,
+    skip: Annotated[
+        str | None, typer.Option(help="Leave these checks out (comma-separated).")
+    ] = None,
     fmt: Annotated[
         str, typer.Option("--format", "-f", help="Report format: terminal or json.")
     ] = "terminal",
@@ -154,8 +156,9 @@ def check_health(
         live = LiveView()
     if live is not None:
         with live:
-            report = runner.run(selected, targets, options, target_source=source,
-                                listener=live, notes=notes)
+            report = runner.run(
+                selected, targets, options, target_source=source, listener=live, notes=notes
+            )
     else:
         report = runner.run(selected, targets, options, target_source=source, notes=notes)
     if broken:
@@ -276,8 +279,9 @@ def _with_broken(report: Report, broken: list[BrokenPlugin]) -> Report:
             remediation=["Reinstall or remove the package that provides this check."],
         )
         extra.append(
-            CheckResult.from_finding(b.name, "Load check plugin", finding, duration_s=0.0,
-                                     registry=None, started_s=0.0)
+            CheckResult.from_finding(
+                b.name, "Load check plugin", finding, duration_s=0.0, registry=None, started_s=0.0
+            )
         )
     return replace(report, results=(*report.results, *extra))
 
@@ -315,7 +319,7 @@ def list_checks(
     from diagnose import plugins
 
     found, broken = plugins.load_checks()
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "id": c.id,
             "title": c.title,

@@ -149,8 +149,12 @@ class CheckContext:
             session = self._sessions[verify] = make_session(self.ssl_context(verify), pin=self.pin)
         return session
 
-    def retry(self, fn: Callable[[], T], transient: Callable[[BaseException], bool]) -> tuple[T, int]:
-        return with_retries(fn, transient=transient, tries=self.options.tries, remaining=self.remaining)
+    def retry(
+        self, fn: Callable[[], T], transient: Callable[[BaseException], bool]
+    ) -> tuple[T, int]:
+        return with_retries(
+            fn, transient=transient, tries=self.options.tries, remaining=self.remaining
+        )
 
     def close(self) -> None:
         for session in self._sessions.values():

@@ -62,10 +62,10 @@ def make_session(
 
         def build_connection_pool_key_attributes(
             self, request: requests.PreparedRequest, verify: Any, cert: Any = None
-        ) -> tuple[dict[str, Any], dict[str, Any]]:
-            host_params, pool_kwargs = super().build_connection_pool_key_attributes(
-                request, verify, cert
-            )
+        ) -> tuple[Any, Any]:
+            base = super().build_connection_pool_key_attributes(request, verify, cert)
+            host_params: dict[str, Any] = dict(base[0])
+            pool_kwargs: dict[str, Any] = dict(base[1])
             name = host_params.get("host")
             address = pin(name) if (pin is not None and name) else None
             if address and address != name:

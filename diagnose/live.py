@@ -9,8 +9,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from diagnose.runner import Node
 
-MARKS = {"pass": "[green]✔[/]", "warn": "[yellow]![/]", "fail": "[red]✘[/]",
-         "skip": "[dim]-[/]", "error": "[magenta]?[/]"}
+MARKS = {
+    "pass": "[green]✔[/]",
+    "warn": "[yellow]![/]",
+    "fail": "[red]✘[/]",
+    "skip": "[dim]-[/]",
+    "error": "[magenta]?[/]",
+}
 
 
 class LiveView:
@@ -23,8 +28,12 @@ class LiveView:
         self._lock = threading.Lock()
         self._rows: dict[str, tuple[str, str, float]] = {}
         self._console = Console(stderr=True)
-        self._live = Live(console=self._console, refresh_per_second=8, transient=True,
-                          get_renderable=self._renderable)
+        self._live = Live(
+            console=self._console,
+            refresh_per_second=8,
+            transient=True,
+            get_renderable=self._renderable,
+        )
 
     def _renderable(self) -> Any:
         from rich.table import Table

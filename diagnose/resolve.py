@@ -93,7 +93,9 @@ def system_addresses(host: str, port: int, timeout: float) -> list[str]:
         return box["ok"]  # type: ignore[return-value]
     err = box.get("err")
     if err is None:
-        raise ResolveError("timeout", f"the system resolver gave no answer for {host} in {timeout:.1f}s")
+        raise ResolveError(
+            "timeout", f"the system resolver gave no answer for {host} in {timeout:.1f}s"
+        )
     if isinstance(err, socket.gaierror) and err.errno in (socket.EAI_NONAME, socket.EAI_NODATA):
         raise ResolveError("nxdomain", f"the system resolver does not know {host}")
     raise ResolveError("error", f"the system resolver failed for {host}: {err}")
@@ -129,7 +131,11 @@ class HostResolver:
         else:
             conf = self.host_root / "etc" / "resolv.conf"
             try:
-                r = dns.resolver.Resolver(filename=str(conf)) if conf.exists() else dns.resolver.Resolver()
+                r = (
+                    dns.resolver.Resolver(filename=str(conf))
+                    if conf.exists()
+                    else dns.resolver.Resolver()
+                )
             except dns.resolver.NoResolverConfiguration as exc:
                 raise ResolveError("config", f"no usable nameserver in {conf}: {exc}") from None
         r.timeout = max(0.1, min(timeout, 2.0))
@@ -176,9 +182,13 @@ class HostResolver:
             except dns.resolver.NoAnswer:
                 continue
             except dns.resolver.NoNameservers as exc:
-                raise ResolveError("servfail", f"no DNS server could answer for {host}: {exc}") from None
+                raise ResolveError(
+                    "servfail", f"no DNS server could answer for {host}: {exc}"
+                ) from None
             except dns.exception.Timeout:
-                raise ResolveError("timeout", f"no DNS answer for {host} in {timeout:.1f}s") from None
+                raise ResolveError(
+                    "timeout", f"no DNS answer for {host} in {timeout:.1f}s"
+                ) from None
             except dns.exception.DNSException as exc:
                 raise ResolveError("error", f"DNS lookup of {host} failed: {exc}") from None
         if nx:

@@ -12,6 +12,7 @@ process) past its deadline. Its late answer, if any, is ignored.
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import queue
 import sys
@@ -147,10 +148,8 @@ class _Run:
 
     def notify(self, event: str, node: Node) -> None:
         if self.listener is not None:
-            try:
+            with contextlib.suppress(Exception):  # a broken live view must not break the run
                 self.listener(event, node)
-            except Exception:  # a broken live view must not break the run
-                pass
 
     def finish(self, node: Node, finding: Finding, end: float, waited: float = 0.0) -> None:
         if node.result is not None:

@@ -119,7 +119,9 @@ def parse_registry(text: str, *, insecure: bool = False) -> Registry:
                     "lower-case letters, digits and the separators . _ - /"
                 )
             repository = ref.group("repo")
-            notes.append(f"image reference given: login server is the host, repository {repository}")
+            notes.append(
+                f"image reference given: login server is the host, repository {repository}"
+            )
 
     lower = host.lower() if ip is None else str(ip)
     if ip is None and "." not in lower and port is None and lower != "localhost":
@@ -161,7 +163,9 @@ def _split_port(hostport: str) -> tuple[str, int | None]:
             raise TargetError("unexpected text after the IPv6 address")
         port_text = rest[1:] if rest else None
     elif hostport.count(":") > 1:
-        raise TargetError("an IPv6 address in a registry name must be written in brackets: [::1]:5000")
+        raise TargetError(
+            "an IPv6 address in a registry name must be written in brackets: [::1]:5000"
+        )
     else:
         host, colon, port_text_raw = hostport.partition(":")
         port_text = port_text_raw if colon else None
@@ -191,9 +195,13 @@ def _check_hostname(host: str) -> None:
         raise TargetError(f"the host name is {len(host)} characters long (at most 253)")
     for label in host.split("."):
         if not label:
-            raise TargetError("the host name has an empty label (two dots in a row, or a leading dot)")
+            raise TargetError(
+                "the host name has an empty label (two dots in a row, or a leading dot)"
+            )
         if len(label) > 63:
-            raise TargetError(f"a label of the host name is {len(label)} characters long (at most 63)")
+            raise TargetError(
+                f"a label of the host name is {len(label)} characters long (at most 63)"
+            )
         if not _LABEL.match(label):
             bad = next((c for c in label if not (c.isalnum() or c == "-")), None)
             what = f"the character {bad!r}" if bad else "a label that starts or ends with '-'"

@@ -83,7 +83,9 @@ class TerminalReport:
         for r in problems:
             where = f" · {r.registry}" if r.registry else ""
             con.print()
-            con.print(f"{_mark(r.status)} [bold]{escape(r.title)}[/]{escape(where)}  [dim]{r.code}[/]")
+            con.print(
+                f"{_mark(r.status)} [bold]{escape(r.title)}[/]{escape(where)}  [dim]{r.code}[/]"
+            )
             con.print(f"  {escape(r.summary)}")
             steps = list(r.remediation)
             if not steps and r.faq and r.faq[0] in report.faq:

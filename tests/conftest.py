@@ -24,7 +24,9 @@ def good_cert(pki: lab.Pki) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="session")
-def registry(tmp_path_factory: pytest.TempPathFactory, good_cert: tuple[Path, Path]) -> Iterator[lab.Registry]:
+def registry(
+    tmp_path_factory: pytest.TempPathFactory, good_cert: tuple[Path, Path]
+) -> Iterator[lab.Registry]:
     reg = lab.start_registry(tmp_path_factory.mktemp("registry"), *good_cert)
     yield reg
     reg.stop()
@@ -41,18 +43,25 @@ def dns_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lab.Dns]:
 @pytest.fixture(scope="session")
 def dns_refusing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lab.Dns]:
     """dnsmasq with no zone and no upstream: it answers REFUSED."""
-    server = lab.start_dnsmasq(tmp_path_factory.mktemp("dnsmasq-refusing"),
-                               "--host-record=x.signed.test,127.0.0.1")
+    server = lab.start_dnsmasq(
+        tmp_path_factory.mktemp("dnsmasq-refusing"), "--host-record=x.signed.test,127.0.0.1"
+    )
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="session")
-def dns_servfail(tmp_path_factory: pytest.TempPathFactory, dns_refusing: lab.Dns) -> Iterator[lab.Dns]:
+def dns_servfail(
+    tmp_path_factory: pytest.TempPathFactory, dns_refusing: lab.Dns
+) -> Iterator[lab.Dns]:
     """A validating dnsmasq whose answers cannot be proven: it answers SERVFAIL."""
-    server = lab.start_dnsmasq(tmp_path_factory.mktemp("dnsmasq-servfail"), "--dnssec",
-                               lab.ROOT_ANCHOR, "--dnssec-check-unsigned",
-                               f"--server=127.0.0.1#{dns_refusing.port}")
+    server = lab.start_dnsmasq(
+        tmp_path_factory.mktemp("dnsmasq-servfail"),
+        "--dnssec",
+        lab.ROOT_ANCHOR,
+        "--dnssec-check-unsigned",
+        f"--server=127.0.0.1#{dns_refusing.port}",
+    )
     yield server
     server.stop()
 
@@ -100,8 +109,9 @@ def run_json(env: dict[str, str], schema: dict[str, Any]) -> Any:
     """Run `diagnose check-health ... --format json` in a subprocess and validate the report."""
 
     def go(*args: str, timeout: float = 90) -> lab.Run:
-        r = lab.diagnose("check-health", "--format", "json", "--quiet", *args, env=env,
-                         timeout=timeout)
+        r = lab.diagnose(
+            "check-health", "--format", "json", "--quiet", *args, env=env, timeout=timeout
+        )
         assert r.rc in (0, 1), f"rc={r.rc} stderr={r.err}"
         assert "Traceback" not in r.err, r.err
         validate_report(r.report, schema)
@@ -113,5 +123,9 @@ def run_json(env: dict[str, str], schema: dict[str, Any]) -> Any:
 @pytest.fixture(scope="session")
 def expired_cert(pki: lab.Pki) -> tuple[Path, Path]:
     now = dt.datetime.now(dt.UTC)
-    return pki.leaf("expired", *lab.GOOD_NAMES, not_before=now - dt.timedelta(days=30),
-                    not_after=now - dt.timedelta(days=2))
+    return pki.leaf(
+        "expired",
+        *lab.GOOD_NAMES,
+        not_before=now - dt.timedelta(days=30),
+        not_after=now - dt.timedelta(days=2),
+    )

@@ -20,14 +20,16 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import trustme
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "diagnose" / "schema" / "report-v1.json"
 REGISTRY_BIN = shutil.which("docker-registry") or shutil.which("registry")
-DNSMASQ_BIN = shutil.which("dnsmasq") or ("/usr/sbin/dnsmasq" if Path("/usr/sbin/dnsmasq").exists() else None)
+DNSMASQ_BIN = shutil.which("dnsmasq") or (
+    "/usr/sbin/dnsmasq" if Path("/usr/sbin/dnsmasq").exists() else None
+)
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -55,9 +57,15 @@ class Pki:
     ca_file: Path
     files: dict[str, tuple[Path, Path]] = field(default_factory=dict)
 
-    def leaf(self, name: str, *identities: str, ca: trustme.CA | None = None,
-             not_before: dt.datetime | None = None, not_after: dt.datetime | None = None,
-             rsa: bool = False) -> tuple[Path, Path]:
+    def leaf(
+        self,
+        name: str,
+        *identities: str,
+        ca: trustme.CA | None = None,
+        not_before: dt.datetime | None = None,
+        not_after: dt.datetime | None = None,
+        rsa: bool = False,
+    ) -> tuple[Path, Path]:
         if name in self.files:
             return self.files[name]
         issuer = ca or self.ca
@@ -121,7 +129,7 @@ log:
     disabled: true
 storage:
   filesystem:
-    rootdirectory: {directory / 'data'}
+    rootdirectory: {directory / "data"}
   delete:
     enabled: true
 http:
@@ -174,7 +182,9 @@ TEST_ZONE = [
     "--host-record=internal.test,192.168.77.7",
 ]
 # A validating resolver whose upstream cannot prove anything: every answer is bogus -> SERVFAIL.
-ROOT_ANCHOR = "--trust-anchor=.,20326,8,2,E06D44B80B8F1D39A95C0B0D7C65D08458E880409BBC683457104237C7F8EC8D"
+ROOT_ANCHOR = (
+    "--trust-anchor=.,20326,8,2,E06D44B80B8F1D39A95C0B0D7C65D08458E880409BBC683457104237C7F8EC8D"
+)
 
 
 def start_dnsmasq(directory: Path, *records: str) -> Dns:
@@ -229,10 +239,10 @@ def silent_udp() -> Iterator[int]:
 
 # ------------------------------------------------------------------------- TLS/HTTP servers
 class _Handler(http.server.BaseHTTPRequestHandler):
-    routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
+    routes: ClassVar[dict[str, tuple[int, dict[str, str], bytes]]] = {}
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         self.server.requests.append({"path": self.path, "headers": dict(self.headers)})  # type: ignore[attr-defined]
         status, headers, body = self.routes.get(self.path, (404, {}, b'{"errors":[]}'))
         self.send_response_only(status)
@@ -270,8 +280,9 @@ def server_context(cert: Path, key: Path, *, legacy_only: bool = False) -> ssl.S
 
 
 @contextlib.contextmanager
-def http_server(routes: dict[str, tuple[int, dict[str, str], bytes]],
-                tls: ssl.SSLContext | None) -> Iterator[Server]:
+def http_server(
+    routes: dict[str, tuple[int, dict[str, str], bytes]], tls: ssl.SSLContext | None
+) -> Iterator[Server]:
     """An HTTP(S) server answering fixed routes, on loopback."""
     handler = type("Handler", (_Handler,), {"routes": routes})
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -308,7 +319,9 @@ def tcp_server(mode: str) -> Iterator[int]:
             if mode == "reset":
                 with contextlib.suppress(OSError):
                     conn.recv(1024)  # wait for the ClientHello, then abort
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                conn.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                )
                 conn.close()
             else:
                 held.append(conn)
@@ -372,8 +385,11 @@ class Run:
 
 
 def clean_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k.upper() not in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "DOCKER_CONFIG")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k.upper() not in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "DOCKER_CONFIG")
+    }
     env["HOME"] = str(home)
     env["NO_COLOR"] = "1"
     env["PYTHONDONTWRITEBYTECODE"] = "1"
@@ -384,6 +400,11 @@ def diagnose(*args: str, env: dict[str, str], timeout: float = 90, stdin: str | 
     t0 = time.monotonic()
     p = subprocess.run(
         [sys.executable, "-m", "diagnose", *args],
-        capture_output=True, text=True, env=env, timeout=timeout, input=stdin, cwd=str(ROOT),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        input=stdin,
+        cwd=str(ROOT),
     )
     return Run(p.returncode, p.stdout, p.stderr, time.monotonic() - t0)

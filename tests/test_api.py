@@ -19,15 +19,24 @@ def _run(run_json, pki, port, *more):
 
 def test_bearer_challenge_is_healthy(pki, run_json):
     chal = 'Bearer realm="https://auth.example.test/token",service="registry.example.test"'
-    with _serve(pki, {"/v2/": (401, {"WWW-Authenticate": chal,
-                                     "Docker-Distribution-API-Version": "registry/2.0"},
-                               b'{"errors":[{"code":"UNAUTHORIZED"}]}')}) as srv:
+    with _serve(
+        pki,
+        {
+            "/v2/": (
+                401,
+                {"WWW-Authenticate": chal, "Docker-Distribution-API-Version": "registry/2.0"},
+                b'{"errors":[{"code":"UNAUTHORIZED"}]}',
+            )
+        },
+    ) as srv:
         r = _run(run_json, pki, srv.port)
     api = r.check("api")
     assert api["status"] == "pass", api
-    assert api["evidence"]["challenge"] == {"scheme": "bearer",
-                                            "realm": "https://auth.example.test/token",
-                                            "service": "registry.example.test"}
+    assert api["evidence"]["challenge"] == {
+        "scheme": "bearer",
+        "realm": "https://auth.example.test/token",
+        "service": "registry.example.test",
+    }
     assert r.rc == 0
 
 
@@ -50,7 +59,7 @@ def test_not_found(pki, run_json):
 
 
 def test_malformed_challenges(pki, run_json):
-    for header in ("Bearer service=\"x\"", "Negotiate abc", "Bearer realm=\"ftp://x\"", ""):
+    for header in ('Bearer service="x"', "Negotiate abc", 'Bearer realm="ftp://x"', ""):
         headers = {"WWW-Authenticate": header} if header else {}
         with _serve(pki, {"/v2/": (401, headers, b"")}) as srv:
             r = _run(run_json, pki, srv.port)
@@ -60,8 +69,9 @@ def test_malformed_challenges(pki, run_json):
 
 
 def test_redirect_loop(pki, run_json):
-    with _serve(pki, {"/v2/": (302, {"Location": "/v2/x"}, b""),
-                      "/v2/x": (302, {"Location": "/v2/"}, b"")}) as srv:
+    with _serve(
+        pki, {"/v2/": (302, {"Location": "/v2/x"}, b""), "/v2/x": (302, {"Location": "/v2/"}, b"")}
+    ) as srv:
         r = _run(run_json, pki, srv.port)
     api = r.check("api")
     assert (api["status"], api["code"]) == ("fail", "CONNECTIVITY_CHALLENGE_ERROR")

@@ -13,7 +13,7 @@ def test_refused(run_json):
     tcp = r.check("tcp")
     assert (tcp["status"], tcp["code"]) == ("fail", "CONNECTIVITY_TCP_REFUSED")
     assert "network-connectivity" in tcp["faq"]
-    assert tcp["evidence"]["connections"][ "127.0.0.1"]["error"] == "refused"
+    assert tcp["evidence"]["connections"]["127.0.0.1"]["error"] == "refused"
     for dep in ("tls", "api", "clock"):
         assert r.check(dep)["status"] == "skip"
     assert r.check("tls")["summary"] == "blocked by tcp"
@@ -56,8 +56,12 @@ def test_tls_expired_certificate(pki, expired_cert, run_json):
 
 def test_tls_not_yet_valid_certificate(pki, run_json):
     now = dt.datetime.now(dt.UTC)
-    cert = pki.leaf("future", *lab.GOOD_NAMES, not_before=now + dt.timedelta(days=3),
-                    not_after=now + dt.timedelta(days=300))
+    cert = pki.leaf(
+        "future",
+        *lab.GOOD_NAMES,
+        not_before=now + dt.timedelta(days=3),
+        not_after=now + dt.timedelta(days=300),
+    )
     with lab.http_server({"/v2/": (200, {}, b"{}")}, lab.server_context(*cert)) as srv:
         r = run_json(f"127.0.0.1:{srv.port}", "--ca-bundle", str(pki.ca_file))
     tls = r.check("tls")
@@ -81,16 +85,31 @@ def test_fail_on_warn(pki, env):
     now = dt.datetime.now(dt.UTC)
     cert = pki.leaf("soon", *lab.GOOD_NAMES, not_after=now + dt.timedelta(days=5))
     with lab.http_server({"/v2/": (200, {}, b"{}")}, lab.server_context(*cert)) as srv:
-        r = lab.diagnose("check-health", f"127.0.0.1:{srv.port}", "--ca-bundle",
-                         str(pki.ca_file), "--fail-on", "warn", "-q", env=env)
+        r = lab.diagnose(
+            "check-health",
+            f"127.0.0.1:{srv.port}",
+            "--ca-bundle",
+            str(pki.ca_file),
+            "--fail-on",
+            "warn",
+            "-q",
+            env=env,
+        )
     assert r.rc == 1  # ...unless asked to
 
 
 def test_tls_wrong_host_certificate(pki, dns_server, host_root, run_json):
     cert = pki.leaf("wronghost", "somewhere-else.example")
     with lab.http_server({"/v2/": (200, {}, b"{}")}, lab.server_context(*cert)) as srv:
-        r = run_json(f"registry.test:{srv.port}", "--ca-bundle", str(pki.ca_file),
-                     "--nameserver", dns_server.nameserver, "--host-root", str(host_root))
+        r = run_json(
+            f"registry.test:{srv.port}",
+            "--ca-bundle",
+            str(pki.ca_file),
+            "--nameserver",
+            dns_server.nameserver,
+            "--host-root",
+            str(host_root),
+        )
     tls = r.check("tls")
     assert (tls["status"], tls["code"]) == ("fail", "CONNECTIVITY_SSL_ERROR")
     assert "somewhere-else.example" in tls["summary"]
@@ -127,8 +146,9 @@ def test_tls_reset_during_handshake(run_json):
 
 
 def test_plain_http_registry_fails_without_insecure_and_warns_with_it(run_json):
-    with lab.http_server({"/v2/": (200, {"Docker-Distribution-API-Version": "registry/2.0"},
-                                   b"{}")}, None) as srv:
+    with lab.http_server(
+        {"/v2/": (200, {"Docker-Distribution-API-Version": "registry/2.0"}, b"{}")}, None
+    ) as srv:
         r = run_json(f"127.0.0.1:{srv.port}")
         tls = r.check("tls")
         assert (tls["status"], tls["code"]) == ("fail", "CONNECTIVITY_SSL_ERROR")

@@ -24,8 +24,15 @@ def test_nxdomain_fails_and_blocks_dependants(dns_server, host_root, run_json):
 
 
 def test_servfail_is_told_apart(dns_servfail, host_root, run_json):
-    r = run_json("x.signed.test:5000", "--nameserver", dns_servfail.nameserver,
-                 "--host-root", str(host_root), "--tries", "2")
+    r = run_json(
+        "x.signed.test:5000",
+        "--nameserver",
+        dns_servfail.nameserver,
+        "--host-root",
+        str(host_root),
+        "--tries",
+        "2",
+    )
     dns = r.check("dns")
     assert (dns["status"], dns["code"]) == ("fail", "CONNECTIVITY_DNS_ERROR")
     assert dns["evidence"]["error"] == "servfail", dns
@@ -34,8 +41,9 @@ def test_servfail_is_told_apart(dns_servfail, host_root, run_json):
 
 
 def test_refused_is_told_apart(dns_refusing, host_root, run_json):
-    r = run_json("registry.test:5000", "--nameserver", dns_refusing.nameserver,
-                 "--host-root", str(host_root))
+    r = run_json(
+        "registry.test:5000", "--nameserver", dns_refusing.nameserver, "--host-root", str(host_root)
+    )
     dns = r.check("dns")
     assert (dns["status"], dns["code"]) == ("fail", "CONNECTIVITY_DNS_ERROR")
     assert dns["evidence"]["error"] == "refused", dns
@@ -44,8 +52,15 @@ def test_refused_is_told_apart(dns_refusing, host_root, run_json):
 
 def test_timeout_is_told_apart_and_bounded(host_root, run_json):
     with lab.silent_udp() as port:
-        r = run_json("registry.test:5000", "--nameserver", f"127.0.0.1:{port}",
-                     "--host-root", str(host_root), "--timeout", "5")
+        r = run_json(
+            "registry.test:5000",
+            "--nameserver",
+            f"127.0.0.1:{port}",
+            "--host-root",
+            str(host_root),
+            "--timeout",
+            "5",
+        )
     dns = r.check("dns")
     assert (dns["status"], dns["code"]) == ("fail", "CONNECTIVITY_DNS_ERROR")
     assert dns["evidence"]["error"] == "timeout"
@@ -72,11 +87,14 @@ def test_private_address_without_privatelink(dns_server, host_root, run_json):
 
 
 def test_hosts_file_disagreeing_with_dns_warns_and_is_what_connects(
-        registry, dns_server, host_root, pki, run_json):
+    registry, dns_server, host_root, pki, run_json
+):
     # the hosts file pins the name to an address where no registry listens
     (host_root / "etc" / "hosts").write_text("127.0.0.2 registry.test\n")
-    r = run_json(f"registry.test:{registry.port}",
-                 *_args(dns_server, host_root, "--ca-bundle", str(pki.ca_file)))
+    r = run_json(
+        f"registry.test:{registry.port}",
+        *_args(dns_server, host_root, "--ca-bundle", str(pki.ca_file)),
+    )
     dns = r.check("dns")
     assert (dns["status"], dns["code"]) == ("warn", "CONNECTIVITY_DNS_MISMATCH")
     assert dns["evidence"]["system_addresses"] == ["127.0.0.2"]

@@ -6,12 +6,25 @@ from tests import lab
 
 
 def test_healthy_registry_by_dns_name(registry, dns_server, pki, run_json, host_root):
-    r = run_json(f"registry.test:{registry.port}", "--nameserver", dns_server.nameserver,
-                 "--ca-bundle", str(pki.ca_file), "--host-root", str(host_root))
+    r = run_json(
+        f"registry.test:{registry.port}",
+        "--nameserver",
+        dns_server.nameserver,
+        "--ca-bundle",
+        str(pki.ca_file),
+        "--host-root",
+        str(host_root),
+    )
     assert r.rc == 0, r.out
     statuses = {c["id"]: c["status"] for c in r.report["checks"]}
-    assert statuses == {"login-server": "pass", "dns": "pass", "tcp": "pass", "tls": "pass",
-                        "api": "pass", "clock": "pass"}
+    assert statuses == {
+        "login-server": "pass",
+        "dns": "pass",
+        "tcp": "pass",
+        "tls": "pass",
+        "api": "pass",
+        "clock": "pass",
+    }
     assert r.report["summary"]["status"] == "pass"
     dns = r.check("dns")
     assert dns["evidence"]["addresses"] == ["127.0.0.1"]
@@ -32,16 +45,24 @@ def test_healthy_registry_by_ip(registry, pki, run_json):
 
 
 def test_cname_chain_is_followed_and_reported(registry, dns_server, pki, run_json, host_root):
-    r = run_json(f"alias.test:{registry.port}", "--nameserver", dns_server.nameserver,
-                 "--ca-bundle", str(pki.ca_file), "--host-root", str(host_root))
+    r = run_json(
+        f"alias.test:{registry.port}",
+        "--nameserver",
+        dns_server.nameserver,
+        "--ca-bundle",
+        str(pki.ca_file),
+        "--host-root",
+        str(host_root),
+    )
     assert r.rc == 0, r.out
     chain = r.check("dns")["evidence"]["cname_chain"]
     assert chain == ["alias.test -> hop.test", "hop.test -> registry.test"]
 
 
 def test_terminal_report_is_plain_lines_when_not_a_tty(registry, pki, env):
-    r = lab.diagnose("check-health", f"127.0.0.1:{registry.port}", "--ca-bundle",
-                     str(pki.ca_file), env=env)
+    r = lab.diagnose(
+        "check-health", f"127.0.0.1:{registry.port}", "--ca-bundle", str(pki.ca_file), env=env
+    )
     assert r.rc == 0, r.out + r.err
     lines = r.out.splitlines()
     assert any(line.strip().startswith("✔ PASS  api") for line in lines), r.out
@@ -51,10 +72,20 @@ def test_terminal_report_is_plain_lines_when_not_a_tty(registry, pki, env):
 
 def test_json_to_output_file(registry, pki, env, tmp_path, schema):
     out = tmp_path / "report.json"
-    r = lab.diagnose("check-health", f"127.0.0.1:{registry.port}", "--ca-bundle",
-                     str(pki.ca_file), "-f", "json", "-o", str(out), env=env)
+    r = lab.diagnose(
+        "check-health",
+        f"127.0.0.1:{registry.port}",
+        "--ca-bundle",
+        str(pki.ca_file),
+        "-f",
+        "json",
+        "-o",
+        str(out),
+        env=env,
+    )
     assert r.rc == 0 and r.out == ""
     import json
 
     from tests.conftest import validate_report
+
     validate_report(json.loads(out.read_text()), schema)

@@ -1,0 +1,105 @@
+"""The runner and plugin mechanism, with a real third-party distribution on the path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from diagnose.models import Finding, Status, problem, worst
+from tests import lab
+from tests.conftest import validate_report
+
+PLUGINS = Path(__file__).parent / "plugin_dist"
+
+
+@pytest.fixture
+def plugin_env(env):
+    return {**env, "PYTHONPATH": str(PLUGINS)}
+
+
+def test_third_party_checks_are_listed(plugin_env):
+    r = lab.diagnose("list-checks", env=plugin_env)
+    assert r.rc == 0
+    for cid in ("sleepy", "crashy", "host-fact", "after-api", "login-server", "api"):
+        assert cid in r.out
+    assert "BROKEN" in r.out and "missing" in r.out
+
+
+def test_a_hanging_check_times_out_and_the_rest_still_report(
+    registry, pki, plugin_env, schema, host_root
+):
+    r = lab.diagnose(
+        "check-health",
+        f"127.0.0.1:{registry.port}",
+        "--ca-bundle",
+        str(pki.ca_file),
+        "-f",
+        "json",
+        "--host-root",
+        str(host_root),
+        env=plugin_env,
+    )
+    assert r.rc == 1
+    validate_report(r.report, schema)
+    assert r.check("sleepy")["code"] == "CHECK_TIMEOUT"
+    assert r.check("sleepy")["status"] == "error"
+    crashy = r.check("crashy")
+    assert (crashy["status"], crashy["code"]) == ("error", "CHECK_CRASHED")
+    assert "boom in a plugin" in crashy["summary"]
+    assert r.check("missing")["code"] == "PLUGIN_LOAD_ERROR"
+    assert r.check("api")["status"] == "pass"
+    assert r.check("after-api")["summary"] == "api said 200"
+    host = [c for c in r.report["checks"] if c["id"] == "host-fact"]
+    assert len(host) == 1 and host[0]["registry"] is None and host[0]["status"] == "pass"
+    assert r.seconds < 2 + 5  # sleepy is abandoned at its 2 s limit, not waited for
+
+
+def test_the_run_deadline_ends_the_process(registry, pki, plugin_env):
+    r = lab.diagnose(
+        "check-health",
+        f"127.0.0.1:{registry.port}",
+        "--ca-bundle",
+        str(pki.ca_file),
+        "-f",
+        "json",
+        "--timeout",
+        "1",
+        "--checks",
+        "sleepy",
+        env=plugin_env,
+    )
+    assert r.rc == 1
+    assert r.check("sleepy")["summary"].startswith("did not finish within the run deadline")
+    assert r.seconds < 1 + 3
+
+
+def test_skip_and_checks_select(registry, pki, plugin_env):
+    r = lab.diagnose(
+        "check-health",
+        f"127.0.0.1:{registry.port}",
+        "--ca-bundle",
+        str(pki.ca_file),
+        "-f",
+        "json",
+        "--checks",
+        "after-api",
+        "--skip",
+        "tls",
+        env=plugin_env,
+    )
+    ids = [c["id"] for c in r.report["checks"]]
+    assert "tls" not in ids and "after-api" in ids and "api" in ids and "sleepy" not in ids
+
+
+def test_worst_status():
+    assert worst([]) is Status.PASS
+    assert worst([Status.SKIP, Status.PASS]) is Status.PASS
+    assert worst([Status.WARN, Status.FAIL, Status.PASS]) is Status.FAIL
+    assert worst([Status.ERROR, Status.FAIL]) is Status.ERROR
+
+
+def test_problem_findings_must_cite_faq():
+    with pytest.raises(ValueError):
+        problem(Status.FAIL, "x", code="X", faq=[])
+    assert isinstance(problem(Status.FAIL, "x", code="X", faq=["tls12"]), Finding)
