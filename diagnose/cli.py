@@ -80,6 +80,7 @@ def _root(
 RegistriesArg = Annotated[
     list[str] | None,
     typer.Argument(
+        metavar="REGISTRY",
         help="Registry login servers (myregistry.azurecr.io, ghcr.io, localhost:5000), ACR short "
         "names or image references. None: every registry in the docker config.",
         show_default=False,
@@ -91,46 +92,53 @@ RegistriesArg = Annotated[
 def check_health(
     registries: RegistriesArg = None,
     checks: Annotated[
-        str | None, typer.Option(help="Only these checks (comma-separated), plus what they need.")
+        str | None,
+        typer.Option(metavar="IDS", help="Only these checks (comma-separated), plus their needs."),
     ] = None,
     skip: Annotated[
-        str | None, typer.Option(help="Leave these checks out (comma-separated).")
+        str | None, typer.Option(metavar="IDS", help="Leave these checks out (comma-separated).")
     ] = None,
     fmt: Annotated[
-        str, typer.Option("--format", "-f", help="Report format: terminal or json.")
+        str,
+        typer.Option("--format", "-f", metavar="FORMAT", help="Report format: terminal or json."),
     ] = "terminal",
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write the report here, not stdout.")
+        Path | None,
+        typer.Option("--output", "-o", metavar="FILE", help="Write the report to FILE."),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live progress view.")] = False,
     fail_on: Annotated[
-        FailOn, typer.Option(help="Lowest status that makes the exit code 1.")
+        FailOn, typer.Option(metavar="LEVEL", help="error (default) or warn: what exits 1.")
     ] = FailOn.error,
     timeout: Annotated[
-        float, typer.Option(min=1.0, max=3600.0, help="Deadline for the whole run, seconds.")
+        float,
+        typer.Option(min=1.0, max=3600.0, metavar="SECONDS", help="Deadline for the whole run."),
     ] = 30.0,
     tries: Annotated[
-        int, typer.Option(min=1, max=10, help="Attempts for transient network errors.")
+        int, typer.Option(min=1, max=10, metavar="N", help="Attempts for transient errors.")
     ] = 3,
     host_root: Annotated[
-        Path, typer.Option(help="Read host files (/etc/..., os-release) under this directory.")
+        Path, typer.Option(metavar="DIR", help="Read host files (/etc/...) under DIR.")
     ] = Path("/"),
     docker_config: Annotated[
         Path | None,
-        typer.Option(help="Docker client config directory (default $DOCKER_CONFIG or ~/.docker)."),
+        typer.Option(metavar="DIR", help="Docker config dir (default $DOCKER_CONFIG, ~/.docker)."),
     ] = None,
     ca_bundle: Annotated[
-        Path | None, typer.Option(help="Extra CA certificates (PEM) to trust besides the system's.")
+        Path | None,
+        typer.Option(metavar="FILE", help="Extra CA certificates (PEM) to trust."),
     ] = None,
     nameserver: Annotated[
-        str | None, typer.Option(help="Resolve names with this DNS server: IP[:PORT].")
+        str | None,
+        typer.Option(metavar="IP[:PORT]", help="Resolve every name with this DNS server."),
     ] = None,
     insecure: Annotated[
         bool,
-        typer.Option(help="Treat the registry as insecure (plain HTTP or unverified TLS allowed)."),
+        typer.Option("--insecure", help="Allow plain HTTP or unverified TLS, as docker does."),
     ] = False,
     repository: Annotated[
-        str | None, typer.Option(help="Repository to use for repository-level checks.")
+        str | None,
+        typer.Option(metavar="REPO", help="Repository for repository-level checks."),
     ] = None,
 ) -> None:
     """Check every step from this machine to the registry and say what to fix."""

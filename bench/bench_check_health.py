@@ -1,0 +1,117 @@
+"""How fast is check-health against a healthy local registry, and how fast does the CLI start?
+
+Starts the real distribution registry (TLS, test CA) and dnsmasq on loopback, runs the whole
+check-health several times, and prints for each run the wall time of the run next to its slowest
+single check, plus the cold start of `diagnose --help`. Medians are what to quote.
+
+    python3 bench/bench_check_health.py [--runs 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests import lab  # noqa: E402  (the real parts the tests use)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--runs", type=int, default=7)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="rd-bench-"))
+    pki = lab.make_pki(tmp / "pki")
+    reg = lab.start_registry(tmp / "registry", *pki.leaf("good", *lab.GOOD_NAMES))
+    dns = lab.start_dnsmasq(tmp / "dns", *lab.TEST_ZONE)
+    home = tmp / "home"
+    home.mkdir()
+    hosts = tmp / "root" / "etc"
+    hosts.mkdir(parents=True)
+    (hosts / "hosts").write_text("127.0.0.1 localhost\n")
+    env = lab.clean_env(home)
+    script = shutil.which("diagnose")
+    try:
+        rows = []
+        for _ in range(args.runs):
+            t0 = time.monotonic()
+            r = lab.diagnose(
+                "check-health",
+                f"registry.test:{reg.port}",
+                "--nameserver",
+                dns.nameserver,
+                "--ca-bundle",
+                str(pki.ca_file),
+                "--host-root",
+                str(tmp / "root"),
+                "-f",
+                "json",
+                "-q",
+                env=env,
+            )
+            process_s = time.monotonic() - t0
+            report = json.loads(r.out)
+            assert r.rc == 0, r.out
+            slowest = max(report["checks"], key=lambda c: c["duration_s"])
+            rows.append((report["duration_s"], slowest["duration_s"], slowest["id"], process_s))
+        print("check-health against the healthy local registry (registry.test via dnsmasq, TLS)")
+        print(
+            f"{'run':>3}  {'run wall s':>10}  {'slowest check s':>15}  {'ratio':>5}  "
+            f"{'process s':>9}"
+        )
+        for i, (run_s, slow_s, slow_id, proc_s) in enumerate(rows, 1):
+            print(
+                f"{i:>3}  {run_s:>10.3f}  {slow_s:>9.3f} {slow_id:<5}  {run_s / slow_s:>5.2f}  "
+                f"{proc_s:>9.3f}"
+            )
+        med_run = statistics.median(r[0] for r in rows)
+        med_slow = statistics.median(r[1] for r in rows)
+        print(
+            f"median: run {med_run:.3f}s, slowest check {med_slow:.3f}s, "
+            f"ratio {med_run / med_slow:.2f} (target <= 1.5)"
+        )
+
+        def cold(cmd: list[str], n: int = 10) -> float:
+            times = []
+            for _ in range(n):
+                t0 = time.monotonic()
+                subprocess.run(cmd, capture_output=True, env=env, check=True)
+                times.append(time.monotonic() - t0)
+            return statistics.median(times)
+
+        real_script = None
+        if script:
+            # a pyenv shim is a bash script that re-execs the real console script: time both
+            text = Path(script).read_text(errors="replace")[:200]
+            if "pyenv" in text:
+                found = Path(sys.executable).parent / "diagnose"
+                real_script = str(found) if found.exists() else None
+            else:
+                real_script = script
+        if real_script:
+            print(
+                f"`diagnose --help` cold start, console script: {cold([real_script, '--help']):.3f}s"
+                " (target < 0.3 s)"
+            )
+        print(
+            f"`python -m diagnose --help` cold start: "
+            f"{cold([sys.executable, '-m', 'diagnose', '--help']):.3f}s"
+        )
+        print(f"bare `python -c pass` on this machine: {cold([sys.executable, '-c', 'pass']):.3f}s")
+    finally:
+        reg.stop()
+        dns.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
