@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests import lab  # noqa: E402  (the real parts the tests use)
+from tests import lab  # the real parts the tests use
 
 
 def main() -> int:
@@ -97,10 +97,8 @@ def main() -> int:
             else:
                 real_script = script
         if real_script:
-            print(
-                f"`diagnose --help` cold start, console script: {cold([real_script, '--help']):.3f}s"
-                " (target < 0.3 s)"
-            )
+            help_s = cold([real_script, "--help"])
+            print(f"`diagnose --help` cold start, console script: {help_s:.3f}s (target < 0.3 s)")
         print(
             f"`python -m diagnose --help` cold start: "
             f"{cold([sys.executable, '-m', 'diagnose', '--help']):.3f}s"
