@@ -60,20 +60,16 @@ def _dns_lookup(ctx: CheckContext, host: str) -> _Lookup:
             try:
                 ans = resolver.resolve(host, rdtype, search=False, raise_on_no_answer=False)
             except dns.resolver.NXDOMAIN:
-                raise ResolveError("nxdomain", f"{host} does not exist (NXDOMAIN)") from None
+                raise ResolveError("nxdomain", "the name does not exist (NXDOMAIN)") from None
             except dns.resolver.NoNameservers as exc:
                 codes = _rcodes(exc)
                 kind = "refused" if codes and set(codes) == {"REFUSED"} else "servfail"
                 what = "/".join(codes) or "SERVFAIL"
-                raise ResolveError(
-                    kind, f"the DNS server could not answer for {host} ({what})"
-                ) from None
+                raise ResolveError(kind, f"the DNS server would not answer ({what})") from None
             except dns.exception.Timeout:
-                raise ResolveError(
-                    "timeout", f"no DNS answer for {host} within {lifetime:.1f}s"
-                ) from None
+                raise ResolveError("timeout", f"no DNS answer within {lifetime:.1f}s") from None
             except dns.exception.DNSException as exc:
-                raise ResolveError("error", f"DNS lookup of {host} failed: {exc}") from None
+                raise ResolveError("error", f"the lookup failed: {exc}") from None
             return ans, (time.monotonic() - t0) * 1000
 
         try:
@@ -107,7 +103,7 @@ def _dns_lookup(ctx: CheckContext, host: str) -> _Lookup:
     if out.addresses and (out.error is None or out.error.kind != "nxdomain"):
         out.error = None  # one query type failing in passing is not a failure
     if out.error is None and not out.addresses:
-        out.error = ResolveError("nodata", f"{host} has neither an A nor an AAAA record")
+        out.error = ResolveError("nodata", "the name has neither an A nor an AAAA record")
     return out
 
 

@@ -400,10 +400,9 @@ class TlsCheck(Check):
             why = f"its certificate chains to an issuer this host does not trust ({issuer})"
             port = ctx.registry.effective_port if ctx.registry else 443
             host = ctx.registry.host if ctx.registry else name
+            folder = host if port == 443 else f"{host}:{port}"
             steps = [
-                "Give docker the registry's CA: copy it to "
-                f"/etc/docker/certs.d/{host}:{port}/ca.crt "
-                f"(or /etc/docker/certs.d/{host}/ca.crt for port 443).",
+                f"Give docker the registry's CA: copy it to /etc/docker/certs.d/{folder}/ca.crt.",
                 "Or add the CA to the system trust store "
                 "(`/usr/local/share/ca-certificates/` then `update-ca-certificates`).",
                 "To check a CA file with this tool, pass it with --ca-bundle.",

@@ -48,7 +48,6 @@ class RunState:
         self._changed = threading.Condition(self._lock)
         self._results: dict[tuple[str | None, str], CheckResult] = {}
         self._expected: set[tuple[str | None, str]] = set()
-        self._ssl: dict[bool, ssl.SSLContext] = {}
         self.started = time.monotonic()
         self.deadline = self.started + options.timeout_s
 
@@ -77,18 +76,19 @@ class RunState:
                 self._changed.wait(left)
 
     def ssl_context(self, verify: bool = True) -> ssl.SSLContext:
-        """System trust store plus --ca-bundle: what docker on this host would trust."""
-        with self._lock:
-            ctx = self._ssl.get(verify)
-            if ctx is None:
-                ctx = ssl.create_default_context()
-                if self.options.ca_bundle is not None:
-                    ctx.load_verify_locations(cafile=str(self.options.ca_bundle))
-                if not verify:
-                    ctx.check_hostname = False
-                    ctx.verify_mode = ssl.CERT_NONE
-                self._ssl[verify] = ctx
-            return ctx
+        """System trust store plus --ca-bundle: what docker on this host would trust.
+
+        Always a new context: urllib3 changes settings (check_hostname) on the context it is
+        handed, so a context shared between checks would make one check's verification depend
+        on what another check is doing at that moment.
+        """
+        ctx = ssl.create_default_context()
+        if self.options.ca_bundle is not None:
+            ctx.load_verify_locations(cafile=str(self.options.ca_bundle))
+        if not verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
 
 
 class CheckContext:

@@ -103,3 +103,15 @@ def test_problem_findings_must_cite_faq():
     with pytest.raises(ValueError):
         problem(Status.FAIL, "x", code="X", faq=[])
     assert isinstance(problem(Status.FAIL, "x", code="X", faq=["tls12"]), Finding)
+
+
+def test_ssl_contexts_are_never_shared():
+    # urllib3 turns check_hostname off on contexts it is given; a shared one made the tls check
+    # accept a wrong-host certificate whenever the api check ran at the same moment
+    from diagnose.context import Options, RunState
+
+    state = RunState(Options())
+    a, b = state.ssl_context(), state.ssl_context()
+    assert a is not b
+    a.check_hostname = False
+    assert b.check_hostname is True

@@ -1,0 +1,118 @@
+"""Parsers of untrusted input never raise anything but their own one-line error."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from diagnose.challenge import ChallengeError, parse_challenge
+from diagnose.dockerconfig import ConfigError, load_config, registry_keys
+from diagnose.resolve import parse_nameserver, read_hosts
+
+HEADERS = st.one_of(
+    st.text(max_size=300),
+    st.builds(
+        lambda s, body: f"{s} {body}",
+        st.sampled_from(["Bearer", "Basic", "bearer", "X"]),
+        st.text(max_size=200),
+    ),
+    st.builds(
+        lambda k, v: f'Bearer {k}="{v}",service="s"',
+        st.sampled_from(["realm", "REALM", "scope", ""]),
+        st.text(max_size=80),
+    ),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(HEADERS)
+def test_challenge_parser(header):
+    try:
+        ch = parse_challenge(header)
+    except ChallengeError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert ch.scheme in ("bearer", "basic")
+    if ch.scheme == "bearer":
+        assert ch.realm and ch.realm.split(":", 1)[0].lower() in ("http", "https")
+
+
+def test_challenge_examples():
+    ch = parse_challenge('Bearer realm="https://a.test/token",service="a.test",scope="x:y:pull"')
+    assert (ch.realm, ch.service, ch.params["scope"]) == (
+        "https://a.test/token",
+        "a.test",
+        "x:y:pull",
+    )
+    assert parse_challenge('Basic realm="Registry Realm"').scheme == "basic"
+    for bad in (
+        None,
+        "",
+        "Bearer",
+        "Bearer service=x",
+        'Bearer realm="/relative"',
+        "Digest a=b",
+        'Bearer realm="https://x\x00"',
+    ):
+        try:
+            parse_challenge(bad)
+        except ChallengeError:
+            continue
+        raise AssertionError(f"accepted {bad!r}")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(max_size=60))
+def test_nameserver_parser(text):
+    try:
+        _host, port = parse_nameserver(text)
+    except ValueError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert 0 < port < 65536
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=400),
+        st.text(max_size=400).map(str.encode),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+            lambda c: (
+                st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=10), c, max_size=4)
+            ),
+            max_leaves=20,
+        ).map(lambda v: json.dumps(v).encode()),
+    )
+)
+def test_docker_config_loader(tmp_path_factory, data):
+    path = tmp_path_factory.mktemp("cfg") / "config.json"
+    path.write_bytes(data)
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert cfg is None or isinstance(cfg, dict)
+    registry_keys(cfg or {})
+
+
+def test_docker_config_deeply_nested(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text("[" * 100000 + "]" * 100000)
+    try:
+        load_config(path)
+    except ConfigError:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=600))
+def test_hosts_reader(tmp_path_factory, data):
+    path = tmp_path_factory.mktemp("hosts") / "hosts"
+    path.write_bytes(data)
+    for name, addrs in read_hosts(path).items():
+        assert name and addrs
