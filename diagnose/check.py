@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 if TYPE_CHECKING:
-    from diagnose.context import CheckContext
+    from diagnose.context import CheckContext, Options
     from diagnose.models import Finding
 
 Scope = Literal["registry", "host"]
@@ -37,6 +37,10 @@ class Check:
         if self.acr_only and (ctx.registry is None or not ctx.registry.is_acr):
             return "applies to Azure Container Registry login servers only"
         return None
+
+    def time_limit(self, options: Options) -> float:
+        """How long this check may take; override when an option changes it."""
+        return self.timeout_s
 
     def run(self, ctx: CheckContext) -> Finding:
         raise NotImplementedError

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -19,6 +20,7 @@ from diagnose import __version__
 
 if TYPE_CHECKING:
     from diagnose.context import Options
+    from diagnose.credentials import UserInput
     from diagnose.models import Registry, Report
     from diagnose.plugins import BrokenPlugin
     from diagnose.render import Renderer
@@ -37,6 +39,58 @@ EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 class FailOn(StrEnum):
     error = "error"
     warn = "warn"
+
+
+class Need(StrEnum):
+    pull = "pull"
+    push = "push"
+
+
+def _duration(text: str) -> float:
+    """90, 90s, 10m, 1h -> seconds; bad input exits 2."""
+    t = text.strip().lower()
+    unit = {"s": 1, "m": 60, "h": 3600}.get(t[-1:], 0)
+    number = t[:-1] if unit else t
+    try:
+        value = float(number) * (unit or 1)
+    except ValueError:
+        die(f"duration {shown(text)}: use seconds or a number with s, m or h (90s, 10m)")
+    if not 1 <= value <= 24 * 3600:
+        die(f"duration {shown(text)}: between 1s and 24h")
+    return value
+
+
+def _credentials(username: str | None, password_stdin: bool, token_file: Path | None) -> UserInput:
+    """Credentials given to this run: never echoed, never put in a report."""
+    from diagnose.credentials import CredentialError, UserInput, read_expose_token
+    from diagnose.secrets import Secret
+
+    password = None
+    if password_stdin:
+        if sys.stdin is None or sys.stdin.isatty():
+            die("--password-stdin needs the password piped in")
+        text = sys.stdin.read(64 * 1024).rstrip("\r\n")
+        if not text:
+            die("--password-stdin read an empty password")
+        password = Secret(text)
+    elif os.environ.get("REGISTRY_DIAGNOSE_PASSWORD"):
+        password = Secret(os.environ["REGISTRY_DIAGNOSE_PASSWORD"])
+    if password is not None and not username:
+        die("a password was given without --username")
+    if username and password is None:
+        die("--username needs a password: --password-stdin or REGISTRY_DIAGNOSE_PASSWORD")
+    identity = None
+    if token_file is not None:
+        try:
+            identity, _server = read_expose_token(token_file)
+        except CredentialError as exc:
+            die(str(exc))
+    elif os.environ.get("REGISTRY_DIAGNOSE_IDENTITY_TOKEN"):
+        identity = Secret(os.environ["REGISTRY_DIAGNOSE_IDENTITY_TOKEN"])
+    aad = None
+    if os.environ.get("REGISTRY_DIAGNOSE_AAD_TOKEN"):
+        aad = Secret(os.environ["REGISTRY_DIAGNOSE_AAD_TOKEN"])
+    return UserInput(username=username, password=password, aad_token=aad, identity_token=identity)
 
 
 def die(message: str) -> NoReturn:
@@ -140,9 +194,41 @@ def check_health(
         str | None,
         typer.Option(metavar="REPO", help="Repository for repository-level checks."),
     ] = None,
+    username: Annotated[
+        str | None, typer.Option("--username", "-u", metavar="USER", help="User to log in as.")
+    ] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+    identity_token_file: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="`az acr login --expose-token` output to use."),
+    ] = None,
+    require: Annotated[
+        Need, typer.Option(metavar="ACTION", help="pull (default) or push: what must be allowed.")
+    ] = Need.pull,
+    wait_for: Annotated[
+        Need | None,
+        typer.Option(metavar="ACTION", help="Wait until this action is granted (propagation)."),
+    ] = None,
+    propagation_timeout: Annotated[
+        str, typer.Option(metavar="DURATION", help="How long --wait-for waits: 90s, 10m.")
+    ] = "10m",
 ) -> None:
     """Check every step from this machine to the registry and say what to fix."""
+    creds = _credentials(username, password_stdin, identity_token_file)
     options = _options(timeout, tries, host_root, docker_config, ca_bundle, nameserver, insecure)
+    wait_s = _duration(propagation_timeout)
+    options = replace(
+        options,
+        credentials=creds,
+        require=("pull", "push") if require is Need.push else ("pull",),
+        wait_for=wait_for.value if wait_for else None,
+        propagation_timeout_s=wait_s,
+        timeout_s=max(options.timeout_s, wait_s + 30.0) if wait_for else options.timeout_s,
+    )
+    if wait_for and not repository and not any(r.count("/") for r in registries or []):
+        die("--wait-for needs the repository to watch: --repository REPO")
     renderer = _renderer(fmt)
     targets, source, notes = _targets(registries or [], options, insecure, repository)
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from diagnose.credentials import Credential, CredentialError, UserInput, find_credential
+from diagnose.dockerconfig import config_dir
 from diagnose.models import CheckResult, Registry
 from diagnose.resolve import HostResolver
 from diagnose.retry import with_retries
@@ -35,6 +37,11 @@ class Options:
     insecure: bool = False
     timeout_s: float = 30.0
     tries: int = 3
+    credentials: UserInput = field(default_factory=UserInput)
+    # what the identity must be allowed to do, and whether to wait for it to be granted
+    require: tuple[str, ...] = ("pull",)
+    wait_for: str | None = None
+    propagation_timeout_s: float = 600.0
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -48,6 +55,9 @@ class RunState:
         self._changed = threading.Condition(self._lock)
         self._results: dict[tuple[str | None, str], CheckResult] = {}
         self._expected: set[tuple[str | None, str]] = set()
+        self._vault: dict[tuple[str | None, str], object] = {}
+        self._credentials: dict[str, Credential | CredentialError] = {}
+        self._cred_lock = threading.Lock()
         self.started = time.monotonic()
         self.deadline = self.started + options.timeout_s
 
@@ -74,6 +84,32 @@ class RunState:
                 if left <= 0:
                     return None
                 self._changed.wait(left)
+
+    def keep(self, registry: str | None, key: str, value: object) -> None:
+        with self._lock:
+            self._vault[(registry, key)] = value
+
+    def kept(self, registry: str | None, key: str) -> object | None:
+        with self._lock:
+            return self._vault.get((registry, key))
+
+    def credential(self, registry: Registry) -> Credential:
+        """The credential docker would use for registry, looked up once per run."""
+        with self._cred_lock:
+            found = self._credentials.get(registry.login_server)
+            if found is None:
+                try:
+                    found = find_credential(
+                        registry.login_server,
+                        self.options.credentials,
+                        config_dir(self.options.docker_config),
+                    )
+                except CredentialError as exc:
+                    found = exc
+                self._credentials[registry.login_server] = found
+        if isinstance(found, CredentialError):
+            raise found
+        return found
 
     def ssl_context(self, verify: bool = True) -> ssl.SSLContext:
         """System trust store plus --ca-bundle: what docker on this host would trust.
@@ -125,6 +161,19 @@ class CheckContext:
             return self._state.result(reg, check_id, self.deadline)
         finally:
             self.waited += time.monotonic() - t0
+
+    def keep(self, key: str, value: object) -> None:
+        """Hand a value (a token, never reported) to the checks that depend on this one."""
+        self._state.keep(self.registry.login_server if self.registry else None, key, value)
+
+    def kept(self, key: str) -> object | None:
+        """A value a dependency kept (ask for its result first, so it has finished)."""
+        return self._state.kept(self.registry.login_server if self.registry else None, key)
+
+    def credential(self) -> Credential:
+        """The credential docker would use for this registry (raises CredentialError)."""
+        assert self.registry is not None
+        return self._state.credential(self.registry)
 
     def host_path(self, path: str) -> Path:
         """A host file (/etc/...) as seen under --host-root."""

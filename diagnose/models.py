@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from diagnose.secrets import scrub
+
 REPORT_SCHEMA_ID = "registry-diagnose/report/v1"
 
 
@@ -42,9 +44,14 @@ def worst(statuses: Sequence[Status]) -> Status:
 
 
 def jsonable(value: Any) -> Any:
-    """Coerce evidence into plain JSON types, so a check can never break a report."""
-    if value is None or isinstance(value, bool | int | str):
+    """Coerce evidence into plain JSON types, so a check can never break a report.
+
+    Every string passes through the secret scrubber on the way.
+    """
+    if value is None or isinstance(value, bool | int):
         return value
+    if isinstance(value, str):
+        return scrub(value)
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, enum.Enum):
@@ -54,8 +61,8 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple | set | frozenset):
         return [jsonable(v) for v in value]
     if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
+        return scrub(value.decode("utf-8", "replace"))
+    return scrub(str(value))
 
 
 @dataclass(frozen=True)
@@ -124,10 +131,10 @@ class CheckResult:
             id=check_id,
             title=title,
             status=finding.status,
-            summary=finding.summary,
+            summary=scrub(finding.summary),
             code=finding.code,
             faq=tuple(finding.faq),
-            remediation=tuple(finding.remediation),
+            remediation=tuple(scrub(s) for s in finding.remediation),
             evidence=jsonable(dict(finding.evidence)),
             duration_s=duration_s,
             registry=registry,

@@ -189,7 +189,7 @@ class _Run:
     def start(self, node: Node) -> None:
         now = time.monotonic()
         node.started = now
-        node.deadline = min(self.state.deadline, now + node.check.timeout_s)
+        node.deadline = min(self.state.deadline, now + node.check.time_limit(self.state.options))
         ctx = CheckContext(self.state, node.registry, node.deadline)
         node.ctx = ctx
         reason = node.check.skip_reason(ctx)
@@ -211,7 +211,7 @@ class _Run:
         limit = (
             f"the run deadline ({opts.timeout_s:g}s, --timeout)"
             if whole_run
-            else f"its {node.check.timeout_s:g}s time limit"
+            else f"its {node.check.time_limit(opts):g}s time limit"
         )
         return problem(
             Status.ERROR,

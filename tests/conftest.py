@@ -129,3 +129,78 @@ def expired_cert(pki: lab.Pki) -> tuple[Path, Path]:
         not_before=now - dt.timedelta(days=30),
         not_after=now - dt.timedelta(days=2),
     )
+
+
+# --------------------------------------------------------------------------- authenticated
+from tests import tokenserver as ts_mod  # noqa: E402
+
+USERS = {
+    "alice": "alice-PLANTED-pw-4471",
+    "bob": "bob-PLANTED-pw-9902",
+    "carol": "carol-PLANTED-pw-1234",
+}
+
+
+@pytest.fixture(scope="session")
+def token_stack(tmp_path_factory, pki, good_cert):
+    """A token server and the real registry in `auth: token` mode trusting its signer."""
+    d = tmp_path_factory.mktemp("token")
+    signer = ts_mod.Signer.create(d)
+    server = ts_mod.TokenServer(signer, service="registry.test", users=dict(USERS))
+    cert, key = pki.leaf("auth", "auth.test", "localhost", "127.0.0.1")
+    with ts_mod.serve(server, cert, key):
+        reg = lab.start_registry(
+            d / "registry",
+            *good_cert,
+            extra=ts_mod.token_auth_config(server.realm, server.service, signer.cert_file),
+        )
+        # content: team/app:1.0, pushed with a token the registry verifies
+        setup = signer.jwt(
+            {
+                "iss": ts_mod.ISSUER,
+                "sub": "setup",
+                "aud": "registry.test",
+                "exp": int(__import__("time").time()) + 600,
+                "nbf": 0,
+                "iat": int(__import__("time").time()),
+                "access": [{"type": "repository", "name": "team/app", "actions": ["pull", "push"]}],
+            }
+        )
+        lab.push_image(
+            f"https://127.0.0.1:{reg.port}",
+            "team/app",
+            "1.0",
+            ca_file=pki.ca_file,
+            headers={"Authorization": f"Bearer {setup}"},
+        )
+        yield server, reg
+        reg.stop()
+
+
+@pytest.fixture
+def tokens(token_stack):
+    """The token server with a fresh, known state for one test."""
+    server, reg = token_stack
+    with server.lock:
+        server.grants.clear()
+        server.delayed.clear()
+        server.aad_tokens.clear()
+        server.refresh_tokens.clear()
+        server.mode = "normal"
+        server.log.clear()
+    server.grant("alice", "team/app", "pull", "push")
+    server.grant("bob", "team/app", "pull")
+    return server, reg
+
+
+@pytest.fixture(scope="session")
+def basic_registry(tmp_path_factory, good_cert):
+    d = tmp_path_factory.mktemp("basic")
+    pw = lab.htpasswd_file(d / "htpasswd", {"alice": USERS["alice"]})
+    reg = lab.start_registry(
+        d / "registry",
+        *good_cert,
+        extra=f"auth:\n  htpasswd:\n    realm: basic-realm\n    path: {pw}\n",
+    )
+    yield reg
+    reg.stop()

@@ -408,3 +408,98 @@ def diagnose(*args: str, env: dict[str, str], timeout: float = 90, stdin: str | 
         cwd=str(ROOT),
     )
     return Run(p.returncode, p.stdout, p.stderr, time.monotonic() - t0)
+
+
+# ------------------------------------------------------------------------ registry content
+def push_image(
+    base: str,
+    repo: str,
+    tag: str,
+    *,
+    ca_file: Path,
+    headers: dict[str, str] | None = None,
+    auth: tuple[str, str] | None = None,
+    layers: list[bytes] | None = None,
+    foreign: bool = False,
+) -> dict[str, Any]:
+    """Push a small image with the registry API (monolithic blob uploads, schema2 manifest)."""
+    import hashlib
+
+    import requests
+
+    hdrs = dict(headers or {})
+    s = requests.Session()
+    s.verify = str(ca_file)
+    s.trust_env = False
+
+    def put_blob(data: bytes) -> str:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        r = s.post(f"{base}/v2/{repo}/blobs/uploads/", headers=hdrs, auth=auth, timeout=10)
+        assert r.status_code == 202, (r.status_code, r.text)
+        loc = requests.compat.urljoin(base, r.headers["Location"])
+        sep = "&" if "?" in loc else "?"
+        r = s.put(
+            f"{loc}{sep}digest={digest}",
+            data=data,
+            auth=auth,
+            headers={**hdrs, "Content-Type": "application/octet-stream"},
+            timeout=30,
+        )
+        assert r.status_code == 201, (r.status_code, r.text)
+        return digest
+
+    layers = layers if layers is not None else [b"layer-" + tag.encode() * 64]
+    config = json.dumps(
+        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}
+    ).encode()
+    cfg_digest = put_blob(config)
+    layer_desc = []
+    for data in layers:
+        layer_desc.append(
+            {
+                "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                "size": len(data),
+                "digest": put_blob(data),
+            }
+        )
+    if foreign:
+        layer_desc.append(
+            {
+                "mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+                "size": 1024,
+                "digest": "sha256:" + "ab" * 32,
+                "urls": ["https://foreign.invalid/layer.tar.gz"],
+            }
+        )
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {
+            "mediaType": "application/vnd.docker.container.image.v1+json",
+            "size": len(config),
+            "digest": cfg_digest,
+        },
+        "layers": layer_desc,
+    }
+    r = s.put(
+        f"{base}/v2/{repo}/manifests/{tag}",
+        data=json.dumps(manifest),
+        auth=auth,
+        headers={**hdrs, "Content-Type": manifest["mediaType"]},
+        timeout=10,
+    )
+    assert r.status_code == 201, (r.status_code, r.text)
+    return manifest
+
+
+def htpasswd_file(path: Path, users: dict[str, str]) -> Path:
+    """An htpasswd file made by Apache's own htpasswd (bcrypt, as the registry requires)."""
+    tool = shutil.which("htpasswd")
+    if tool is None:
+        raise RuntimeError("htpasswd is not installed (Debian package apache2-utils)")
+    lines = []
+    for user, pw in users.items():
+        out = subprocess.run([tool, "-Bbn", user, pw], capture_output=True, text=True, check=True)
+        lines.append(out.stdout.strip())
+    path.write_text("\n".join(lines) + "\n")
+    return path

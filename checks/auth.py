@@ -1,0 +1,665 @@
+"""Credentials and the token flow, one check per step, so the report shows where it breaks:
+credentials -> auth-challenge -> refresh-token -> access-token -> scope -> authorized-request."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from diagnose.challenge import Challenge
+from diagnose.check import Check
+from diagnose.context import CheckContext, Options
+from diagnose.credentials import Credential, CredentialError, jwt_claims
+from diagnose.models import Finding, Status, passed, problem, skipped
+from diagnose.net import ConnectError, connect
+from diagnose.resolve import ResolveError
+from diagnose.secrets import Secret
+from diagnose.tokens import (
+    Grant,
+    TokenError,
+    granted_actions,
+    obtain_access_token,
+    obtain_grant,
+    scope_for,
+)
+
+RELOGIN = "Log out and in again so docker stores a fresh credential: `docker logout {s}` then `docker login {s}`."
+
+
+def _challenge(ctx: CheckContext) -> Challenge | None:
+    ctx.result("auth-challenge")
+    kept = ctx.kept("challenge")
+    return kept if isinstance(kept, Challenge) else None
+
+
+def _source_words(cred: Credential) -> str:
+    where = {
+        "argument": "--username and the password given to this run",
+        "aad-token": "the Entra access token given to this run",
+        "identity-token": "the identity token given to this run",
+        "credHelpers": f"credential helper docker-credential-{cred.helper}",
+        "credsStore": f"credential store docker-credential-{cred.helper}",
+        "auths": "the docker config (auths)",
+    }.get(cred.source, cred.source)
+    what = {
+        "password": f"password of user {cred.username}",
+        "identity-token": "identity token",
+        "aad-token": "Entra access token",
+    }.get(cred.kind, cred.kind)
+    return f"{what} from {where}"
+
+
+class CredentialsCheck(Check):
+    id = "credentials"
+    title = "Credentials"
+    order = 70
+    timeout_s = 15.0
+    faq_keys = ("lowercase-login-server", "admin-credentials", "permission-propagation")
+    codes = (
+        "LOGIN_SERVER_ERROR",
+        "CREDENTIALS_ERROR",
+        "CREDENTIAL_HELPER_ERROR",
+        "CREDENTIALS_EXPIRED",
+    )
+
+    def run(self, ctx: CheckContext) -> Finding:
+        reg = ctx.registry
+        assert reg is not None
+        server = reg.login_server
+        try:
+            cred = ctx.credential()
+        except CredentialError as exc:
+            return self._broken(server, exc)
+        evidence = cred.describe()
+        if cred.anonymous:
+            notes = f" ({'; '.join(cred.notes)})" if cred.notes else ""
+            return passed(f"no credential for {server}: requests go anonymously{notes}", **evidence)
+        assert cred.secret is not None
+        claims = jwt_claims(cred.secret.reveal()) if cred.kind != "password" else None
+        exp = claims.get("exp") if claims else None
+        if isinstance(exp, int | float):
+            expires = datetime.fromtimestamp(exp, UTC)
+            evidence["token_expires"] = expires.isoformat()
+            if expires < datetime.now(UTC):
+                return problem(
+                    Status.FAIL,
+                    f"the {cred.kind} from {cred.source} expired at {expires:%Y-%m-%d %H:%M} UTC",
+                    code="CREDENTIALS_EXPIRED",
+                    faq=["permission-propagation"],
+                    remediation=[
+                        RELOGIN.format(s=server),
+                        f"For ACR: `az acr login -n {reg.host.split('.')[0]}`.",
+                    ],
+                    evidence=evidence,
+                )
+        notes = f"; {'; '.join(cred.notes)}" if cred.notes else ""
+        return passed(f"using the {_source_words(cred)}{notes}", **evidence)
+
+    def _broken(self, server: str, exc: CredentialError) -> Finding:
+        evidence = {"error": exc.kind, **exc.evidence}
+        if exc.kind == "case-mismatch":
+            stored = str(exc.evidence.get("config_key", "?"))
+            return problem(
+                Status.FAIL,
+                f"{exc}: docker will not use it, so requests go anonymously",
+                code="LOGIN_SERVER_ERROR",
+                faq=["lowercase-login-server"],
+                remediation=[
+                    f"`docker logout {stored}`, then `docker login {server}` with the "
+                    "lower-case name, and use that name in every image reference."
+                ],
+                evidence=evidence,
+            )
+        if exc.kind.startswith("helper"):
+            helper = exc.evidence.get("helper", "?")
+            steps = {
+                "helper-missing": [
+                    f"Install docker-credential-{helper}, or remove it from credsStore / "
+                    "credHelpers in config.json and log in again.",
+                ],
+                "helper-timeout": [
+                    f"docker-credential-{helper} hangs: it may be waiting for a keyring unlock "
+                    "or a desktop prompt that a headless session cannot show.",
+                ],
+            }.get(
+                exc.kind,
+                [
+                    f"Run `echo {server} | docker-credential-{helper} get` to see the "
+                    "helper's own error."
+                ],
+            )
+            return problem(
+                Status.FAIL,
+                str(exc),
+                code="CREDENTIAL_HELPER_ERROR",
+                faq=["admin-credentials"],
+                remediation=steps,
+                evidence=evidence,
+            )
+        return problem(
+            Status.FAIL,
+            f"the docker config cannot be used: {exc}",
+            code="CREDENTIALS_ERROR",
+            faq=["admin-credentials"],
+            remediation=[
+                "Fix or remove the broken entry in config.json, then "
+                f"`docker login {server}` writes a correct one."
+            ],
+            evidence=evidence,
+        )
+
+
+class AuthChallengeCheck(Check):
+    id = "auth-challenge"
+    title = "Authentication challenge"
+    order = 80
+    depends_on = ("api",)
+    timeout_s = 10.0
+    faq_keys = ("network-connectivity", "registry-api-v2", "tls12")
+    codes = ("CONNECTIVITY_REALM_ERROR",)
+
+    def run(self, ctx: CheckContext) -> Finding:
+        reg = ctx.registry
+        assert reg is not None
+        api = ctx.result("api")
+        if api is None:
+            return skipped("the api check did not run")
+        if api.evidence.get("status") == 200:
+            return skipped("the registry answers /v2/ without credentials: no challenge")
+        raw = api.evidence.get("challenge")
+        if not isinstance(raw, dict):
+            return skipped("no challenge to follow")
+        params = {str(k): str(v) for k, v in raw.items() if k != "scheme"}
+        ch = Challenge(str(raw.get("scheme")), params)
+        ctx.keep("challenge", ch)
+        if ch.scheme == "basic":
+            return passed(
+                "Basic authentication: the credential goes with every request", scheme="basic"
+            )
+        from urllib.parse import urlsplit
+
+        realm = urlsplit(ch.realm or "")
+        host = (realm.hostname or "").lower()
+        port = realm.port or (443 if realm.scheme == "https" else 80)
+        evidence: dict[str, Any] = {
+            "scheme": "bearer",
+            "realm": ch.realm,
+            "service": ch.service,
+            "realm_host": host,
+        }
+        if host == reg.host and port == reg.effective_port:
+            return passed(
+                f"Bearer tokens from {ch.realm} (the registry itself), service {ch.service}",
+                **evidence,
+            )
+        try:
+            addresses = ctx.resolver.addresses(host, port, ctx.budget(4.0))
+        except ResolveError as exc:
+            evidence["error"] = exc.kind
+            return problem(
+                Status.FAIL,
+                f"the token service host {host} does not resolve: {exc}",
+                code="CONNECTIVITY_REALM_ERROR",
+                faq=["network-connectivity"],
+                remediation=[
+                    f"This host must resolve and reach {host} as well as the registry: "
+                    "check DNS, and allow HTTPS to it through firewalls and proxies."
+                ],
+                evidence=evidence,
+            )
+        evidence["realm_addresses"] = addresses
+        try:
+            sock, ms = connect(addresses[0], port, ctx.budget(5.0))
+        except ConnectError as exc:
+            evidence["error"] = exc.kind
+            return problem(
+                Status.FAIL,
+                f"cannot connect to the token service {host}:{port} ({exc.kind})",
+                code="CONNECTIVITY_REALM_ERROR",
+                faq=["network-connectivity"],
+                remediation=[f"Allow HTTPS from this host to {host}:{port}."],
+                evidence=evidence,
+            )
+        evidence["connect_ms"] = round(ms, 2)
+        if realm.scheme == "https":
+            import ssl
+
+            try:
+                with ctx.ssl_context(not ctx.options.insecure).wrap_socket(
+                    sock, server_hostname=host
+                ) as tls:
+                    evidence["realm_tls"] = tls.version()
+            except (ssl.SSLError, OSError) as exc:
+                evidence["error"] = "tls"
+                return problem(
+                    Status.FAIL,
+                    f"TLS with the token service {host} failed: {exc}",
+                    code="CONNECTIVITY_REALM_ERROR",
+                    faq=["network-connectivity", "tls12"],
+                    remediation=[
+                        "Check the token service's certificate and that this host "
+                        "trusts its issuer (--ca-bundle to test a CA file)."
+                    ],
+                    evidence=evidence,
+                )
+        else:
+            sock.close()
+        return passed(
+            f"Bearer tokens from {ch.realm} (reachable, {addresses[0]}), service {ch.service}",
+            **evidence,
+        )
+
+
+def _token_failure(
+    step: str, code: str, exc: TokenError, cred: Credential | None, server: str
+) -> Finding:
+    evidence = exc.evidence()
+    status = exc.status
+    stale = (
+        cred is not None
+        and cred.kind == "identity-token"
+        and cred.source in ("auths", "credHelpers", "credsStore")
+    )
+    if exc.kind == "timeout":
+        faq, steps = (
+            ["client-timeout", "network-connectivity"],
+            ["The token service did not answer in time; try again, and check the path to it."],
+        )
+    elif status == 401 and stale:
+        evidence["stale_identity_token"] = True
+        faq, steps = (
+            ["permission-propagation", "admin-credentials"],
+            [
+                "The identity token docker stored is no longer accepted (stale or revoked).",
+                RELOGIN.format(s=server),
+            ],
+        )
+    elif status == 401:
+        faq, steps = (
+            ["admin-credentials", "pull-push-roles"],
+            [
+                "The token service rejected the credential: check the user name and password (for "
+                "a service principal, whether its secret expired).",
+                RELOGIN.format(s=server),
+            ],
+        )
+    elif status == 403:
+        faq, steps = (
+            ["pull-push-roles", "permission-propagation"],
+            [
+                "The identity is known but not allowed: give it a role on the registry (AcrPull / "
+                "AcrPush), then wait a few minutes and log in again."
+            ],
+        )
+    elif status is not None and status >= 500:
+        faq, steps = (
+            ["client-timeout", "network-connectivity"],
+            [
+                "The token service is failing (HTTP 5xx): try again later; for ACR check the Azure "
+                "status page."
+            ],
+        )
+    else:
+        faq, steps = (
+            ["registry-api-v2"],
+            [
+                "The token service answered in a way this tool (and docker) cannot use; compare "
+                "with `curl -v` against the realm."
+            ],
+        )
+    said = f" HTTP {status}" if status else ""
+    return problem(
+        Status.FAIL,
+        f"{step} failed:{said} {exc}",
+        code=code,
+        faq=faq,
+        remediation=steps,
+        evidence=evidence,
+    )
+
+
+class RefreshTokenCheck(Check):
+    id = "refresh-token"
+    title = "Refresh token (credential exchange)"
+    order = 90
+    depends_on = ("auth-challenge", "credentials")
+    timeout_s = 15.0
+    faq_keys = (
+        "admin-credentials",
+        "pull-push-roles",
+        "permission-propagation",
+        "client-timeout",
+        "network-connectivity",
+        "registry-api-v2",
+    )
+    codes = ("CONNECTIVITY_REFRESH_TOKEN_ERROR",)
+
+    def run(self, ctx: CheckContext) -> Finding:
+        reg = ctx.registry
+        assert reg is not None
+        ch = _challenge(ctx)
+        ctx.result("credentials")
+        if ch is None:
+            return skipped("no token flow: see auth-challenge")
+        if ch.scheme == "basic":
+            return skipped("Basic authentication: there is no token service")
+        cred = ctx.credential()
+        if cred.kind == "aad-token" and not reg.is_acr:
+            return skipped("an Entra access token is exchanged by ACR only")
+        try:
+            grant = obtain_grant(ctx, ch, cred)
+        except TokenError as exc:
+            return _token_failure(
+                "getting a refresh token",
+                "CONNECTIVITY_REFRESH_TOKEN_ERROR",
+                exc,
+                cred,
+                reg.login_server,
+            )
+        ctx.keep("grant", grant)
+        if grant.mode == "anonymous":
+            return skipped("anonymous: no refresh token to get", **grant.evidence)
+        if grant.mode == "basic":
+            return passed(
+                "the token service accepted the password (GET with basic auth; it "
+                "issues no refresh tokens)",
+                **grant.evidence,
+            )
+        return passed(f"refresh token obtained: {grant.evidence.get('method')}", **grant.evidence)
+
+
+def _actions(options: Options) -> tuple[str, ...]:
+    return (
+        ("pull", "push") if "push" in options.require or options.wait_for == "push" else ("pull",)
+    )
+
+
+class AccessTokenCheck(Check):
+    id = "access-token"
+    title = "Access token for the scope"
+    order = 100
+    depends_on = ("refresh-token",)
+    timeout_s = 15.0
+    faq_keys = RefreshTokenCheck.faq_keys
+    codes = ("CONNECTIVITY_ACCESS_TOKEN_ERROR",)
+
+    def run(self, ctx: CheckContext) -> Finding:
+        reg = ctx.registry
+        assert reg is not None
+        ch = _challenge(ctx)
+        ctx.result("refresh-token")
+        grant = ctx.kept("grant")
+        if ch is None or ch.scheme == "basic" or not isinstance(grant, Grant):
+            return skipped("no token flow: see auth-challenge and refresh-token")
+        scope = scope_for(reg.repository, _actions(ctx.options), reg.is_acr)
+        try:
+            token, evidence = obtain_access_token(ctx, ch, grant, scope)
+        except TokenError as exc:
+            cred = None
+            try:
+                cred = ctx.credential()
+            except CredentialError:
+                pass
+            return _token_failure(
+                f"getting an access token for {scope or 'the registry'}",
+                "CONNECTIVITY_ACCESS_TOKEN_ERROR",
+                exc,
+                cred,
+                reg.login_server,
+            )
+        ctx.keep("access_token", token)
+        life = evidence.get("expires_in")
+        life_text = f", valid {life}s" if isinstance(life, int) else ""
+        return passed(
+            f"access token for {scope or 'the registry'} ({evidence['method']}{life_text})",
+            **evidence,
+        )
+
+
+class ScopeCheck(Check):
+    id = "scope"
+    title = "Permissions in the token"
+    order = 110
+    depends_on = ("access-token",)
+    timeout_s = 10.0
+    faq_keys = ("pull-push-roles", "permission-propagation")
+    codes = ("TOKEN_SCOPE_ERROR",)
+
+    def time_limit(self, options: Options) -> float:
+        return options.propagation_timeout_s + 15.0 if options.wait_for else self.timeout_s
+
+    def run(self, ctx: CheckContext) -> Finding:
+        reg = ctx.registry
+        assert reg is not None
+        ctx.result("access-token")
+        token = ctx.kept("access_token")
+        if not isinstance(token, Secret):
+            return skipped("no access token to inspect")
+        if not reg.repository:
+            return skipped("no repository named (--repository): nothing to compare the token with")
+        claims = jwt_claims(token.reveal())
+        if claims is None:
+            return skipped("the access token is opaque (not a JWT): its grants cannot be read")
+        required = set(_actions(ctx.options))
+        granted = granted_actions(claims, reg.repository)
+        evidence: dict[str, Any] = {
+            "repository": reg.repository,
+            "required": sorted(required),
+            "granted": sorted(granted),
+            "issuer": claims.get("iss"),
+            "audience": claims.get("aud"),
+        }
+        missing = required - granted
+        if missing and ctx.options.wait_for:
+            return self._wait(ctx, required, evidence)
+        if missing:
+            return self._missing(reg.login_server, reg.repository, missing, granted, evidence)
+        return passed(
+            f"the token grants {', '.join(sorted(granted))} on {reg.repository}", **evidence
+        )
+
+    def _missing(
+        self,
+        server: str,
+        repo: str,
+        missing: set[str],
+        granted: set[str],
+        evidence: dict[str, Any],
+        waited: str = "",
+    ) -> Finding:
+        have = ", ".join(sorted(granted)) or "nothing"
+        need = ", ".join(sorted(missing))
+        role = "AcrPush" if "push" in missing else "AcrPull"
+        return problem(
+            Status.FAIL,
+            f"the token grants {have} on {repo} but not {need}{waited}",
+            code="TOKEN_SCOPE_ERROR",
+            faq=["pull-push-roles", "permission-propagation"],
+            remediation=[
+                f"Give the identity the {role} role (or a role with {need}) on the registry.",
+                "If you just did, the grant can take minutes to reach the token service: log "
+                f"out (`docker logout {server}`), wait a minute, and log in again.",
+                f"`diagnose check-health {server} --repository {repo} --wait-for {need.split(',')[0]}`"
+                " watches for the grant to arrive.",
+            ],
+            evidence=evidence,
+        )
+
+    def _wait(self, ctx: CheckContext, required: set[str], evidence: dict[str, Any]) -> Finding:
+        reg = ctx.registry
+        assert reg is not None and reg.repository is not None
+        ch = _challenge(ctx)
+        assert ch is not None
+        cred = ctx.credential()
+        started = time.monotonic()
+        limit = started + ctx.options.propagation_timeout_s
+        polls, delay, last_error = 0, 0.25, ""
+        scope = scope_for(reg.repository, tuple(sorted(required)), reg.is_acr)
+        granted: set[str] = set(evidence["granted"])
+        while time.monotonic() + delay < min(limit, ctx.deadline - 0.5):
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+            polls += 1
+            try:
+                grant = obtain_grant(ctx, ch, cred)  # a fresh login, as the FAQ advises
+                token, _ = obtain_access_token(ctx, ch, grant, scope)
+            except TokenError as exc:
+                last_error = str(exc)
+                continue
+            claims = jwt_claims(token.reveal()) or {}
+            granted = granted_actions(claims, reg.repository)
+            if required <= granted:
+                took = time.monotonic() - started
+                ctx.keep("access_token", token)
+                evidence.update(granted=sorted(granted), propagation_s=round(took, 2), polls=polls)
+                return passed(
+                    f"{', '.join(sorted(required))} granted on {reg.repository} after "
+                    f"{took:.1f}s of waiting ({polls} polls)",
+                    **evidence,
+                )
+        took = time.monotonic() - started
+        evidence.update(
+            granted=sorted(granted),
+            waited_s=round(took, 1),
+            polls=polls,
+            last_error=last_error or None,
+        )
+        return self._missing(
+            reg.login_server,
+            reg.repository,
+            required - granted,
+            granted,
+            evidence,
+            waited=f" after waiting {took:.0f}s ({polls} fresh logins and tokens)",
+        )
+
+
+class AuthorizedRequestCheck(Check):
+    id = "authorized-request"
+    title = "Authorized request"
+    order = 120
+    depends_on = ("scope",)
+    timeout_s = 15.0
+    faq_keys = (
+        "permission-propagation",
+        "pull-push-roles",
+        "admin-credentials",
+        "repository-format",
+        "firewall-propagation",
+        "network-connectivity",
+    )
+    codes = ("REGISTRY_AUTH_ERROR", "REPOSITORY_NOT_FOUND", "CONNECTIVITY_FORBIDDEN_ERROR")
+
+    def run(self, ctx: CheckContext) -> Finding:
+        import requests
+
+        from diagnose.http import environ_proxies
+
+        reg = ctx.registry
+        assert reg is not None
+        ch = _challenge(ctx)
+        ctx.result("scope")
+        if ch is None:
+            return skipped("no authentication in use: see auth-challenge")
+        headers: dict[str, str] = {}
+        auth = None
+        if ch.scheme == "basic":
+            try:
+                cred = ctx.credential()
+            except CredentialError:
+                return skipped("no usable credential: see credentials")
+            if cred.anonymous or cred.kind != "password" or cred.secret is None:
+                return skipped("Basic authentication needs a user name and password")
+            auth = (cred.username or "", cred.secret.reveal())
+            how = "the password"
+        else:
+            token = ctx.kept("access_token")
+            if not isinstance(token, Secret):
+                return skipped("no access token: see access-token")
+            headers["Authorization"] = f"Bearer {token.reveal()}"
+            how = "the token"
+        scheme = "http" if reg.scheme == "http" else "https"
+        tls = ctx.result("tls")
+        if tls is not None and tls.evidence.get("scheme") == "http":
+            scheme = "http"
+        path = f"/v2/{reg.repository}/tags/list" if reg.repository else "/v2/"
+        url = f"{scheme}://{reg.login_server}{path}"
+        session = ctx.http(verify=not ctx.options.insecure)
+        t0 = time.monotonic()
+        try:
+            resp = session.get(
+                url,
+                headers=headers,
+                auth=auth,
+                allow_redirects=False,
+                timeout=(ctx.budget(5.0), ctx.budget(10.0)),
+                proxies=environ_proxies(url),
+            )
+        except requests.RequestException as exc:
+            return problem(
+                Status.FAIL,
+                f"GET {path} failed: {type(exc).__name__}",
+                code="REGISTRY_AUTH_ERROR",
+                faq=["network-connectivity"],
+                evidence={"url": url},
+            )
+        ms = (time.monotonic() - t0) * 1000
+        body = resp.text[:2000] if resp.status_code != 200 else ""
+        evidence: dict[str, Any] = {"url": url, "status": resp.status_code, "ms": round(ms, 2)}
+        if resp.status_code == 200:
+            tags: list[str] = []
+            if reg.repository:
+                try:
+                    data = resp.json()
+                    tags = [str(t) for t in (data.get("tags") or [])][:1000]
+                except (ValueError, AttributeError):
+                    tags = []
+                ctx.keep("tags", tags)
+                evidence["tags"] = len(tags)
+            what = f"{len(tags)} tag(s) in {reg.repository}" if reg.repository else "/v2/"
+            return passed(f"the registry accepted {how}: GET {path} -> 200, {what}", **evidence)
+        evidence["body"] = body[:300]
+        if resp.status_code == 404:
+            return problem(
+                Status.FAIL,
+                f"repository {reg.repository} does not exist on {reg.login_server}",
+                code="REPOSITORY_NOT_FOUND",
+                faq=["repository-format"],
+                remediation=[
+                    "Check the repository name (lower case, the full path such as "
+                    "team/app); list what exists with the registry's catalog."
+                ],
+                evidence=evidence,
+            )
+        if resp.status_code == 403:
+            return problem(
+                Status.FAIL,
+                f"GET {path} is forbidden (403)",
+                code="CONNECTIVITY_FORBIDDEN_ERROR",
+                faq=["firewall-propagation", "pull-push-roles"],
+                remediation=[
+                    "The registry refuses this client: a network rule or a repository "
+                    "permission; check both."
+                ],
+                evidence=evidence,
+            )
+        faq = (
+            ["admin-credentials"]
+            if ch.scheme == "basic"
+            else ["permission-propagation", "pull-push-roles"]
+        )
+        return problem(
+            Status.FAIL,
+            f"the registry rejected {how}: GET {path} -> HTTP {resp.status_code}",
+            code="REGISTRY_AUTH_ERROR",
+            faq=faq,
+            remediation=[
+                "The token service issued a token the registry does not accept: its "
+                "permissions may not have reached the registry yet, or the two "
+                "disagree on issuer or service. Wait a minute and log in again."
+                if ch.scheme != "basic"
+                else "Check the user name and password; `docker login` with them again."
+            ],
+            evidence=evidence,
+        )

@@ -1,0 +1,291 @@
+"""Talking to a registry's token service: the Docker token specification, its OAuth2 forms,
+and ACR's exchange of an Entra (AAD) access token for a registry refresh token.
+
+Every call is made without following redirects and with the credential in the request only,
+so no secret can travel to another host. Failures carry the HTTP status and the service's error
+body with secrets scrubbed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from diagnose.challenge import Challenge
+from diagnose.credentials import Credential
+from diagnose.secrets import Secret, register, scrub
+
+if TYPE_CHECKING:
+    import requests
+
+    from diagnose.context import CheckContext
+
+CLIENT_ID = "registry-diagnose"
+BODY_LIMIT = 4096
+
+
+class TokenError(Exception):
+    """The token service said no, or said something unusable."""
+
+    def __init__(
+        self, kind: str, message: str, *, status: int | None = None, body: str = "", ms: float = 0.0
+    ) -> None:
+        super().__init__(scrub(message))
+        self.kind = kind  # http, network, timeout, malformed, unsupported
+        self.status = status
+        self.body = scrub(body)[:500]
+        self.ms = ms
+
+    def evidence(self) -> dict[str, Any]:
+        return {
+            "error": self.kind,
+            "status": self.status,
+            "body": self.body,
+            "ms": round(self.ms, 2),
+        }
+
+
+@dataclass
+class Grant:
+    """How later requests authenticate: a refresh token, basic credentials, or nothing."""
+
+    mode: str  # refresh, basic, anonymous
+    refresh_token: Secret | None = None
+    username: str | None = None
+    password: Secret | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+def scope_for(repository: str | None, actions: tuple[str, ...], is_acr: bool) -> str | None:
+    if repository:
+        return f"repository:{repository}:{','.join(actions)}"
+    return "registry:catalog:*" if is_acr else None
+
+
+def _post(ctx: CheckContext, url: str, form: dict[str, str]) -> tuple[int, dict[str, Any], float]:
+    return _call(ctx, "POST", url, data=form)
+
+
+def _call(ctx: CheckContext, method: str, url: str, **kw: Any) -> tuple[int, dict[str, Any], float]:
+    import requests
+
+    from diagnose.http import environ_proxies
+
+    session = ctx.http(verify=not ctx.options.insecure)
+    t0 = time.monotonic()
+    try:
+        resp = session.request(
+            method,
+            url,
+            allow_redirects=False,
+            stream=True,
+            timeout=(ctx.budget(5.0), ctx.budget(10.0)),
+            proxies=environ_proxies(url),
+            **kw,
+        )
+        raw = _read(resp)
+    except requests.Timeout:
+        raise TokenError(
+            "timeout", f"{method} {_safe(url)} timed out", ms=(time.monotonic() - t0) * 1000
+        ) from None
+    except requests.RequestException as exc:
+        raise TokenError(
+            "network",
+            f"{method} {_safe(url)} failed: {type(exc).__name__}",
+            ms=(time.monotonic() - t0) * 1000,
+        ) from None
+    ms = (time.monotonic() - t0) * 1000
+    text = raw.decode("utf-8", "replace")
+    if resp.status_code != 200:
+        raise TokenError(
+            "http",
+            f"{method} {_safe(url)} answered HTTP {resp.status_code}",
+            status=resp.status_code,
+            body=text,
+            ms=ms,
+        )
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("not an object")
+    except ValueError:
+        raise TokenError(
+            "malformed",
+            f"{method} {_safe(url)} answered 200 but not with a JSON object",
+            status=200,
+            body=text,
+            ms=ms,
+        ) from None
+    for key in ("token", "access_token", "refresh_token"):
+        if isinstance(data.get(key), str):
+            register(data[key])
+    return resp.status_code, data, ms
+
+
+def _read(resp: requests.Response) -> bytes:
+    try:
+        data = b""
+        for chunk in resp.iter_content(BODY_LIMIT):
+            data += chunk
+            if len(data) >= 64 * BODY_LIMIT:
+                break
+        return data
+    finally:
+        resp.close()
+
+
+def _safe(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+
+def _token(data: dict[str, Any], *names: str) -> Secret:
+    for name in names:
+        value = data.get(name)
+        if isinstance(value, str) and value:
+            return Secret(value)
+    raise TokenError(
+        "malformed",
+        f"the answer has no {' or '.join(names)}",
+        status=200,
+        body=", ".join(sorted(str(k) for k in data)),
+    )
+
+
+def exchange_url(challenge: Challenge) -> str:
+    realm = urlsplit(challenge.realm or "")
+    return urlunsplit((realm.scheme, realm.netloc, "/oauth2/exchange", "", ""))
+
+
+def obtain_grant(ctx: CheckContext, challenge: Challenge, cred: Credential) -> Grant:
+    """Step 2: turn the credential into what the token service will take for access tokens."""
+    realm, service = challenge.realm or "", challenge.service or ""
+    if cred.anonymous:
+        return Grant("anonymous", evidence={"method": "anonymous"})
+    assert cred.secret is not None
+    if cred.kind == "identity-token":
+        return Grant(
+            "refresh",
+            refresh_token=cred.secret,
+            evidence={"method": "identity token used as the refresh token"},
+        )
+    if cred.kind == "aad-token":
+        url = exchange_url(challenge)
+        _, data, ms = _post(
+            ctx,
+            url,
+            {
+                "grant_type": "access_token",
+                "service": service,
+                "access_token": cred.secret.reveal(),
+            },
+        )
+        return Grant(
+            "refresh",
+            refresh_token=_token(data, "refresh_token"),
+            evidence={
+                "method": "POST /oauth2/exchange (Entra access token)",
+                "url": _safe(url),
+                "ms": round(ms, 2),
+            },
+        )
+    user, password = cred.username or "", cred.secret
+    try:
+        _, data, ms = _post(
+            ctx,
+            realm,
+            {
+                "grant_type": "password",
+                "username": user,
+                "password": password.reveal(),
+                "service": service,
+                "client_id": CLIENT_ID,
+                "access_type": "offline",
+            },
+        )
+        refresh = data.get("refresh_token")
+        if isinstance(refresh, str) and refresh:
+            return Grant(
+                "refresh",
+                refresh_token=Secret(refresh),
+                username=user,
+                evidence={
+                    "method": "OAuth2 password grant",
+                    "url": _safe(realm),
+                    "ms": round(ms, 2),
+                },
+            )
+    except TokenError as exc:
+        if exc.kind != "http" or exc.status not in (400, 404, 405):
+            raise
+    # the plain Docker token flow: GET the realm with basic auth
+    _, data, ms = _call(
+        ctx,
+        "GET",
+        realm,
+        params={"service": service, "client_id": CLIENT_ID},
+        auth=(user, password.reveal()),
+    )
+    _token(data, "token", "access_token")
+    return Grant(
+        "basic",
+        username=user,
+        password=password,
+        evidence={"method": "GET realm with basic auth", "url": _safe(realm), "ms": round(ms, 2)},
+    )
+
+
+def obtain_access_token(
+    ctx: CheckContext, challenge: Challenge, grant: Grant, scope: str | None
+) -> tuple[Secret, dict[str, Any]]:
+    """Step 3: an access token for scope, the way docker asks for one."""
+    realm, service = challenge.realm or "", challenge.service or ""
+    if grant.mode == "refresh":
+        assert grant.refresh_token is not None
+        form = {
+            "grant_type": "refresh_token",
+            "refresh_token": grant.refresh_token.reveal(),
+            "service": service,
+            "client_id": CLIENT_ID,
+        }
+        if scope:
+            form["scope"] = scope
+        _, data, ms = _post(ctx, realm, form)
+        method = "OAuth2 refresh_token grant"
+    else:
+        params = {"service": service, "client_id": CLIENT_ID}
+        if scope:
+            params["scope"] = scope
+        auth = None
+        if grant.mode == "basic" and grant.password is not None:
+            auth = (grant.username or "", grant.password.reveal())
+        _, data, ms = _call(ctx, "GET", realm, params=params, auth=auth)
+        method = "GET realm" + (" with basic auth" if auth else " anonymously")
+    token = _token(data, "access_token", "token")
+    return token, {
+        "method": method,
+        "scope": scope,
+        "ms": round(ms, 2),
+        "expires_in": data.get("expires_in"),
+    }
+
+
+def granted_actions(claims: dict[str, Any], repository: str) -> set[str]:
+    """The actions a registry token grants on a repository (Docker token `access` claim)."""
+    out: set[str] = set()
+    access = claims.get("access")
+    if not isinstance(access, list):
+        return out
+    for item in access:
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "repository" and item.get("name") == repository:
+            actions = item.get("actions")
+            if isinstance(actions, list):
+                out |= {str(a) for a in actions}
+    if "*" in out:
+        out |= {"pull", "push", "delete"}
+    return out
