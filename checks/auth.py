@@ -3,6 +3,7 @@ credentials -> auth-challenge -> refresh-token -> access-token -> scope -> autho
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -24,7 +25,10 @@ from diagnose.tokens import (
     scope_for,
 )
 
-RELOGIN = "Log out and in again so docker stores a fresh credential: `docker logout {s}` then `docker login {s}`."
+RELOGIN = (
+    "Log out and in again so docker stores a fresh credential: `docker logout {s}` then "
+    "`docker login {s}`."
+)
 
 
 def _challenge(ctx: CheckContext) -> Challenge | None:
@@ -34,10 +38,10 @@ def _challenge(ctx: CheckContext) -> Challenge | None:
 
 
 def _source_words(cred: Credential) -> str:
+    if cred.source in ("aad-token", "identity-token"):
+        return f"{cred.kind.replace('aad-token', 'Entra access token')} given to this run"
     where = {
         "argument": "--username and the password given to this run",
-        "aad-token": "the Entra access token given to this run",
-        "identity-token": "the identity token given to this run",
         "credHelpers": f"credential helper docker-credential-{cred.helper}",
         "credsStore": f"credential store docker-credential-{cred.helper}",
         "auths": "the docker config (auths)",
@@ -397,10 +401,8 @@ class AccessTokenCheck(Check):
             token, evidence = obtain_access_token(ctx, ch, grant, scope)
         except TokenError as exc:
             cred = None
-            try:
+            with contextlib.suppress(CredentialError):
                 cred = ctx.credential()
-            except CredentialError:
-                pass
             return _token_failure(
                 f"getting an access token for {scope or 'the registry'}",
                 "CONNECTIVITY_ACCESS_TOKEN_ERROR",
@@ -480,8 +482,8 @@ class ScopeCheck(Check):
                 f"Give the identity the {role} role (or a role with {need}) on the registry.",
                 "If you just did, the grant can take minutes to reach the token service: log "
                 f"out (`docker logout {server}`), wait a minute, and log in again.",
-                f"`diagnose check-health {server} --repository {repo} --wait-for {need.split(',')[0]}`"
-                " watches for the grant to arrive.",
+                f"`diagnose check-health {server} --repository {repo} --wait-for "
+                f"{need.split(',')[0]}` watches for the grant to arrive.",
             ],
             evidence=evidence,
         )

@@ -4,14 +4,12 @@ and the host's own resolver agree (docker uses the latter)."""
 from __future__ import annotations
 
 import ipaddress
-import time
 from typing import Any
 
 from diagnose.check import Check
 from diagnose.context import CheckContext
 from diagnose.models import Finding, Status, passed, problem, skipped
-from diagnose.resolve import ResolveError, is_ip
-from diagnose.retry import RetriesExhausted
+from diagnose.resolve import DnsLookup, ResolveError, is_ip
 
 FAQ = ("network-connectivity",)
 
@@ -28,97 +26,6 @@ def classify(address: str) -> str:
     if ip.is_private:
         return "private"
     return "public"
-
-
-class _Lookup:
-    """One name's A and AAAA answers from dnspython, with the failure kind when it fails."""
-
-    def __init__(self) -> None:
-        self.addresses: list[str] = []
-        self.cnames: list[str] = []
-        self.queries: dict[str, Any] = {}
-        self.error: ResolveError | None = None
-        self.attempts = 0
-
-
-def _dns_lookup(ctx: CheckContext, host: str) -> _Lookup:
-    import dns.exception
-    import dns.resolver
-
-    out = _Lookup()
-
-    def transient(exc: BaseException) -> bool:
-        return isinstance(exc, ResolveError) and exc.kind in ("timeout", "servfail")
-
-    for rdtype in ("A", "AAAA"):
-
-        def query(rdtype: str = rdtype) -> Any:
-            # leave room for the other query type and a retry inside the check's deadline
-            lifetime = max(0.2, min(3.0, ctx.remaining() / 3 - 0.1))
-            resolver = ctx.resolver.dns_resolver(lifetime)
-            t0 = time.monotonic()
-            try:
-                ans = resolver.resolve(host, rdtype, search=False, raise_on_no_answer=False)
-            except dns.resolver.NXDOMAIN:
-                raise ResolveError("nxdomain", "the name does not exist (NXDOMAIN)") from None
-            except dns.resolver.NoNameservers as exc:
-                codes = _rcodes(exc)
-                kind = "refused" if codes and set(codes) == {"REFUSED"} else "servfail"
-                what = "/".join(codes) or "SERVFAIL"
-                raise ResolveError(kind, f"the DNS server would not answer ({what})") from None
-            except dns.exception.Timeout:
-                raise ResolveError("timeout", f"no DNS answer within {lifetime:.1f}s") from None
-            except dns.exception.DNSException as exc:
-                raise ResolveError("error", f"the lookup failed: {exc}") from None
-            return ans, (time.monotonic() - t0) * 1000
-
-        try:
-            (ans, ms), attempts = ctx.retry(query, transient)
-        except RetriesExhausted as exc:
-            out.attempts += exc.attempts
-            last = exc.last
-            err = last if isinstance(last, ResolveError) else ResolveError("error", str(last))
-            out.queries[rdtype] = {"error": err.kind, "attempts": exc.attempts}
-            if out.error is None or err.kind == "nxdomain":
-                out.error = err
-            if err.kind in ("nxdomain", "timeout"):
-                break  # the other type will fail the same way; save the time
-            continue
-        out.attempts += attempts
-        found = [rr.to_text() for rr in ans.rrset] if ans.rrset is not None else []
-        chain = [
-            str(rrset.name).rstrip(".") + " -> " + str(rrset[0].target).rstrip(".")
-            for rrset in ans.chaining_result.cnames
-        ]
-        if chain and not out.cnames:
-            out.cnames = chain
-        out.addresses.extend(found)
-        out.queries[rdtype] = {
-            "answers": found,
-            "ms": round(ms, 2),
-            "attempts": attempts,
-            "nameserver": str(ans.nameserver),
-            "ttl": ans.rrset.ttl if ans.rrset is not None else None,
-        }
-    if out.addresses and (out.error is None or out.error.kind != "nxdomain"):
-        out.error = None  # one query type failing in passing is not a failure
-    if out.error is None and not out.addresses:
-        out.error = ResolveError("nodata", "the name has neither an A nor an AAAA record")
-    return out
-
-
-def _rcodes(exc: Exception) -> list[str]:
-    """The response codes (or errors) each nameserver gave, as dnspython collected them."""
-    import dns.rcode
-
-    codes: list[str] = []
-    for err in getattr(exc, "kwargs", {}).get("errors", []) or []:
-        response = err[4] if len(err) > 4 else None
-        if response is not None:
-            codes.append(dns.rcode.to_text(response.rcode()))
-        elif len(err) > 3 and err[3] is not None:
-            codes.append(type(err[3]).__name__)
-    return list(dict.fromkeys(codes))
 
 
 class DnsCheck(Check):
@@ -157,7 +64,7 @@ class DnsCheck(Check):
                 ],
                 evidence=evidence,
             )
-        look = _dns_lookup(ctx, host)
+        look = ctx.resolver.dns_lookup(host, ctx.remaining, ctx.options.tries)
         evidence.update(
             queries=look.queries,
             cname_chain=look.cnames,
@@ -203,7 +110,6 @@ class DnsCheck(Check):
                 ],
                 evidence=evidence,
             )
-        ctx.resolver.remember(host, look.addresses)
         via = f" via {' -> '.join(c.split(' -> ')[-1] for c in look.cnames)}" if look.cnames else ""
         a_ms = look.queries.get("A", {}).get("ms")
         timing = f" in {a_ms:.0f} ms" if isinstance(a_ms, float) else ""
@@ -215,7 +121,7 @@ class DnsCheck(Check):
         return passed(f"{host} -> {', '.join(look.addresses)}{via}{timing}{extra}", **evidence)
 
     def _system(
-        self, ctx: CheckContext, host: str, look: _Lookup
+        self, ctx: CheckContext, host: str, look: DnsLookup
     ) -> tuple[list[str], ResolveError | None]:
         if ctx.options.nameserver is not None:
             pinned = ctx.resolver.hosts().get(host)

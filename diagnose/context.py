@@ -135,6 +135,7 @@ class CheckContext:
         self.registry = registry
         self.deadline = deadline
         self.waited = 0.0
+        self.waiting_since: float | None = None
         self._sessions: dict[bool, requests.Session] = {}
 
     @property
@@ -157,10 +158,16 @@ class CheckContext:
         """A dependency's result; waits for it while it runs (None if it is not in the run)."""
         t0 = time.monotonic()
         reg = self.registry.login_server if self.registry else None
+        self.waiting_since = t0
         try:
-            return self._state.result(reg, check_id, self.deadline)
+            # waiting is bounded by the run, not by this check's own time limit...
+            return self._state.result(reg, check_id, self._state.deadline)
         finally:
-            self.waited += time.monotonic() - t0
+            waited = time.monotonic() - t0
+            self.waited += waited
+            # ...and does not eat into it
+            self.deadline = min(self._state.deadline, self.deadline + waited)
+            self.waiting_since = None
 
     def keep(self, key: str, value: object) -> None:
         """Hand a value (a token, never reported) to the checks that depend on this one."""

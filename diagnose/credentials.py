@@ -50,7 +50,8 @@ class UserInput:
 class Credential:
     """What will be presented to the registry, and where it came from."""
 
-    source: str  # argument, environment, identity-token, aad-token, credHelpers, credsStore, auths, anonymous
+    # argument, identity-token, aad-token, credHelpers, credsStore, auths or anonymous
+    source: str
     kind: str  # password, identity-token, aad-token, none
     username: str | None = None
     secret: Secret | None = None

@@ -10,8 +10,10 @@ from __future__ import annotations
 import ipaddress
 import socket
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import dns.resolver
@@ -101,14 +103,41 @@ def system_addresses(host: str, port: int, timeout: float) -> list[str]:
     raise ResolveError("error", f"the system resolver failed for {host}: {err}")
 
 
+class DnsLookup:
+    """One name's A and AAAA answers from DNS, with the failure kind when it fails."""
+
+    def __init__(self) -> None:
+        self.addresses: list[str] = []
+        self.cnames: list[str] = []
+        self.queries: dict[str, Any] = {}
+        self.error: ResolveError | None = None
+        self.attempts = 0
+
+
+def _rcodes(exc: Exception) -> list[str]:
+    """The response codes (or errors) each nameserver gave, as dnspython collected them."""
+    import dns.rcode
+
+    codes: list[str] = []
+    for err in getattr(exc, "kwargs", {}).get("errors", []) or []:
+        response = err[4] if len(err) > 4 else None
+        if response is not None:
+            codes.append(dns.rcode.to_text(response.rcode()))
+        elif len(err) > 3 and err[3] is not None:
+            codes.append(type(err[3]).__name__)
+    return list(dict.fromkeys(codes))
+
+
 class HostResolver:
-    """One per run; caches answers so dependent checks connect where the DNS check looked."""
+    """One per run; every check connects where the DNS check looked, from one lookup per name."""
 
     def __init__(self, nameserver: tuple[str, int] | None, host_root: Path) -> None:
         self.nameserver = nameserver
         self.host_root = host_root
         self._lock = threading.Lock()
         self._cache: dict[str, list[str]] = {}
+        self._lookups: dict[str, DnsLookup] = {}
+        self._name_locks: dict[str, threading.Lock] = {}
         self._hosts: dict[str, list[str]] | None = None
 
     @property
@@ -143,6 +172,88 @@ class HostResolver:
         r.cache = None
         return r
 
+    def _name_lock(self, host: str) -> threading.Lock:
+        with self._lock:
+            return self._name_locks.setdefault(host, threading.Lock())
+
+    def dns_lookup(self, host: str, remaining: Callable[[], float], tries: int) -> DnsLookup:
+        """A and AAAA from DNS, once per name per run: concurrent callers share the answer."""
+        host = host.lower()
+        with self._name_lock(host):
+            found = self._lookups.get(host)
+            if found is None:
+                found = self._lookups[host] = self._query(host, remaining, tries)
+            return found
+
+    def _query(self, host: str, remaining: Callable[[], float], tries: int) -> DnsLookup:
+        import dns.exception
+        import dns.resolver
+
+        from diagnose.retry import RetriesExhausted, with_retries
+
+        out = DnsLookup()
+
+        def transient(exc: BaseException) -> bool:
+            return isinstance(exc, ResolveError) and exc.kind in ("timeout", "servfail")
+
+        for rdtype in ("A", "AAAA"):
+
+            def query(rdtype: str = rdtype) -> tuple[Any, float]:
+                # leave room for the other query type and a retry inside the caller's deadline
+                lifetime = max(0.2, min(3.0, remaining() / 3 - 0.1))
+                resolver = self.dns_resolver(lifetime)
+                t0 = time.monotonic()
+                try:
+                    ans = resolver.resolve(host, rdtype, search=False, raise_on_no_answer=False)
+                except dns.resolver.NXDOMAIN:
+                    raise ResolveError("nxdomain", "the name does not exist (NXDOMAIN)") from None
+                except dns.resolver.NoNameservers as exc:
+                    codes = _rcodes(exc)
+                    kind = "refused" if codes and set(codes) == {"REFUSED"} else "servfail"
+                    what = "/".join(codes) or "SERVFAIL"
+                    raise ResolveError(kind, f"the DNS server would not answer ({what})") from None
+                except dns.exception.Timeout:
+                    raise ResolveError("timeout", f"no DNS answer within {lifetime:.1f}s") from None
+                except dns.exception.DNSException as exc:
+                    raise ResolveError("error", f"the lookup failed: {exc}") from None
+                return ans, (time.monotonic() - t0) * 1000
+
+            try:
+                (ans, ms), attempts = with_retries(
+                    query, transient=transient, tries=tries, remaining=remaining
+                )
+            except RetriesExhausted as exc:
+                out.attempts += exc.attempts
+                last = exc.last
+                err = last if isinstance(last, ResolveError) else ResolveError("error", str(last))
+                out.queries[rdtype] = {"error": err.kind, "attempts": exc.attempts}
+                if out.error is None or err.kind == "nxdomain":
+                    out.error = err
+                if err.kind in ("nxdomain", "timeout"):
+                    break  # the other type will fail the same way; save the time
+                continue
+            out.attempts += attempts
+            found = [rr.to_text() for rr in ans.rrset] if ans.rrset is not None else []
+            chain = [
+                str(rrset.name).rstrip(".") + " -> " + str(rrset[0].target).rstrip(".")
+                for rrset in ans.chaining_result.cnames
+            ]
+            if chain and not out.cnames:
+                out.cnames = chain
+            out.addresses.extend(found)
+            out.queries[rdtype] = {
+                "answers": found,
+                "ms": round(ms, 2),
+                "attempts": attempts,
+                "nameserver": str(ans.nameserver),
+                "ttl": ans.rrset.ttl if ans.rrset is not None else None,
+            }
+        if out.addresses and (out.error is None or out.error.kind != "nxdomain"):
+            out.error = None  # one query type failing in passing is not a failure
+        if out.error is None and not out.addresses:
+            out.error = ResolveError("nodata", "the name has neither an A nor an AAAA record")
+        return out
+
     def addresses(self, host: str, port: int, timeout: float) -> list[str]:
         """Where a connection to host would go, in the order it would be tried."""
         host = host.strip("[]").lower()
@@ -155,44 +266,15 @@ class HostResolver:
         if self.nameserver is None:
             found = system_addresses(host, port, timeout)
         else:
-            found = self.hosts().get(host) or self._dns_addresses(host, timeout)
+            pinned = self.hosts().get(host)
+            if pinned:
+                found = pinned
+            else:
+                end = time.monotonic() + timeout
+                look = self.dns_lookup(host, lambda: max(0.0, end - time.monotonic()), 2)
+                if look.error is not None:
+                    raise look.error
+                found = look.addresses
         with self._lock:
             self._cache[host] = found
-        return found
-
-    def remember(self, host: str, addresses: list[str]) -> None:
-        if addresses and self.nameserver is not None and host.lower() not in self.hosts():
-            with self._lock:
-                self._cache[host.lower()] = list(addresses)
-
-    def _dns_addresses(self, host: str, timeout: float) -> list[str]:
-        import dns.exception
-        import dns.resolver
-
-        r = self.dns_resolver(timeout)
-        found: list[str] = []
-        nx = False
-        for rdtype in ("A", "AAAA"):
-            try:
-                ans = r.resolve(host, rdtype, search=False)
-                found.extend(str(rr) for rr in ans)
-            except dns.resolver.NXDOMAIN:
-                nx = True
-                break
-            except dns.resolver.NoAnswer:
-                continue
-            except dns.resolver.NoNameservers as exc:
-                raise ResolveError(
-                    "servfail", f"no DNS server could answer for {host}: {exc}"
-                ) from None
-            except dns.exception.Timeout:
-                raise ResolveError(
-                    "timeout", f"no DNS answer for {host} in {timeout:.1f}s"
-                ) from None
-            except dns.exception.DNSException as exc:
-                raise ResolveError("error", f"DNS lookup of {host} failed: {exc}") from None
-        if nx:
-            raise ResolveError("nxdomain", f"{host} does not exist in DNS (NXDOMAIN)")
-        if not found:
-            raise ResolveError("nodata", f"{host} has no A or AAAA record")
         return found

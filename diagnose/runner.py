@@ -237,7 +237,10 @@ class _Run:
                 return
             now = time.monotonic()
             active = [n for n in waiting if n.held is None]
-            next_deadline = min((n.deadline for n in active), default=self.state.deadline)
+            next_deadline = min(
+                (_deadline(n, self.state) for n in active), default=self.state.deadline
+            )
+            next_deadline = min(next_deadline, now + 0.25)  # waiting checks move their deadline
             try:
                 node, finding, end, waited = self.done.get(timeout=max(0.0, next_deadline - now))
                 if node.result is None and node.held is None:
@@ -249,7 +252,7 @@ class _Run:
                 pass
             now = time.monotonic()
             for node in [n for n in self.nodes if n.result is None and n.started is not None]:
-                if node.held is None and node.deadline <= now:
+                if node.held is None and _deadline(node, self.state) <= now:
                     self.finish(node, self.timed_out(node, now), now)
             if now >= self.state.deadline:
                 for node in self.nodes:
@@ -262,6 +265,16 @@ class _Run:
                         if node.result is None:
                             self.finish(node, self.timed_out(node, now), now)
                 return
+
+
+def _deadline(node: Node, state: RunState) -> float:
+    """When the runner gives up on a node: its own limit, moved by time spent waiting."""
+    ctx = node.ctx
+    if ctx is None:
+        return node.deadline
+    if ctx.waiting_since is not None:
+        return state.deadline
+    return ctx.deadline
 
 
 def run(

@@ -94,7 +94,7 @@ def make_pki(directory: Path) -> Pki:
     return Pki(directory, ca, ca_file)
 
 
-GOOD_NAMES = ("registry.test", "alias.test", "localhost", "127.0.0.1")
+GOOD_NAMES = ("registry.test", "alias.test", "testacr1.azurecr.io", "localhost", "127.0.0.1")
 
 
 # ---------------------------------------------------------------------------------- registry
@@ -180,6 +180,8 @@ TEST_ZONE = [
     "--cname=myacr.test,myacr.privatelink.test",
     "--host-record=myacr.privatelink.test,10.20.30.40",
     "--host-record=internal.test,192.168.77.7",
+    # an ACR-looking login server on loopback, for the ACR-only paths
+    "--host-record=testacr1.azurecr.io,127.0.0.1",
 ]
 # A validating resolver whose upstream cannot prove anything: every answer is bogus -> SERVFAIL.
 ROOT_ANCHOR = (

@@ -17,14 +17,10 @@ def test_healthy_registry_by_dns_name(registry, dns_server, pki, run_json, host_
     )
     assert r.rc == 0, r.out
     statuses = {c["id"]: c["status"] for c in r.report["checks"]}
-    assert statuses == {
-        "login-server": "pass",
-        "dns": "pass",
-        "tcp": "pass",
-        "tls": "pass",
-        "api": "pass",
-        "clock": "pass",
-    }
+    for cid in ("login-server", "dns", "tcp", "tls", "api", "clock", "credentials"):
+        assert statuses.pop(cid) == "pass", cid
+    # an open registry: the authentication steps have nothing to do
+    assert set(statuses.values()) <= {"skip"}, statuses
     assert r.report["summary"]["status"] == "pass"
     dns = r.check("dns")
     assert dns["evidence"]["addresses"] == ["127.0.0.1"]
