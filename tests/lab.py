@@ -246,7 +246,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.server.requests.append({"path": self.path, "headers": dict(self.headers)})  # type: ignore[attr-defined]
-        status, headers, body = self.routes.get(self.path, (404, {}, b'{"errors":[]}'))
+        path = self.path.split("?", 1)[0]
+        status, headers, body = self.routes.get(path, (404, {}, b'{"errors":[]}'))
         self.send_response_only(status)
         sent_date = False
         for k, v in headers.items():

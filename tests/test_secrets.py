@@ -51,3 +51,57 @@ def test_secrets_in_name_config_and_headers_never_leak(pki, env, home):
         assert r.rc == 0
         outputs += [r.out, r.err]
     _assert_clean(*outputs)
+
+
+def test_auth_flow_secrets_never_leak(tokens, pki, env, home, tmp_path):
+    """Password on stdin, refresh, access and identity tokens: none in any output."""
+    from tests.conftest import USERS
+
+    server, reg = tokens
+    planted_identity = server.issue_refresh("alice")
+    outputs = []
+    common = ("--ca-bundle", str(pki.ca_file), "--repository", "team/app", "--require", "push")
+    for fmt in ("json", "terminal"):
+        r = lab.diagnose(
+            "check-health",
+            f"127.0.0.1:{reg.port}",
+            *common,
+            "-f",
+            fmt,
+            "-u",
+            "alice",
+            "--password-stdin",
+            env=env,
+            stdin=USERS["alice"],
+        )
+        assert r.rc == 0, r.out + r.err
+        outputs += [r.out, r.err]
+        r = lab.diagnose(
+            "check-health",
+            f"127.0.0.1:{reg.port}",
+            *common,
+            "-f",
+            fmt,
+            "--password-stdin",
+            "-u",
+            "alice",
+            env=env,
+            stdin="wrong-PLANTED-pw",
+        )
+        outputs += [r.out, r.err]
+        r = lab.diagnose(
+            "check-health",
+            f"127.0.0.1:{reg.port}",
+            *common,
+            "-f",
+            fmt,
+            env={**env, "REGISTRY_DIAGNOSE_IDENTITY_TOKEN": planted_identity},
+        )
+        outputs += [r.out, r.err]
+    with server.lock:
+        issued = list(server.refresh_tokens)
+    blob = "\n".join(outputs)
+    for secret in [USERS["alice"], "wrong-PLANTED-pw", planted_identity, *issued]:
+        assert secret not in blob, f"leaked {secret[:6]}..."
+    assert "eyJ" not in blob  # no JWT (access token) anywhere
+    assert "Bearer ey" not in blob

@@ -1,0 +1,228 @@
+"""Blob downloads: registries often redirect them to a storage host (ACR: its data endpoint or a
+storage account). That host needs its own DNS, TLS and firewall path, and it must never be sent
+the registry's Authorization header."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+from diagnose.challenge import Challenge
+from diagnose.check import Check
+from diagnose.context import CheckContext
+from diagnose.credentials import CredentialError
+from diagnose.models import Finding, Status, passed, problem, skipped
+from diagnose.resolve import ResolveError
+from diagnose.secrets import Secret
+
+MANIFEST_TYPES = ", ".join(
+    [
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    ]
+)
+RANGE = "bytes=0-1023"
+
+
+def _where(url: str) -> str:
+    """A URL fit for a report: no query string (it often holds a signature)."""
+    p = urlsplit(url)
+    return f"{p.scheme}://{p.netloc.rpartition('@')[2]}{p.path}"
+
+
+class BlobRedirectCheck(Check):
+    id = "blob-redirect"
+    title = "Blob download and storage redirect"
+    order = 130
+    depends_on = ("authorized-request",)
+    timeout_s = 20.0
+    faq_keys = (
+        "redirect-auth-header",
+        "network-connectivity",
+        "firewall-propagation",
+        "repository-format",
+    )
+    codes = ("STORAGE_REDIRECT_ERROR", "BLOB_DOWNLOAD_ERROR")
+
+    def run(self, ctx: CheckContext) -> Finding:
+        import requests
+
+        from diagnose.http import environ_proxies
+
+        reg = ctx.registry
+        assert reg is not None
+        if not reg.repository:
+            return skipped("no repository named (--repository): no blob to fetch")
+        ctx.result("authorized-request")
+        headers, auth = self._auth(ctx)
+        scheme = "http" if reg.scheme == "http" else "https"
+        base = f"{scheme}://{reg.login_server}/v2/{reg.repository}"
+        session = ctx.http(verify=not ctx.options.insecure)
+
+        def get(url: str, **kw: Any) -> Any:
+            return session.get(
+                url,
+                allow_redirects=False,
+                timeout=(ctx.budget(5), ctx.budget(10)),
+                proxies=environ_proxies(url),
+                **kw,
+            )
+
+        try:
+            digest = self._a_blob(get, base, headers, auth)
+        except _NoBlob as exc:
+            return skipped(str(exc))
+        except requests.RequestException as exc:
+            return problem(
+                Status.FAIL,
+                f"reading the manifest failed: {type(exc).__name__}",
+                code="BLOB_DOWNLOAD_ERROR",
+                faq=["network-connectivity"],
+            )
+        evidence: dict[str, Any] = {"digest": digest}
+        t0 = time.monotonic()
+        try:
+            first = get(
+                f"{base}/blobs/{digest}",
+                headers={**headers, "Range": RANGE},
+                auth=auth,
+                stream=True,
+            )
+            first.close()
+        except requests.RequestException as exc:
+            return problem(
+                Status.FAIL,
+                f"GET blob failed: {type(exc).__name__}",
+                code="BLOB_DOWNLOAD_ERROR",
+                faq=["network-connectivity"],
+                evidence=evidence,
+            )
+        evidence.update(status=first.status_code, ms=round((time.monotonic() - t0) * 1000, 2))
+        if first.status_code in (200, 206):
+            return passed(
+                f"blob {digest[:19]}… is served by the registry itself (no redirect)", **evidence
+            )
+        if first.status_code not in (301, 302, 303, 307, 308) or not first.headers.get("Location"):
+            return problem(
+                Status.FAIL,
+                f"GET blob answered HTTP {first.status_code}",
+                code="BLOB_DOWNLOAD_ERROR",
+                faq=["network-connectivity", "repository-format"],
+                remediation=[
+                    "The manifest names a blob the registry will not serve: the "
+                    "repository may be damaged, or a proxy is interfering."
+                ],
+                evidence=evidence,
+            )
+        target = urljoin(f"{base}/blobs/{digest}", first.headers["Location"])
+        host = (urlsplit(target).hostname or "").lower()
+        port = urlsplit(target).port or (443 if target.startswith("https") else 80)
+        evidence.update(redirect=_where(target), storage_host=host)
+        try:
+            evidence["storage_addresses"] = ctx.resolver.addresses(host, port, ctx.budget(4.0))
+        except ResolveError as exc:
+            return self._storage_failed(
+                f"the storage host {host} does not resolve: {exc}", host, evidence
+            )
+        t1 = time.monotonic()
+        try:
+            # a new request with no Authorization header: that header belongs to the registry
+            resp = get(target, headers={"Range": RANGE}, stream=True)
+            resp.close()
+        except requests.exceptions.SSLError:
+            return self._storage_failed(f"TLS with the storage host {host} failed", host, evidence)
+        except requests.RequestException as exc:
+            return self._storage_failed(
+                f"the storage host {host} cannot be reached ({type(exc).__name__})", host, evidence
+            )
+        evidence.update(
+            storage_status=resp.status_code, storage_ms=round((time.monotonic() - t1) * 1000, 2)
+        )
+        if resp.status_code in (200, 206):
+            return passed(
+                f"blob redirected to {host}; reachable without the registry's "
+                f"Authorization header ({resp.status_code})",
+                **evidence,
+            )
+        return self._storage_failed(
+            f"the storage host {host} answered HTTP {resp.status_code}", host, evidence
+        )
+
+    def _storage_failed(self, summary: str, host: str, evidence: dict[str, Any]) -> Finding:
+        return problem(
+            Status.FAIL,
+            summary,
+            code="STORAGE_REDIRECT_ERROR",
+            faq=["redirect-auth-header", "firewall-propagation", "network-connectivity"],
+            remediation=[
+                f"Layers are downloaded from {host}, not from the registry's own name: allow "
+                "this host to resolve and reach it over HTTPS (firewall, proxy, private DNS).",
+                "For ACR with a private endpoint or dedicated data endpoints, the "
+                "<registry>.<region>.data.azurecr.io names need the same DNS and firewall "
+                "rules as the login server.",
+                "Clients that follow the redirect must drop the Authorization header (no "
+                "`curl -L -H Authorization`): the storage host rejects it.",
+            ],
+            evidence=evidence,
+        )
+
+    def _auth(self, ctx: CheckContext) -> tuple[dict[str, str], tuple[str, str] | None]:
+        ch = ctx.kept("challenge")
+        if isinstance(ch, Challenge) and ch.scheme == "bearer":
+            token = ctx.kept("access_token")
+            if isinstance(token, Secret):
+                return {"Authorization": f"Bearer {token.reveal()}"}, None
+        if isinstance(ch, Challenge) and ch.scheme == "basic":
+            try:
+                cred = ctx.credential()
+            except CredentialError:
+                return {}, None
+            if cred.kind == "password" and cred.secret is not None:
+                return {}, (cred.username or "", cred.secret.reveal())
+        return {}, None
+
+    def _a_blob(
+        self, get: Any, base: str, headers: dict[str, str], auth: tuple[str, str] | None
+    ) -> str:
+        tags = get(f"{base}/tags/list", headers=headers, auth=auth)
+        if tags.status_code != 200:
+            raise _NoBlob(f"the tag list is not readable (HTTP {tags.status_code})")
+        try:
+            names = tags.json().get("tags") or []
+        except (ValueError, AttributeError):
+            raise _NoBlob("the tag list is not JSON") from None
+        if not names:
+            raise _NoBlob("the repository has no tags")
+        ref = str(names[0])
+        for _ in range(2):  # an index points at a manifest
+            m = get(
+                f"{base}/manifests/{ref}", headers={**headers, "Accept": MANIFEST_TYPES}, auth=auth
+            )
+            if m.status_code != 200:
+                raise _NoBlob(f"manifest {ref} is not readable (HTTP {m.status_code})")
+            try:
+                doc = m.json()
+            except ValueError:
+                raise _NoBlob("the manifest is not JSON") from None
+            if isinstance(doc.get("manifests"), list) and doc["manifests"]:
+                ref = str(doc["manifests"][0].get("digest"))
+                continue
+            layers = [
+                x
+                for x in doc.get("layers") or []
+                if isinstance(x, dict) and not x.get("urls") and isinstance(x.get("digest"), str)
+            ]
+            if layers:
+                return str(layers[0]["digest"])
+            config = doc.get("config")
+            if isinstance(config, dict) and isinstance(config.get("digest"), str):
+                return str(config["digest"])
+            raise _NoBlob("the manifest lists no blob")
+        raise _NoBlob("the index nests too deeply")
+
+
+class _NoBlob(Exception):
+    pass
