@@ -57,6 +57,7 @@ class RunState:
         self._expected: set[tuple[str | None, str]] = set()
         self._vault: dict[tuple[str | None, str], object] = {}
         self._credentials: dict[str, Credential | CredentialError] = {}
+        self._http_contexts: dict[bool, ssl.SSLContext] = {}
         self._cred_lock = threading.Lock()
         self.started = time.monotonic()
         self.deadline = self.started + options.timeout_s
@@ -110,6 +111,17 @@ class RunState:
         if isinstance(found, CredentialError):
             raise found
         return found
+
+    def http_context(self, verify: bool) -> ssl.SSLContext:
+        """The context all HTTP sessions of the run share (see diagnose.http: urllib3 matches
+        host names itself there, so its changes to the context are the same for everyone)."""
+        with self._lock:
+            ctx = self._http_contexts.get(verify)
+        if ctx is None:
+            ctx = self.ssl_context(verify)
+            with self._lock:
+                ctx = self._http_contexts.setdefault(verify, ctx)
+        return ctx
 
     def ssl_context(self, verify: bool = True) -> ssl.SSLContext:
         """System trust store plus --ca-bundle: what docker on this host would trust.
@@ -202,7 +214,9 @@ class CheckContext:
         if session is None:
             from diagnose.http import make_session
 
-            session = self._sessions[verify] = make_session(self.ssl_context(verify), pin=self.pin)
+            session = self._sessions[verify] = make_session(
+                self._state.http_context(verify), pin=self.pin
+            )
         return session
 
     def retry(

@@ -55,6 +55,8 @@ def make_session(
     import requests
     from requests.adapters import HTTPAdapter
 
+    verifying = ssl_context.verify_mode != ssl.CERT_NONE
+
     class _Adapter(HTTPAdapter):
         def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
             kwargs["ssl_context"] = ssl_context
@@ -72,7 +74,10 @@ def make_session(
                 host_params["host"] = address
                 if host_params.get("scheme") == "https":
                     pool_kwargs["server_hostname"] = name
-                    pool_kwargs["assert_hostname"] = name if ssl_context.check_hostname else False
+            if host_params.get("scheme") == "https" and name:
+                # Always let urllib3 match the host name itself. It then turns check_hostname
+                # off on the context, for every session alike, so one context can be shared.
+                pool_kwargs["assert_hostname"] = name if verifying else False
             return host_params, pool_kwargs
 
         def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:

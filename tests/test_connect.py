@@ -160,3 +160,30 @@ def test_plain_http_registry_fails_without_insecure_and_warns_with_it(run_json):
     api = r2.check("api")
     assert api["status"] == "pass" and api["evidence"]["url"].startswith("http://")
     assert r2.rc == 0
+
+
+def test_http_sessions_also_refuse_a_wrong_host_certificate(pki, dns_server, host_root, run_json):
+    # with the tls check skipped, the api check's own HTTPS client must still match host names,
+    # on the pinned path (--nameserver) and the system-resolver path alike
+    cert = pki.leaf("wronghost", "somewhere-else.example")
+    with lab.http_server({"/v2/": (200, {}, b"{}")}, lab.server_context(*cert)) as srv:
+        pinned = run_json(
+            f"registry.test:{srv.port}",
+            "--ca-bundle",
+            str(pki.ca_file),
+            "--nameserver",
+            dns_server.nameserver,
+            "--host-root",
+            str(host_root),
+            "--skip",
+            "tls",
+        )
+        direct = run_json(f"localhost:{srv.port}", "--ca-bundle", str(pki.ca_file), "--skip", "tls")
+        insecure = run_json(
+            f"localhost:{srv.port}", "--ca-bundle", str(pki.ca_file), "--skip", "tls", "--insecure"
+        )
+    for r in (pinned, direct):
+        api = r.check("api")
+        assert (api["status"], api["code"]) == ("fail", "CONNECTIVITY_ERROR"), api
+        assert "TLS" in api["summary"]
+    assert insecure.check("api")["status"] == "pass"
