@@ -677,3 +677,87 @@ def test_wait_for_needs_a_repository(tokens, env):
     _, reg = tokens
     r = lab.diagnose("check-health", f"127.0.0.1:{reg.port}", "--wait-for", "push", env=env)
     assert r.rc == 2 and "--repository" in r.err
+
+
+# ------------------------------------------------ every credential source, for pull and push
+SOURCES = [
+    "argument",
+    "environment",
+    "auths",
+    "identity-token-config",
+    "credHelpers",
+    "credsStore",
+    "entra",
+    "expose-token-file",
+]
+
+
+def _source_setup(source, server, reg, home, env, tmp_path):
+    """Arguments, environment and files that make `source` the credential for alice."""
+    key = f"127.0.0.1:{reg.port}"
+    auth = base64.b64encode(f"alice:{USERS['alice']}".encode()).decode()
+    args, stdin, extra = [], None, {}
+    if source == "argument":
+        args, stdin = ["-u", "alice", "--password-stdin"], USERS["alice"]
+    elif source == "environment":
+        args, extra = ["-u", "alice"], {"REGISTRY_DIAGNOSE_PASSWORD": USERS["alice"]}
+    elif source == "auths":
+        _config(home, {"auths": {key: {"auth": auth}}})
+    elif source == "identity-token-config":
+        _config(home, {"auths": {key: {"identitytoken": server.issue_refresh("alice")}}})
+    elif source == "credHelpers":
+        _config(home, {"credHelpers": {key: "test"}})
+        extra = _helper_env(
+            {"PATH": env["PATH"]}, tmp_path, {key: {"Username": "alice", "Secret": USERS["alice"]}}
+        )
+    elif source == "credsStore":
+        _config(home, {"credsStore": "test"})
+        extra = _helper_env(
+            {"PATH": env["PATH"]},
+            tmp_path,
+            {key: {"Username": "<token>", "Secret": server.issue_refresh("alice")}},
+        )
+    elif source == "entra":
+        server.aad_tokens["aad-matrix-token-1"] = "alice"
+        extra = {"REGISTRY_DIAGNOSE_AAD_TOKEN": "aad-matrix-token-1"}
+    elif source == "expose-token-file":
+        f = tmp_path / "expose.json"
+        f.write_text(json.dumps({"accessToken": server.issue_refresh("alice"), "loginServer": key}))
+        args = ["--identity-token-file", str(f)]
+    return args, stdin, extra
+
+
+@pytest.mark.parametrize("need", ["pull", "push"])
+@pytest.mark.parametrize("source", SOURCES)
+def test_every_source_passes_for_pull_and_push(
+    tokens, pki, env, home, schema, tmp_path, dns_server, host_root, source, need
+):
+    server, reg = tokens
+    args, stdin, extra = _source_setup(source, server, reg, home, env, tmp_path)
+    name = f"127.0.0.1:{reg.port}"
+    if source == "entra":  # the Entra exchange is ACR's: use an ACR login server name
+        name = f"testacr1.azurecr.io:{reg.port}"
+        args = [*args, "--nameserver", dns_server.nameserver, "--host-root", str(host_root)]
+    r = lab.diagnose(
+        "check-health",
+        name,
+        "--ca-bundle",
+        str(pki.ca_file),
+        "--repository",
+        "team/app",
+        "--require",
+        need,
+        "-f",
+        "json",
+        "-q",
+        *args,
+        env={**env, **extra},
+        stdin=stdin,
+    )
+    validate_report(r.report, schema)
+    assert r.rc == 0, [(c["id"], c["status"], c["summary"]) for c in r.report["checks"]]
+    got = {c: r.check(c)["status"] for c in FLOW}
+    assert got["authorized-request"] == "pass" and got["scope"] == "pass", got
+    assert set(r.check("scope")["evidence"]["required"]) == (
+        {"pull", "push"} if need == "push" else {"pull"}
+    )
