@@ -1,22 +1,22 @@
 """The `diagnose` command line.
 
-Only wiring lives here: options become an `Options`, names become `Registry` objects, checks and
-report formats come from entry points. Heavy imports wait until a command runs, so that
-`diagnose --help` starts fast.
+Only wiring lives here: options become `RunSettings`, then an `Options`; names become `Registry`
+objects; checks and report formats come from entry points. Heavy imports wait until a command
+runs, so that `diagnose --help` starts fast.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from dataclasses import replace
-from enum import StrEnum
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from diagnose import __version__
+from diagnose.choices import FailOn, Need
 
 if TYPE_CHECKING:
     from diagnose.context import Options
@@ -34,63 +34,6 @@ app = typer.Typer(
 )
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
-
-
-class FailOn(StrEnum):
-    error = "error"
-    warn = "warn"
-
-
-class Need(StrEnum):
-    pull = "pull"
-    push = "push"
-
-
-def _duration(text: str) -> float:
-    """90, 90s, 10m, 1h -> seconds; bad input exits 2."""
-    t = text.strip().lower()
-    unit = {"s": 1, "m": 60, "h": 3600}.get(t[-1:], 0)
-    number = t[:-1] if unit else t
-    try:
-        value = float(number) * (unit or 1)
-    except ValueError:
-        die(f"duration {shown(text)}: use seconds or a number with s, m or h (90s, 10m)")
-    if not 1 <= value <= 24 * 3600:
-        die(f"duration {shown(text)}: between 1s and 24h")
-    return value
-
-
-def _credentials(username: str | None, password_stdin: bool, token_file: Path | None) -> UserInput:
-    """Credentials given to this run: never echoed, never put in a report."""
-    from diagnose.credentials import CredentialError, UserInput, read_expose_token
-    from diagnose.secrets import Secret
-
-    password = None
-    if password_stdin:
-        if sys.stdin is None or sys.stdin.isatty():
-            die("--password-stdin needs the password piped in")
-        text = sys.stdin.read(64 * 1024).rstrip("\r\n")
-        if not text:
-            die("--password-stdin read an empty password")
-        password = Secret(text)
-    elif os.environ.get("REGISTRY_DIAGNOSE_PASSWORD"):
-        password = Secret(os.environ["REGISTRY_DIAGNOSE_PASSWORD"])
-    if password is not None and not username:
-        die("a password was given without --username")
-    if username and password is None:
-        die("--username needs a password: --password-stdin or REGISTRY_DIAGNOSE_PASSWORD")
-    identity = None
-    if token_file is not None:
-        try:
-            identity, _server = read_expose_token(token_file)
-        except CredentialError as exc:
-            die(str(exc))
-    elif os.environ.get("REGISTRY_DIAGNOSE_IDENTITY_TOKEN"):
-        identity = Secret(os.environ["REGISTRY_DIAGNOSE_IDENTITY_TOKEN"])
-    aad = None
-    if os.environ.get("REGISTRY_DIAGNOSE_AAD_TOKEN"):
-        aad = Secret(os.environ["REGISTRY_DIAGNOSE_AAD_TOKEN"])
-    return UserInput(username=username, password=password, aad_token=aad, identity_token=identity)
 
 
 def die(message: str) -> NoReturn:
@@ -111,8 +54,168 @@ def shown(text: str, limit: int = 60) -> str:
     return repr(clean if len(clean) <= limit else clean[: limit - 1] + "…")
 
 
-def _split(value: str | None) -> list[str]:
+def _split(value: str | list[str] | None) -> list[str]:
+    if isinstance(value, list):
+        return [str(v).strip() for v in value if str(v).strip()]
     return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def _duration(text: str) -> float:
+    """90, 90s, 10m, 1h -> seconds; bad input exits 2."""
+    t = str(text).strip().lower()
+    unit = {"s": 1, "m": 60, "h": 3600}.get(t[-1:], 0)
+    number = t[:-1] if unit else t
+    try:
+        value = float(number) * (unit or 1)
+    except ValueError:
+        die(f"duration {shown(str(text))}: use seconds or a number with s, m or h (90s, 10m)")
+    if not 1 <= value <= 24 * 3600:
+        die(f"duration {shown(str(text))}: between 1s and 24h")
+    return value
+
+
+# ------------------------------------------------------------------------ shared options
+RegistriesArg = Annotated[
+    list[str] | None,
+    typer.Argument(
+        metavar="REGISTRY",
+        help="Registry login servers (myregistry.azurecr.io, ghcr.io, localhost:5000), ACR short "
+        "names or image references. None: every registry in the docker config.",
+        show_default=False,
+    ),
+]
+ChecksOpt = Annotated[
+    str | None, typer.Option(metavar="IDS", help="Only these checks (comma-separated), plus needs.")
+]
+SkipOpt = Annotated[str | None, typer.Option(metavar="IDS", help="Leave these checks out.")]
+FailOnOpt = Annotated[
+    FailOn | None, typer.Option(metavar="LEVEL", help="error (default) or warn: what exits 1.")
+]
+TimeoutOpt = Annotated[
+    float | None,
+    typer.Option(min=1.0, max=3600.0, metavar="SECONDS", help="Deadline for the run (30)."),
+]
+TriesOpt = Annotated[
+    int | None, typer.Option(min=1, max=10, metavar="N", help="Attempts for transient errors (3).")
+]
+HostRootOpt = Annotated[
+    Path | None, typer.Option(metavar="DIR", help="Read host files (/etc/...) under DIR.")
+]
+DockerConfigOpt = Annotated[
+    Path | None,
+    typer.Option(metavar="DIR", help="Docker config dir (default $DOCKER_CONFIG, ~/.docker)."),
+]
+CaBundleOpt = Annotated[
+    Path | None, typer.Option(metavar="FILE", help="Extra CA certificates (PEM) to trust.")
+]
+NameserverOpt = Annotated[
+    str | None, typer.Option(metavar="IP[:PORT]", help="Resolve every name with this DNS server.")
+]
+InsecureOpt = Annotated[
+    bool | None,
+    typer.Option("--insecure", help="Allow plain HTTP or unverified TLS, as docker does."),
+]
+RepositoryOpt = Annotated[
+    str | None, typer.Option(metavar="REPO", help="Repository for repository-level checks.")
+]
+UsernameOpt = Annotated[
+    str | None, typer.Option("--username", "-u", metavar="USER", help="User to log in as.")
+]
+PasswordStdinOpt = Annotated[
+    bool | None, typer.Option("--password-stdin", help="Read the password from standard input.")
+]
+TokenFileOpt = Annotated[
+    Path | None,
+    typer.Option(metavar="FILE", help="`az acr login --expose-token` output to use."),
+]
+RequireOpt = Annotated[
+    Need | None, typer.Option(metavar="ACTION", help="pull (default) or push: what must work.")
+]
+WaitForOpt = Annotated[
+    Need | None, typer.Option(metavar="ACTION", help="Wait until this action is granted.")
+]
+PropagationOpt = Annotated[
+    str | None, typer.Option(metavar="DURATION", help="How long --wait-for waits (10m).")
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No live progress view.")]
+
+
+@dataclass
+class RunSettings:
+    """Every option a run can take, as given (None: not given)."""
+
+    registries: list[str] | None = None
+    checks: str | list[str] | None = None
+    skip: str | list[str] | None = None
+    fail_on: FailOn | None = None
+    timeout: float | None = None
+    tries: int | None = None
+    host_root: Path | None = None
+    docker_config: Path | None = None
+    ca_bundle: Path | None = None
+    nameserver: str | None = None
+    insecure: bool | None = None
+    repository: str | None = None
+    username: str | None = None
+    password_stdin: bool | None = None
+    identity_token_file: Path | None = None
+    require: Need | None = None
+    wait_for: Need | None = None
+    propagation_timeout: str | None = None
+
+    def fill(self, other: dict[str, Any]) -> RunSettings:
+        """Take values from a config file where the command line gave none."""
+        out = replace(self)
+        for f in fields(self):
+            if getattr(out, f.name) is None and f.name in other:
+                setattr(out, f.name, other[f.name])
+        return out
+
+
+def _prepare(s: RunSettings) -> tuple[Options, list[Registry], str, list[str]]:
+    creds = _credentials(s.username, bool(s.password_stdin), s.identity_token_file)
+    options = _options(s)
+    wait_s = _duration(s.propagation_timeout or "10m")
+    options = replace(
+        options,
+        credentials=creds,
+        require=("pull", "push") if s.require is Need.push else ("pull",),
+        wait_for=s.wait_for.value if s.wait_for else None,
+        propagation_timeout_s=wait_s,
+        timeout_s=max(options.timeout_s, wait_s + 30.0) if s.wait_for else options.timeout_s,
+    )
+    names = list(s.registries or [])
+    if s.wait_for and not s.repository and not any(r.count("/") for r in names):
+        die("--wait-for needs the repository to watch: --repository REPO")
+    targets, source, notes = _targets(names, options, bool(s.insecure), s.repository)
+    return options, targets, source, notes
+
+
+def _execute(s: RunSettings, *, live: bool) -> tuple[Report, Options]:
+    """Run the selected checks against the targets; the report and the options used."""
+    options, targets, source, notes = _prepare(s)
+    from diagnose import plugins, runner
+
+    found, broken = plugins.load_checks()
+    try:
+        selected = runner.select(found, _split(s.checks), _split(s.skip))
+    except ValueError as exc:
+        die(str(exc))
+    if not targets:
+        notes.append(
+            "No registry was named and none is in the docker config: only this machine was "
+            "checked. Name one: `diagnose check-health myregistry.azurecr.io`."
+        )
+    if live and sys.stderr.isatty() and os.environ.get("TERM") != "dumb":
+        from diagnose.live import LiveView
+
+        with LiveView() as view:
+            report = runner.run(
+                selected, targets, options, target_source=source, listener=view, notes=notes
+            )
+    else:
+        report = runner.run(selected, targets, options, target_source=source, notes=notes)
+    return (_with_broken(report, broken) if broken else report), options
 
 
 def _version(value: bool) -> None:
@@ -131,276 +234,205 @@ def _root(
     """Find out why this machine cannot pull from or push to a container registry."""
 
 
-RegistriesArg = Annotated[
-    list[str] | None,
-    typer.Argument(
-        metavar="REGISTRY",
-        help="Registry login servers (myregistry.azurecr.io, ghcr.io, localhost:5000), ACR short "
-        "names or image references. None: every registry in the docker config.",
-        show_default=False,
-    ),
-]
-
-
 @app.command("check-health")
 def check_health(
     registries: RegistriesArg = None,
-    checks: Annotated[
-        str | None,
-        typer.Option(metavar="IDS", help="Only these checks (comma-separated), plus their needs."),
-    ] = None,
-    skip: Annotated[
-        str | None, typer.Option(metavar="IDS", help="Leave these checks out (comma-separated).")
-    ] = None,
+    checks: ChecksOpt = None,
+    skip: SkipOpt = None,
     fmt: Annotated[
         str,
-        typer.Option("--format", "-f", metavar="FORMAT", help="Report format: terminal or json."),
+        typer.Option(
+            "--format",
+            "-f",
+            metavar="FORMAT",
+            help="terminal (default), json, markdown, html, junit, github or sarif.",
+        ),
     ] = "terminal",
     output: Annotated[
-        Path | None,
-        typer.Option("--output", "-o", metavar="FILE", help="Write the report to FILE."),
+        Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write the report here.")
     ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live progress view.")] = False,
-    fail_on: Annotated[
-        FailOn, typer.Option(metavar="LEVEL", help="error (default) or warn: what exits 1.")
-    ] = FailOn.error,
-    timeout: Annotated[
-        float,
-        typer.Option(min=1.0, max=3600.0, metavar="SECONDS", help="Deadline for the whole run."),
-    ] = 30.0,
-    tries: Annotated[
-        int, typer.Option(min=1, max=10, metavar="N", help="Attempts for transient errors.")
-    ] = 3,
-    host_root: Annotated[
-        Path, typer.Option(metavar="DIR", help="Read host files (/etc/...) under DIR.")
-    ] = Path("/"),
-    docker_config: Annotated[
-        Path | None,
-        typer.Option(metavar="DIR", help="Docker config dir (default $DOCKER_CONFIG, ~/.docker)."),
-    ] = None,
-    ca_bundle: Annotated[
-        Path | None,
-        typer.Option(metavar="FILE", help="Extra CA certificates (PEM) to trust."),
-    ] = None,
-    nameserver: Annotated[
-        str | None,
-        typer.Option(metavar="IP[:PORT]", help="Resolve every name with this DNS server."),
-    ] = None,
-    insecure: Annotated[
-        bool,
-        typer.Option("--insecure", help="Allow plain HTTP or unverified TLS, as docker does."),
-    ] = False,
-    repository: Annotated[
-        str | None,
-        typer.Option(metavar="REPO", help="Repository for repository-level checks."),
-    ] = None,
-    username: Annotated[
-        str | None, typer.Option("--username", "-u", metavar="USER", help="User to log in as.")
-    ] = None,
-    password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
-    ] = False,
-    identity_token_file: Annotated[
-        Path | None,
-        typer.Option(metavar="FILE", help="`az acr login --expose-token` output to use."),
-    ] = None,
-    require: Annotated[
-        Need, typer.Option(metavar="ACTION", help="pull (default) or push: what must be allowed.")
-    ] = Need.pull,
-    wait_for: Annotated[
-        Need | None,
-        typer.Option(metavar="ACTION", help="Wait until this action is granted (propagation)."),
-    ] = None,
-    propagation_timeout: Annotated[
-        str, typer.Option(metavar="DURATION", help="How long --wait-for waits: 90s, 10m.")
-    ] = "10m",
+    quiet: QuietOpt = False,
+    fail_on: FailOnOpt = None,
+    timeout: TimeoutOpt = None,
+    tries: TriesOpt = None,
+    host_root: HostRootOpt = None,
+    docker_config: DockerConfigOpt = None,
+    ca_bundle: CaBundleOpt = None,
+    nameserver: NameserverOpt = None,
+    insecure: InsecureOpt = None,
+    repository: RepositoryOpt = None,
+    username: UsernameOpt = None,
+    password_stdin: PasswordStdinOpt = None,
+    identity_token_file: TokenFileOpt = None,
+    require: RequireOpt = None,
+    wait_for: WaitForOpt = None,
+    propagation_timeout: PropagationOpt = None,
 ) -> None:
     """Check every step from this machine to the registry and say what to fix."""
-    creds = _credentials(username, password_stdin, identity_token_file)
-    options = _options(timeout, tries, host_root, docker_config, ca_bundle, nameserver, insecure)
-    wait_s = _duration(propagation_timeout)
-    options = replace(
-        options,
-        credentials=creds,
-        require=("pull", "push") if require is Need.push else ("pull",),
-        wait_for=wait_for.value if wait_for else None,
-        propagation_timeout_s=wait_s,
-        timeout_s=max(options.timeout_s, wait_s + 30.0) if wait_for else options.timeout_s,
+    settings = RunSettings(
+        **{k: v for k, v in locals().items() if k in {f.name for f in fields(RunSettings)}}
     )
-    if wait_for and not repository and not any(r.count("/") for r in registries or []):
-        die("--wait-for needs the repository to watch: --repository REPO")
     renderer = _renderer(fmt)
-    targets, source, notes = _targets(registries or [], options, insecure, repository)
-
-    from diagnose import plugins, runner
-    from diagnose.live import LiveView
-
-    found, broken = plugins.load_checks()
-    try:
-        selected = runner.select(found, _split(checks), _split(skip))
-    except ValueError as exc:
-        die(str(exc))
-    if not targets:
-        notes.append(
-            "No registry was named and none is in the docker config: only this machine was "
-            "checked. Name one: `diagnose check-health myregistry.azurecr.io`."
-        )
-    live = None
-    if not quiet and sys.stderr.isatty() and os.environ.get("TERM") != "dumb":
-        live = LiveView()
-    if live is not None:
-        with live:
-            report = runner.run(
-                selected, targets, options, target_source=source, listener=live, notes=notes
-            )
-    else:
-        report = runner.run(selected, targets, options, target_source=source, notes=notes)
-    if broken:
-        report = _with_broken(report, broken)
-    _emit(report, renderer, output)
-    raise typer.Exit(report.exit_code(fail_on_warn=fail_on is FailOn.warn))
+    report, _ = _execute(settings, live=not quiet)
+    warn = settings.fail_on is FailOn.warn
+    _emit(report, renderer, output, fail_on_warn=warn)
+    raise typer.Exit(report.exit_code(fail_on_warn=warn))
 
 
-def _options(
-    timeout: float,
-    tries: int,
-    host_root: Path,
-    docker_config: Path | None,
-    ca_bundle: Path | None,
-    nameserver: str | None,
-    insecure: bool,
-) -> Options:
-    from diagnose.context import Options
-    from diagnose.resolve import parse_nameserver
+@app.command("preflight")
+def preflight(
+    registries: RegistriesArg = None,
+    report_to: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--report",
+            metavar="FORMAT:PATH",
+            help="Write a report (repeatable): "
+            "json, junit, markdown, html, github, sarif; PATH - is stdout.",
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="Settings file (default: diagnose.toml, "
+            "or [tool.registry-diagnose] in pyproject.toml).",
+        ),
+    ] = None,
+    checks: ChecksOpt = None,
+    skip: SkipOpt = None,
+    fail_on: FailOnOpt = None,
+    timeout: TimeoutOpt = None,
+    tries: TriesOpt = None,
+    host_root: HostRootOpt = None,
+    docker_config: DockerConfigOpt = None,
+    ca_bundle: CaBundleOpt = None,
+    nameserver: NameserverOpt = None,
+    insecure: InsecureOpt = None,
+    repository: RepositoryOpt = None,
+    username: UsernameOpt = None,
+    password_stdin: PasswordStdinOpt = None,
+    identity_token_file: TokenFileOpt = None,
+    require: RequireOpt = None,
+    wait_for: WaitForOpt = None,
+    propagation_timeout: PropagationOpt = None,
+) -> None:
+    """The checks as a CI step: a line per check, reports for the pipeline, exit codes."""
+    from diagnose.config import ConfigFileError, load_settings
 
-    if not host_root.is_dir():
-        die(f"--host-root {shown(str(host_root))} is not a directory")
-    ns = None
-    if nameserver is not None:
-        try:
-            ns = parse_nameserver(nameserver)
-        except ValueError as exc:
-            die(str(exc))
-    if ca_bundle is not None:
-        import ssl
-
-        try:
-            ssl.create_default_context().load_verify_locations(cafile=str(ca_bundle))
-        except FileNotFoundError:
-            die(f"--ca-bundle {shown(str(ca_bundle))} does not exist")
-        except (ssl.SSLError, OSError, ValueError):
-            die(f"--ca-bundle {shown(str(ca_bundle))} holds no usable PEM certificate")
-    return Options(
-        host_root=host_root,
-        docker_config=docker_config,
-        ca_bundle=ca_bundle,
-        nameserver=ns,
-        insecure=insecure,
-        timeout_s=timeout,
-        tries=tries,
+    given = RunSettings(
+        **{k: v for k, v in locals().items() if k in {f.name for f in fields(RunSettings)}}
     )
+    try:
+        found, path = load_settings(config, Path.cwd())
+    except ConfigFileError as exc:
+        die(str(exc))
+    reports = list(report_to or []) or list(found.pop("report", None) or [])
+    settings = given.fill(found)
+    outputs = [_report_target(r) for r in reports]
+    report, _ = _execute(settings, live=False)
+    warn = settings.fail_on is FailOn.warn
+    for line in _ci_lines(report, path):
+        typer.echo(line)
+    for renderer, target in outputs:
+        _emit(
+            report,
+            renderer,
+            None if target == "-" else Path(target),
+            fail_on_warn=warn,
+            color=False,
+        )
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        _github_summary(report, Path(summary), warn)
+    raise typer.Exit(report.exit_code(fail_on_warn=warn))
 
 
-def _targets(
-    names: list[str], options: Options, insecure: bool, repository: str | None
-) -> tuple[list[Registry], str, list[str]]:
-    from dataclasses import replace
+@app.command("bundle")
+def bundle(
+    registries: RegistriesArg = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="PATH",
+            help="Archive to write (default: a timestamped .tar.gz).",
+        ),
+    ] = None,
+    redact_hosts: Annotated[
+        bool, typer.Option("--redact-hosts", help="Replace host names and IP addresses too.")
+    ] = False,
+    quiet: QuietOpt = False,
+    checks: ChecksOpt = None,
+    skip: SkipOpt = None,
+    fail_on: FailOnOpt = None,
+    timeout: TimeoutOpt = None,
+    tries: TriesOpt = None,
+    host_root: HostRootOpt = None,
+    docker_config: DockerConfigOpt = None,
+    ca_bundle: CaBundleOpt = None,
+    nameserver: NameserverOpt = None,
+    insecure: InsecureOpt = None,
+    repository: RepositoryOpt = None,
+    username: UsernameOpt = None,
+    password_stdin: PasswordStdinOpt = None,
+    identity_token_file: TokenFileOpt = None,
+    require: RequireOpt = None,
+    wait_for: WaitForOpt = None,
+    propagation_timeout: PropagationOpt = None,
+) -> None:
+    """Run check-health and write one archive a support engineer can trust: no secret inside."""
+    from diagnose.bundle import BundleError, write_bundle
 
-    from diagnose import dockerconfig
-    from diagnose.target import TargetError, parse_registry
+    settings = RunSettings(
+        **{k: v for k, v in locals().items() if k in {f.name for f in fields(RunSettings)}}
+    )
+    report, options = _execute(settings, live=not quiet)
+    try:
+        path, redactions = write_bundle(report, options, output, redact_hosts=redact_hosts)
+    except BundleError as exc:
+        die(str(exc))
+    removed = ", ".join(f"{n} {k}" for k, n in redactions.items()) or "nothing"
+    typer.echo(f"{report.status.value.upper()}: bundle written to {path} (redacted: {removed})")
+    raise typer.Exit(report.exit_code(fail_on_warn=settings.fail_on is FailOn.warn))
 
-    notes: list[str] = []
-    source = "argument"
-    if names:
-        parsed = []
-        for name in names:
-            try:
-                parsed.append(parse_registry(name, insecure=insecure))
-            except TargetError as exc:
-                die(f"registry {shown(name)}: {exc}")
-    else:
-        source = "docker-config"
-        path = dockerconfig.config_dir(options.docker_config) / "config.json"
+
+@app.command("explain")
+def explain(
+    text: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="MESSAGE", help="An error message to explain.", show_default=False),
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", metavar="LOG", help="A log to search (- is stdin).")
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", metavar="FORMAT", help="terminal or json.")
+    ] = "terminal",
+) -> None:
+    """Turn an error message or a whole log into the FAQ answers that fit it."""
+    from diagnose.explain import explain_lines, read_lines, render_json, render_text
+
+    if fmt not in ("terminal", "json"):
+        die(f"unknown format {shown(fmt)}; choose terminal or json")
+    if text:
+        lines = " ".join(text).splitlines()
+    elif file is not None:
         try:
-            config = dockerconfig.load_config(path)
-        except dockerconfig.ConfigError as exc:
-            die(f"{exc}; name a registry instead: diagnose check-health <registry>")
-        parsed = []
-        for key in dockerconfig.registry_keys(config or {}):
-            try:
-                parsed.append(parse_registry(key, insecure=insecure))
-            except TargetError as exc:
-                notes.append(f"docker config entry {shown(key)} skipped: {exc}")
-        if not parsed:
-            source = "none"
-    if repository is not None:
-        from diagnose.target import valid_repository
-
-        if not valid_repository(repository):
-            die(
-                f"--repository {shown(repository)}: repository names are lower-case letters, "
-                "digits and the separators . _ - /"
-            )
-        parsed = [replace(r, repository=repository) for r in parsed]
-    unique: dict[str, Registry] = {}
-    for reg in parsed:
-        unique.setdefault(reg.login_server, reg)
-    return list(unique.values()), source, notes
-
-
-def _renderer(fmt: str) -> Renderer:
+            lines = read_lines(sys.stdin if str(file) == "-" else file)
+        except OSError as exc:
+            die(f"cannot read {shown(str(file))}: {exc.strerror}")
+    elif not sys.stdin.isatty():
+        lines = read_lines(sys.stdin)
+    else:
+        die("give an error message, --file LOG, or pipe a log in")
     from diagnose import plugins
 
-    try:
-        renderer: Renderer = plugins.load_report(fmt)
-    except KeyError:
-        die(f"unknown format {shown(fmt)}; choose from {', '.join(plugins.report_names())}")
-    return renderer
-
-
-def _with_broken(report: Report, broken: list[BrokenPlugin]) -> Report:
-    from dataclasses import replace
-
-    from diagnose.models import CheckResult, Status, problem
-
-    extra = []
-    for b in broken:
-        finding = problem(
-            Status.ERROR,
-            f"check plugin {b.name} ({b.value}) could not be loaded: {b.error[:200]}",
-            code="PLUGIN_LOAD_ERROR",
-            faq=["check-health"],
-            remediation=["Reinstall or remove the package that provides this check."],
-        )
-        extra.append(
-            CheckResult.from_finding(
-                b.name, "Load check plugin", finding, duration_s=0.0, registry=None, started_s=0.0
-            )
-        )
-    return replace(report, results=(*report.results, *extra))
-
-
-def _emit(report: Report, renderer: Renderer, output: Path | None) -> None:
-    from diagnose.render import RenderOptions
-
-    to_tty = output is None and sys.stdout.isatty()
-    width = 100
-    if to_tty:
-        import shutil
-
-        width = shutil.get_terminal_size((100, 24)).columns
-    opts = RenderOptions(color=to_tty and "NO_COLOR" not in os.environ, width=width)
-    text = renderer.render(report, opts)
-    if output is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return
-    try:
-        tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(output)
-    except OSError as exc:
-        die(f"cannot write {shown(str(output))}: {exc.strerror}")
+    found, _ = plugins.load_checks()
+    result = explain_lines(lines, found)
+    typer.echo(render_json(result) if fmt == "json" else render_text(result), nl=False)
+    raise typer.Exit(EXIT_OK if result.candidates else EXIT_PROBLEM)
 
 
 @app.command("list-checks")
@@ -439,6 +471,214 @@ def list_checks(
         typer.echo(f"{r['id']:<{width}}  {scope:<8}  {r['title']}{deps}")
     for b in broken:
         typer.echo(f"{b.name:<{width}}  BROKEN    {b.error}")
+
+
+# ------------------------------------------------------------------------------- helpers
+def _credentials(username: str | None, password_stdin: bool, token_file: Path | None) -> UserInput:
+    """Credentials given to this run: never echoed, never put in a report."""
+    from diagnose.credentials import CredentialError, UserInput, read_expose_token
+    from diagnose.secrets import Secret
+
+    password = None
+    if password_stdin:
+        if sys.stdin is None or sys.stdin.isatty():
+            die("--password-stdin needs the password piped in")
+        text = sys.stdin.read(64 * 1024).rstrip("\r\n")
+        if not text:
+            die("--password-stdin read an empty password")
+        password = Secret(text)
+    elif os.environ.get("REGISTRY_DIAGNOSE_PASSWORD"):
+        password = Secret(os.environ["REGISTRY_DIAGNOSE_PASSWORD"])
+    if password is not None and not username and password_stdin:
+        die("a password was given without --username")
+    if username and password is None:
+        die("--username needs a password: --password-stdin or REGISTRY_DIAGNOSE_PASSWORD")
+    if not username:
+        password = None
+    identity = None
+    if token_file is not None:
+        try:
+            identity, _server = read_expose_token(token_file)
+        except CredentialError as exc:
+            die(str(exc))
+    elif os.environ.get("REGISTRY_DIAGNOSE_IDENTITY_TOKEN"):
+        identity = Secret(os.environ["REGISTRY_DIAGNOSE_IDENTITY_TOKEN"])
+    aad = None
+    if os.environ.get("REGISTRY_DIAGNOSE_AAD_TOKEN"):
+        aad = Secret(os.environ["REGISTRY_DIAGNOSE_AAD_TOKEN"])
+    return UserInput(username=username, password=password, aad_token=aad, identity_token=identity)
+
+
+def _options(s: RunSettings) -> Options:
+    from diagnose.context import Options
+    from diagnose.resolve import parse_nameserver
+
+    host_root = Path(s.host_root) if s.host_root is not None else Path("/")
+    if not host_root.is_dir():
+        die(f"--host-root {shown(str(host_root))} is not a directory")
+    ns = None
+    if s.nameserver is not None:
+        try:
+            ns = parse_nameserver(str(s.nameserver))
+        except ValueError as exc:
+            die(str(exc))
+    ca_bundle = Path(s.ca_bundle) if s.ca_bundle is not None else None
+    if ca_bundle is not None:
+        import ssl
+
+        try:
+            ssl.create_default_context().load_verify_locations(cafile=str(ca_bundle))
+        except FileNotFoundError:
+            die(f"--ca-bundle {shown(str(ca_bundle))} does not exist")
+        except (ssl.SSLError, OSError, ValueError):
+            die(f"--ca-bundle {shown(str(ca_bundle))} holds no usable PEM certificate")
+    return Options(
+        host_root=host_root,
+        docker_config=Path(s.docker_config) if s.docker_config is not None else None,
+        ca_bundle=ca_bundle,
+        nameserver=ns,
+        insecure=bool(s.insecure),
+        timeout_s=float(s.timeout) if s.timeout is not None else 30.0,
+        tries=int(s.tries) if s.tries is not None else 3,
+    )
+
+
+def _targets(
+    names: list[str], options: Options, insecure: bool, repository: str | None
+) -> tuple[list[Registry], str, list[str]]:
+    from diagnose import dockerconfig
+    from diagnose.target import TargetError, parse_registry, valid_repository
+
+    notes: list[str] = []
+    source = "argument"
+    if names:
+        parsed = []
+        for name in names:
+            try:
+                parsed.append(parse_registry(name, insecure=insecure))
+            except TargetError as exc:
+                die(f"registry {shown(name)}: {exc}")
+    else:
+        source = "docker-config"
+        path = dockerconfig.config_dir(options.docker_config) / "config.json"
+        try:
+            config = dockerconfig.load_config(path)
+        except dockerconfig.ConfigError as exc:
+            die(f"{exc}; name a registry instead: diagnose check-health <registry>")
+        parsed = []
+        for key in dockerconfig.registry_keys(config or {}):
+            try:
+                parsed.append(parse_registry(key, insecure=insecure))
+            except TargetError as exc:
+                notes.append(f"docker config entry {shown(key)} skipped: {exc}")
+        if not parsed:
+            source = "none"
+    if repository is not None:
+        if not valid_repository(repository):
+            die(
+                f"--repository {shown(repository)}: repository names are lower-case letters, "
+                "digits and the separators . _ - /"
+            )
+        parsed = [replace(r, repository=repository) for r in parsed]
+    unique: dict[str, Registry] = {}
+    for reg in parsed:
+        unique.setdefault(reg.login_server, reg)
+    return list(unique.values()), source, notes
+
+
+def _renderer(fmt: str) -> Renderer:
+    from diagnose import plugins
+
+    try:
+        renderer: Renderer = plugins.load_report(fmt)
+    except KeyError:
+        die(f"unknown format {shown(fmt)}; choose from {', '.join(plugins.report_names())}")
+    return renderer
+
+
+def _report_target(spec: str) -> tuple[Renderer, str]:
+    fmt, sep, path = str(spec).partition(":")
+    if not sep or not path:
+        die(f"--report {shown(str(spec))}: write it as FORMAT:PATH (PATH - for stdout)")
+    return _renderer(fmt), path
+
+
+def _with_broken(report: Report, broken: list[BrokenPlugin]) -> Report:
+    from diagnose.models import CheckResult, Status, problem
+
+    extra = []
+    for b in broken:
+        finding = problem(
+            Status.ERROR,
+            f"check plugin {b.name} ({b.value}) could not be loaded: {b.error[:200]}",
+            code="PLUGIN_LOAD_ERROR",
+            faq=["check-health"],
+            remediation=["Reinstall or remove the package that provides this check."],
+        )
+        extra.append(
+            CheckResult.from_finding(
+                b.name, "Load check plugin", finding, duration_s=0.0, registry=None, started_s=0.0
+            )
+        )
+    return replace(report, results=(*report.results, *extra))
+
+
+def _emit(
+    report: Report,
+    renderer: Renderer,
+    output: Path | None,
+    *,
+    fail_on_warn: bool = False,
+    color: bool | None = None,
+) -> None:
+    from diagnose.render import RenderOptions
+
+    to_tty = output is None and sys.stdout.isatty()
+    width = 100
+    if to_tty:
+        import shutil
+
+        width = shutil.get_terminal_size((100, 24)).columns
+    use_color = (to_tty and "NO_COLOR" not in os.environ) if color is None else color
+    opts = RenderOptions(color=use_color, width=width, fail_on_warn=fail_on_warn)
+    text = renderer.render(report, opts)
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(output)
+    except OSError as exc:
+        die(f"cannot write {shown(str(output))}: {exc.strerror}")
+
+
+def _ci_lines(report: Report, config_path: Path | None) -> list[str]:
+    """One line per check, for a CI log."""
+    lines = []
+    if config_path is not None:
+        lines.append(f"preflight: settings from {config_path}")
+    for r in report.results:
+        where = f" [{r.registry}]" if r.registry else ""
+        code = f" {r.code}" if r.code else ""
+        lines.append(f"{r.status.value.upper():<5} {r.id}{where}:{code} {r.summary}")
+    counts = report.counts()
+    tally = ", ".join(f"{counts[k]} {k}" for k in counts if counts[k])
+    lines.append(f"preflight: {report.status.value.upper()} ({tally}) in {report.duration_s:.2f}s")
+    return lines
+
+
+def _github_summary(report: Report, path: Path, fail_on_warn: bool) -> None:
+    from diagnose.plugins import load_report
+    from diagnose.render import RenderOptions
+
+    text = load_report("markdown").render(report, RenderOptions(fail_on_warn=fail_on_warn))
+    try:
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+    except OSError as exc:
+        typer.echo(f"diagnose: warning: cannot write the job summary: {exc.strerror}", err=True)
 
 
 def main() -> None:

@@ -12,6 +12,8 @@ from diagnose.models import Report
 class RenderOptions:
     color: bool = False
     width: int = 100
+    # CI formats mark warnings as failures when the run was asked to fail on them
+    fail_on_warn: bool = False
 
 
 class Renderer(Protocol):
