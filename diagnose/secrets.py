@@ -158,6 +158,18 @@ _NOT_HOSTS = re.compile(
 )
 
 
+_FIELD = re.compile(
+    r"(password|passwd|passphrase|secret|token|credential|apikey|accountkey|sharedaccesskey|"
+    r"signature|privatekey|connectionstring|^auth$|^pwd$|^sig$)"
+)
+
+
+def secret_field(name: str) -> bool:
+    """A configuration or JSON field whose value is a secret, by its name."""
+    flat = re.sub(r"[-_.\s]", "", name.lower())
+    return bool(_FIELD.search(flat))
+
+
 class Redactor:
     """The layer every bundle file passes through; counts what it removed, never the values."""
 
@@ -207,7 +219,7 @@ class Redactor:
             out = {}
             for k, v in value.items():
                 key = self.text(str(k)) if self.redact_hosts else str(k)
-                if re.fullmatch(rf"(?i)({SECRET_KEYS})", str(k)) and isinstance(v, str) and v:
+                if secret_field(str(k)) and isinstance(v, str) and v:
                     self.counts["secret-field"] += 1
                     out[key] = REDACTED
                 else:
