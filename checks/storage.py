@@ -8,13 +8,11 @@ import time
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from diagnose.challenge import Challenge
 from diagnose.check import Check
 from diagnose.context import CheckContext
-from diagnose.credentials import CredentialError
 from diagnose.models import Finding, Status, passed, problem, skipped
+from diagnose.registryapi import NotReadable, auth_for, first_tag, image_manifest
 from diagnose.resolve import ResolveError
-from diagnose.secrets import Secret
 
 MANIFEST_TYPES = ", ".join(
     [
@@ -57,7 +55,7 @@ class BlobRedirectCheck(Check):
         if not reg.repository:
             return skipped("no repository named (--repository): no blob to fetch")
         ctx.result("authorized-request")
-        headers, auth = self._auth(ctx)
+        headers, auth = auth_for(ctx)
         scheme = "http" if reg.scheme == "http" else "https"
         base = f"{scheme}://{reg.login_server}/v2/{reg.repository}"
         session = ctx.http(verify=not ctx.options.insecure)
@@ -73,7 +71,7 @@ class BlobRedirectCheck(Check):
 
         try:
             digest = self._a_blob(get, base, headers, auth)
-        except _NoBlob as exc:
+        except NotReadable as exc:
             return skipped(str(exc))
         except requests.RequestException as exc:
             return problem(
@@ -169,60 +167,16 @@ class BlobRedirectCheck(Check):
             evidence=evidence,
         )
 
-    def _auth(self, ctx: CheckContext) -> tuple[dict[str, str], tuple[str, str] | None]:
-        ch = ctx.kept("challenge")
-        if isinstance(ch, Challenge) and ch.scheme == "bearer":
-            token = ctx.kept("access_token")
-            if isinstance(token, Secret):
-                return {"Authorization": f"Bearer {token.reveal()}"}, None
-        if isinstance(ch, Challenge) and ch.scheme == "basic":
-            try:
-                cred = ctx.credential()
-            except CredentialError:
-                return {}, None
-            if cred.kind == "password" and cred.secret is not None:
-                return {}, (cred.username or "", cred.secret.reveal())
-        return {}, None
-
-    def _a_blob(
-        self, get: Any, base: str, headers: dict[str, str], auth: tuple[str, str] | None
-    ) -> str:
-        tags = get(f"{base}/tags/list", headers=headers, auth=auth)
-        if tags.status_code != 200:
-            raise _NoBlob(f"the tag list is not readable (HTTP {tags.status_code})")
-        try:
-            names = tags.json().get("tags") or []
-        except (ValueError, AttributeError):
-            raise _NoBlob("the tag list is not JSON") from None
-        if not names:
-            raise _NoBlob("the repository has no tags")
-        ref = str(names[0])
-        for _ in range(2):  # an index points at a manifest
-            m = get(
-                f"{base}/manifests/{ref}", headers={**headers, "Accept": MANIFEST_TYPES}, auth=auth
-            )
-            if m.status_code != 200:
-                raise _NoBlob(f"manifest {ref} is not readable (HTTP {m.status_code})")
-            try:
-                doc = m.json()
-            except ValueError:
-                raise _NoBlob("the manifest is not JSON") from None
-            if isinstance(doc.get("manifests"), list) and doc["manifests"]:
-                ref = str(doc["manifests"][0].get("digest"))
-                continue
-            layers = [
-                x
-                for x in doc.get("layers") or []
-                if isinstance(x, dict) and not x.get("urls") and isinstance(x.get("digest"), str)
-            ]
-            if layers:
-                return str(layers[0]["digest"])
-            config = doc.get("config")
-            if isinstance(config, dict) and isinstance(config.get("digest"), str):
-                return str(config["digest"])
-            raise _NoBlob("the manifest lists no blob")
-        raise _NoBlob("the index nests too deeply")
+    def _a_blob(self, get: Any, base: str, headers: dict[str, str],
+                auth: tuple[str, str] | None) -> str:
+        doc = image_manifest(get, base, first_tag(get, base, headers, auth), headers, auth)
+        layers = [x for x in doc.get("layers") or [] if isinstance(x, dict)
+                  and not x.get("urls") and isinstance(x.get("digest"), str)]
+        if layers:
+            return str(layers[0]["digest"])
+        config = doc.get("config")
+        if isinstance(config, dict) and isinstance(config.get("digest"), str):
+            return str(config["digest"])
+        raise NotReadable("the manifest lists no blob")
 
 
-class _NoBlob(Exception):
-    pass

@@ -42,6 +42,7 @@ class Options:
     require: tuple[str, ...] = ("pull",)
     wait_for: str | None = None
     propagation_timeout_s: float = 600.0
+    docker_host: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -85,6 +86,8 @@ class RunState:
                 if left <= 0:
                     return None
                 self._changed.wait(left)
+
+    registries: tuple[Registry, ...] = ()
 
     def keep(self, registry: str | None, key: str, value: object) -> None:
         with self._lock:
@@ -157,6 +160,17 @@ class CheckContext:
     @property
     def resolver(self) -> HostResolver:
         return self._state.resolver
+
+    @property
+    def registries(self) -> tuple[Registry, ...]:
+        """Every registry of the run (host checks judge the host against each of them)."""
+        return self._state.registries
+
+    @property
+    def live_host(self) -> bool:
+        """Whether host facts come from this very machine (no --host-root elsewhere): only
+        then are its processes and its default docker socket looked at."""
+        return self.options.host_root.resolve() == Path("/")
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - time.monotonic())

@@ -291,6 +291,7 @@ def run(
     state = RunState(options)
     nodes = build_nodes(checks, registries)
     state.expect(n.key for n in nodes)
+    state.registries = tuple(registries)
     _Run(nodes, state, listener).loop()
     results = tuple(n.result for n in nodes if n.result is not None)
     return Report(
