@@ -167,16 +167,18 @@ class BlobRedirectCheck(Check):
             evidence=evidence,
         )
 
-    def _a_blob(self, get: Any, base: str, headers: dict[str, str],
-                auth: tuple[str, str] | None) -> str:
+    def _a_blob(
+        self, get: Any, base: str, headers: dict[str, str], auth: tuple[str, str] | None
+    ) -> str:
         doc = image_manifest(get, base, first_tag(get, base, headers, auth), headers, auth)
-        layers = [x for x in doc.get("layers") or [] if isinstance(x, dict)
-                  and not x.get("urls") and isinstance(x.get("digest"), str)]
+        layers = [
+            x
+            for x in doc.get("layers") or []
+            if isinstance(x, dict) and not x.get("urls") and isinstance(x.get("digest"), str)
+        ]
         if layers:
             return str(layers[0]["digest"])
         config = doc.get("config")
         if isinstance(config, dict) and isinstance(config.get("digest"), str):
             return str(config["digest"])
         raise NotReadable("the manifest lists no blob")
-
-

@@ -138,6 +138,9 @@ PropagationOpt = Annotated[
     str | None, typer.Option(metavar="DURATION", help="How long --wait-for waits (10m).")
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No live progress view.")]
+DockerHostOpt = Annotated[
+    str | None, typer.Option(metavar="URL", help="Docker daemon socket (unix:///..., tcp://...).")
+]
 
 
 @dataclass
@@ -162,6 +165,7 @@ class RunSettings:
     require: Need | None = None
     wait_for: Need | None = None
     propagation_timeout: str | None = None
+    docker_host: str | None = None
 
     def fill(self, other: dict[str, Any]) -> RunSettings:
         """Take values from a config file where the command line gave none."""
@@ -267,6 +271,7 @@ def check_health(
     require: RequireOpt = None,
     wait_for: WaitForOpt = None,
     propagation_timeout: PropagationOpt = None,
+    docker_host: DockerHostOpt = None,
 ) -> None:
     """Check every step from this machine to the registry and say what to fix."""
     settings = RunSettings(
@@ -316,6 +321,7 @@ def preflight(
     require: RequireOpt = None,
     wait_for: WaitForOpt = None,
     propagation_timeout: PropagationOpt = None,
+    docker_host: DockerHostOpt = None,
 ) -> None:
     """The checks as a CI step: a line per check, reports for the pipeline, exit codes."""
     from diagnose.config import ConfigFileError, load_settings
@@ -381,6 +387,7 @@ def bundle(
     require: RequireOpt = None,
     wait_for: WaitForOpt = None,
     propagation_timeout: PropagationOpt = None,
+    docker_host: DockerHostOpt = None,
 ) -> None:
     """Run check-health and write one archive a support engineer can trust: no secret inside."""
     from diagnose.bundle import BundleError, write_bundle
@@ -540,6 +547,7 @@ def _options(s: RunSettings) -> Options:
         insecure=bool(s.insecure),
         timeout_s=float(s.timeout) if s.timeout is not None else 30.0,
         tries=int(s.tries) if s.tries is not None else 3,
+        docker_host=str(s.docker_host) if s.docker_host else None,
     )
 
 

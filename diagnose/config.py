@@ -84,6 +84,7 @@ KEYS: dict[str, tuple[str, Any]] = {
     "wait-for": ("wait_for", _choice(Need)),
     "propagation-timeout": ("propagation_timeout", _duration),
     "report": ("report", _strings),
+    "docker-host": ("docker_host", _text),
 }
 FORBIDDEN = {"password", "token", "identity-token", "aad-token", "secret"}
 

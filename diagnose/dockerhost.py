@@ -80,8 +80,13 @@ def parse_daemon_json(path: Path) -> DaemonJson:
         value = data[key]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             want = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-            want = {"list": "an array", "dict": "an object", "bool": "true or false",
-                    "str": "a string", "int": "a whole number"}.get(want, want)
+            want = {
+                "list": "an array",
+                "dict": "an object",
+                "bool": "true or false",
+                "str": "a string",
+                "int": "a whole number",
+            }.get(want, want)
             out.type_errors.append(f'"{key}" must be {want} (it is {_json_type(value)})')
     for key in ("insecure-registries", "registry-mirrors", "allow-nondistributable-artifacts"):
         value = data.get(key)
@@ -91,8 +96,15 @@ def parse_daemon_json(path: Path) -> DaemonJson:
 
 
 def _json_type(v: Any) -> str:
-    return {bool: "a boolean", int: "a number", float: "a number", str: "a string",
-            list: "an array", dict: "an object", type(None): "null"}.get(type(v), "something else")
+    return {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "an object",
+        type(None): "null",
+    }.get(type(v), "something else")
 
 
 @dataclass
@@ -140,8 +152,11 @@ def flag_value(args: list[str], flag: str) -> str | None:
     for i, arg in enumerate(args):
         if arg == flag:
             nxt = args[i + 1] if i + 1 < len(args) else ""
-            found = nxt if nxt and not nxt.startswith("-") and nxt.lower() in (
-                "true", "false") else "true"
+            found = (
+                nxt
+                if nxt and not nxt.startswith("-") and nxt.lower() in ("true", "false")
+                else "true"
+            )
         elif arg.startswith(flag + "="):
             found = arg.split("=", 1)[1]
     return found
@@ -191,7 +206,7 @@ def systemd_proxy_env(root: Path) -> dict[str, str]:
                 if not line.startswith("Environment="):
                     continue
                 try:
-                    words = shlex.split(line[len("Environment="):])
+                    words = shlex.split(line[len("Environment=") :])
                 except ValueError:
                     continue
                 for word in words:
@@ -223,8 +238,11 @@ def no_proxy_covers(no_proxy: str, host: str, port: int) -> bool:
         except ValueError:
             pass
         entry = entry.lstrip("*")
-        if host == entry.lstrip(".") or (entry.startswith(".") and host.endswith(entry)) or \
-                host.endswith("." + entry):
+        if (
+            host == entry.lstrip(".")
+            or (entry.startswith(".") and host.endswith(entry))
+            or host.endswith("." + entry)
+        ):
             return True
     return False
 

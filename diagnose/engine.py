@@ -43,8 +43,9 @@ def engine_get(docker_host: str, path: str, timeout: float) -> tuple[int, Any]:
     if url.scheme == "unix":
         conn = _UnixConnection(url.path or "/var/run/docker.sock", timeout)
     elif url.scheme in ("tcp", "http"):
-        conn = http.client.HTTPConnection(url.hostname or "localhost", url.port or 2375,
-                                          timeout=timeout)
+        conn = http.client.HTTPConnection(
+            url.hostname or "localhost", url.port or 2375, timeout=timeout
+        )
     else:
         raise EngineError("unsupported", f"DOCKER_HOST scheme {url.scheme!r} is not supported")
     try:

@@ -12,12 +12,14 @@ from diagnose.context import CheckContext
 from diagnose.credentials import CredentialError
 from diagnose.secrets import Secret
 
-MANIFEST_TYPES = ", ".join([
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-])
+MANIFEST_TYPES = ", ".join(
+    [
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    ]
+)
 Getter = Callable[..., Any]
 
 
@@ -49,8 +51,13 @@ def getter(ctx: CheckContext) -> Getter:
     session = ctx.http(verify=not ctx.options.insecure)
 
     def get(url: str, **kw: Any) -> Any:
-        return session.get(url, allow_redirects=False, timeout=(ctx.budget(5), ctx.budget(10)),
-                           proxies=environ_proxies(url), **kw)
+        return session.get(
+            url,
+            allow_redirects=False,
+            timeout=(ctx.budget(5), ctx.budget(10)),
+            proxies=environ_proxies(url),
+            **kw,
+        )
 
     return get
 
@@ -68,8 +75,7 @@ def host_platform() -> tuple[str, str]:
     return "linux", arch
 
 
-def first_tag(get: Getter, base: str, headers: dict[str, str],
-              auth: tuple[str, str] | None) -> str:
+def first_tag(get: Getter, base: str, headers: dict[str, str], auth: tuple[str, str] | None) -> str:
     tags = get(f"{base}/tags/list", headers=headers, auth=auth)
     if tags.status_code != 200:
         raise NotReadable(f"the tag list is not readable (HTTP {tags.status_code})")
@@ -82,8 +88,9 @@ def first_tag(get: Getter, base: str, headers: dict[str, str],
     return str(names[0])
 
 
-def image_manifest(get: Getter, base: str, ref: str, headers: dict[str, str],
-                   auth: tuple[str, str] | None) -> dict[str, Any]:
+def image_manifest(
+    get: Getter, base: str, ref: str, headers: dict[str, str], auth: tuple[str, str] | None
+) -> dict[str, Any]:
     """The image manifest for ref; an index is followed to the host's platform (else the first)."""
     for _ in range(3):
         m = get(f"{base}/manifests/{ref}", headers={**headers, "Accept": MANIFEST_TYPES}, auth=auth)
@@ -98,10 +105,16 @@ def image_manifest(get: Getter, base: str, ref: str, headers: dict[str, str],
         entries = doc.get("manifests")
         if isinstance(entries, list) and entries:
             want_os, want_arch = host_platform()
-            chosen = next((e for e in entries if isinstance(e, dict)
-                           and (e.get("platform") or {}).get("os") == want_os
-                           and (e.get("platform") or {}).get("architecture") == want_arch),
-                          entries[0])
+            chosen = next(
+                (
+                    e
+                    for e in entries
+                    if isinstance(e, dict)
+                    and (e.get("platform") or {}).get("os") == want_os
+                    and (e.get("platform") or {}).get("architecture") == want_arch
+                ),
+                entries[0],
+            )
             ref = str(chosen.get("digest"))
             continue
         return doc

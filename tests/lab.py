@@ -399,7 +399,29 @@ def clean_env(home: Path) -> dict[str, str]:
     return env
 
 
+_EMPTY_ROOT: Path | None = None
+
+
+def empty_root() -> Path:
+    """A host root with nothing in it but a hosts file: a machine without docker."""
+    global _EMPTY_ROOT
+    if _EMPTY_ROOT is None:
+        import tempfile
+
+        _EMPTY_ROOT = Path(tempfile.mkdtemp(prefix="rd-empty-root-"))
+        (_EMPTY_ROOT / "etc").mkdir()
+        (_EMPTY_ROOT / "etc" / "hosts").write_text("127.0.0.1 localhost\n")
+    return _EMPTY_ROOT
+
+
+RUN_COMMANDS = ("check-health", "preflight", "bundle")
+
+
 def diagnose(*args: str, env: dict[str, str], timeout: float = 90, stdin: str | None = None) -> Run:
+    """Run the CLI. Unless a test names a host root, the host is described by an empty one, so
+    that this machine's own docker (installed, running or not) never changes a result."""
+    if args and args[0] in RUN_COMMANDS and "--host-root" not in args:
+        args = (*args, "--host-root", str(empty_root()))
     t0 = time.monotonic()
     p = subprocess.run(
         [sys.executable, "-m", "diagnose", *args],

@@ -19,8 +19,10 @@ def test_healthy_registry_by_dns_name(registry, dns_server, pki, run_json, host_
     statuses = {c["id"]: c["status"] for c in r.report["checks"]}
     for cid in ("login-server", "dns", "tcp", "tls", "api", "clock", "credentials"):
         assert statuses.pop(cid) == "pass", cid
-    # an open registry: the authentication steps have nothing to do
-    assert set(statuses.values()) <= {"skip"}, statuses
+    # an open registry: the authentication steps have nothing to do; on a host without docker
+    # the docker checks skip, and what they can read (files, environment) passes
+    assert set(statuses.values()) <= {"pass", "skip"}, statuses
+    assert r.check("docker-daemon")["status"] == "skip"
     assert r.report["summary"]["status"] == "pass"
     dns = r.check("dns")
     assert dns["evidence"]["addresses"] == ["127.0.0.1"]

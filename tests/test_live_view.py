@@ -23,6 +23,8 @@ def test_live_view_on_a_pty(registry, pki, env):
             f"127.0.0.1:{registry.port}",
             "--ca-bundle",
             str(pki.ca_file),
+            "--host-root",
+            str(lab.empty_root()),
         ],
         stdin=slave,
         stdout=slave,

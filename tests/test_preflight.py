@@ -134,7 +134,7 @@ def test_settings_from_diagnose_toml(tokens, pki, env, tmp_path):
         f'ca-bundle = "{pki.ca_file}"\nusername = "bob"\nreport = ["json:out.json"]\n'
     )
     p = lab.subprocess.run(
-        [lab.sys.executable, "-m", "diagnose", "preflight"],
+        [lab.sys.executable, "-m", "diagnose", "preflight", "--host-root", str(lab.empty_root())],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -152,7 +152,7 @@ def test_settings_from_pyproject_and_command_line_wins(tokens, pki, env, tmp_pat
     (tmp_path / "pyproject.toml").write_text(
         '[project]\nname = "x"\n\n[tool.registry-diagnose]\n'
         f'registry = "127.0.0.1:{reg.port}"\nrepository = "team/app"\nrequire = "push"\n'
-        f'ca-bundle = "{pki.ca_file}"\n'
+        f'ca-bundle = "{pki.ca_file}"\nhost-root = "{lab.empty_root()}"\n'
     )
     p = lab.subprocess.run(
         [lab.sys.executable, "-m", "diagnose", "preflight", "--require", "pull", "-u", "bob"],

@@ -1,0 +1,532 @@
+"""The daemon settings behind the FAQ's pull failures: Red Hat's signature verification,
+insecure / blocked registries and mirrors, proxies, debug logging, foreign layers, and the CA
+docker trusts for a registry. Merged from the daemon's command line, /etc/docker/daemon.json,
+/etc/sysconfig/docker and what the running daemon reports (/info). Read-only."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from diagnose.check import Check
+from diagnose.context import CheckContext
+from diagnose.dockerhost import (
+    flag_value,
+    flag_values,
+    is_red_hat,
+    no_proxy_covers,
+    os_release,
+    parse_daemon_json,
+    parse_sysconfig,
+    registry_listed,
+    systemd_proxy_env,
+)
+from diagnose.models import Finding, Status, passed, problem, skipped
+from diagnose.net import ConnectError, connect
+from diagnose.resolve import ResolveError
+
+RESTART = "sudo systemctl restart docker"
+
+
+@dataclass
+class Issue:
+    status: Status
+    code: str
+    faq: list[str]
+    text: str
+    steps: list[str] = field(default_factory=list)
+
+
+def _daemon_args(ctx: CheckContext) -> list[str]:
+    ctx.result("docker-daemon")
+    procs = ctx.kept("processes")
+    if isinstance(procs, list) and procs and isinstance(procs[0], dict):
+        return [str(a) for a in procs[0].get("args", [])]
+    return []
+
+
+def _info(ctx: CheckContext) -> dict[str, Any]:
+    daemon = ctx.result("docker-daemon")
+    return dict(daemon.evidence) if daemon is not None and daemon.evidence.get("version") else {}
+
+
+def _addresses(ctx: CheckContext, host: str, port: int) -> list[str]:
+    try:
+        return ctx.resolver.addresses(host, port, ctx.budget(3.0))
+    except ResolveError:
+        return []
+
+
+class DaemonOptionsCheck(Check):
+    id = "daemon-options"
+    title = "Docker daemon options"
+    order = 220
+    scope = "host"
+    depends_on = ("docker-daemon",)
+    timeout_s = 15.0
+    faq_keys = (
+        "signature-verification",
+        "docker-debug-logs",
+        "tls12",
+        "network-connectivity",
+        "client-timeout",
+    )
+    codes = (
+        "SIGNATURE_VERIFICATION",
+        "DAEMON_CONFIG_ERROR",
+        "INSECURE_REGISTRY",
+        "REGISTRY_BLOCKED",
+        "MIRROR_UNREACHABLE",
+        "DAEMON_PROXY_ERROR",
+    )
+
+    def run(self, ctx: CheckContext) -> Finding:
+        root = ctx.options.host_root
+        dj = parse_daemon_json(root / "etc/docker/daemon.json")
+        sc = parse_sysconfig(root / "etc/sysconfig/docker")
+        release = os_release(root)
+        args = _daemon_args(ctx)
+        info = _info(ctx)
+        issues: list[Issue] = []
+        evidence: dict[str, Any] = {
+            "os": release.get("PRETTY_NAME") or release.get("ID"),
+            "daemon_json": str(dj.path) if dj.exists else None,
+            "sysconfig": str(sc.path) if sc.exists else None,
+            "sysconfig_options": sc.options if sc.exists else None,
+            "daemon_args": args or None,
+        }
+        if dj.error:
+            issues.append(
+                Issue(
+                    Status.FAIL,
+                    "DAEMON_CONFIG_ERROR",
+                    ["docker-debug-logs"],
+                    f"/etc/docker/daemon.json {dj.error}: the daemon refuses to "
+                    "start (or restart) with it",
+                    [
+                        "Fix the JSON (`python3 -m json.tool /etc/docker/daemon.json` "
+                        "points at the error), then restart the daemon."
+                    ],
+                )
+            )
+        for err in dj.type_errors:
+            issues.append(
+                Issue(
+                    Status.FAIL,
+                    "DAEMON_CONFIG_ERROR",
+                    ["docker-debug-logs"],
+                    f"/etc/docker/daemon.json: {err}",
+                    ["Correct the value's type; the daemon will not start with it."],
+                )
+            )
+        for err in sc.errors:
+            issues.append(
+                Issue(
+                    Status.FAIL,
+                    "DAEMON_CONFIG_ERROR",
+                    ["signature-verification"],
+                    f"/etc/sysconfig/docker {err}",
+                    ["Fix the shell quoting of that line."],
+                )
+            )
+        issues += self._signature(release, sc, dj.data, args)
+        debug = info.get("debug") if "debug" in info else dj.data.get("debug")
+        if flag_value(args, "--debug") == "true" or flag_value(args, "-D") == "true":
+            debug = True
+        evidence["debug"] = bool(debug)
+        insecure = [
+            *(dj.data.get("insecure-registries") or []),
+            *flag_values(args, "--insecure-registry"),
+            *flag_values(sc.variables.get("INSECURE_REGISTRY", "").split(), "--insecure-registry"),
+        ]
+        blocked = [
+            *flag_values(args, "--block-registry"),
+            *flag_values(sc.variables.get("BLOCK_REGISTRY", "").split(), "--block-registry"),
+        ]
+        regcfg = info.get("registry_config") or {}
+        api_insecure = [
+            name
+            for name, cfg in (regcfg.get("IndexConfigs") or {}).items()
+            if isinstance(cfg, dict) and cfg.get("Secure") is False
+        ]
+        evidence.update(
+            insecure_registries=insecure or None,
+            api_insecure=api_insecure or None,
+            blocked_registries=blocked or None,
+        )
+        proxies = self._proxies(root, dj.data, info)
+        evidence["proxies"] = proxies or None
+        for reg in ctx.registries:
+            issues += self._per_registry(
+                ctx,
+                reg.login_server,
+                reg.host,
+                reg.effective_port,
+                reg.scheme,
+                insecure + api_insecure,
+                blocked,
+                proxies,
+                dj.data,
+                evidence,
+            )
+        if not issues:
+            parts = []
+            if not (dj.exists or sc.exists or args or info):
+                parts.append("no daemon configuration found (defaults apply)")
+            else:
+                parts.append("no setting stands in the way of the registries")
+            if not debug:
+                parts.append(
+                    'debug logging is off (to turn it on: "debug": true in '
+                    "/etc/docker/daemon.json, then restart the daemon)"
+                )
+            return Finding(
+                Status.PASS,
+                "; ".join(parts),
+                faq=() if debug else ("docker-debug-logs",),
+                evidence=evidence,
+            )
+        worst = max(issues, key=lambda i: {Status.FAIL: 2, Status.WARN: 1}.get(i.status, 0))
+        faq_keys = list(dict.fromkeys(k for i in issues for k in i.faq))
+        steps = [s for i in issues for s in i.steps]
+        summary = "; ".join(i.text for i in issues)
+        evidence["codes"] = [i.code for i in issues]
+        return problem(
+            worst.status,
+            summary,
+            code=worst.code,
+            faq=faq_keys,
+            remediation=list(dict.fromkeys(steps)),
+            evidence=evidence,
+        )
+
+    def _signature(
+        self, release: dict[str, str], sc: Any, data: dict[str, Any], args: list[str]
+    ) -> list[Issue]:
+        running = flag_value(args, "--signature-verification")
+        configured = flag_value(sc.options, "--signature-verification") if sc.exists else None
+        in_json = data.get("signature-verification")
+        red_hat_package = is_red_hat(release) and sc.exists and sc.options_line is not None
+        on = (
+            running == "true"
+            or configured == "true"
+            or in_json is True
+            or (red_hat_package and configured is None and running is None)
+        )
+        if running == "false" or (
+            configured == "false" and running is None and in_json is not True
+        ):
+            on = False
+        if not on:
+            return []
+        current = " ".join(o for o in sc.options if not o.startswith("--signature-verification"))
+        line = f"OPTIONS='{current} --signature-verification=false'".replace("' ", "'")
+        where = (
+            "the running daemon's command line"
+            if running == "true"
+            else "/etc/docker/daemon.json"
+            if in_json is True
+            else "/etc/sysconfig/docker"
+        )
+        why = (
+            "verifies image signatures by default (Red Hat's docker)"
+            if configured is None and running is None and in_json is None
+            else f"has signature verification on ({where})"
+        )
+        return [
+            Issue(
+                Status.FAIL,
+                "SIGNATURE_VERIFICATION",
+                ["signature-verification"],
+                f"the daemon {why}: pulls from registries without signatures fail with "
+                "'unauthorized: authentication required'",
+                [
+                    f"In /etc/sysconfig/docker write: {line}",
+                    f"Restart the daemon: `{RESTART}.service`.",
+                ],
+            )
+        ]
+
+    def _proxies(self, root: Path, data: dict[str, Any], info: dict[str, Any]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        drop = systemd_proxy_env(root)
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
+            if drop.get(name):
+                out[name] = drop[name]
+        cfg = data.get("proxies")
+        if isinstance(cfg, dict):
+            for key, name in (
+                ("http-proxy", "HTTP_PROXY"),
+                ("https-proxy", "HTTPS_PROXY"),
+                ("no-proxy", "NO_PROXY"),
+            ):
+                if isinstance(cfg.get(key), str) and cfg[key]:
+                    out[name] = cfg[key]
+        for key, name in (
+            ("http_proxy", "HTTP_PROXY"),
+            ("https_proxy", "HTTPS_PROXY"),
+            ("no_proxy", "NO_PROXY"),
+        ):
+            if info.get(key):
+                out[name] = str(info[key])
+        return out
+
+    def _per_registry(
+        self,
+        ctx: CheckContext,
+        server: str,
+        host: str,
+        port: int,
+        scheme: str,
+        insecure: list[str],
+        blocked: list[str],
+        proxies: dict[str, str],
+        data: dict[str, Any],
+        evidence: dict[str, Any],
+    ) -> list[Issue]:
+        issues: list[Issue] = []
+        addresses = _addresses(ctx, host, port)
+        entry = registry_listed(insecure, server, addresses)
+        if entry and scheme != "http":
+            issues.append(
+                Issue(
+                    Status.WARN,
+                    "INSECURE_REGISTRY",
+                    ["tls12"],
+                    f"docker treats {server} as insecure ({entry!r}): certificate errors are "
+                    "ignored and plain HTTP is allowed",
+                    [
+                        f"Remove {entry!r} from insecure-registries once {server} has a valid "
+                        "certificate, and restart the daemon."
+                    ],
+                )
+            )
+        hit = next((b for b in blocked if b.lower() in (server.lower(), host.lower(), "all")), None)
+        if hit:
+            issues.append(
+                Issue(
+                    Status.FAIL,
+                    "REGISTRY_BLOCKED",
+                    ["network-connectivity"],
+                    f"BLOCK_REGISTRY in /etc/sysconfig/docker blocks {server} ({hit!r})",
+                    [f"Remove {hit!r} from BLOCK_REGISTRY and restart the daemon."],
+                )
+            )
+        mirrors = (
+            data.get("registry-mirrors") if isinstance(data.get("registry-mirrors"), list) else []
+        )
+        if host in ("registry-1.docker.io", "docker.io", "index.docker.io") and mirrors:
+            for mirror in mirrors:
+                issues += self._mirror(ctx, str(mirror))
+        proxy = proxies.get("HTTPS_PROXY" if scheme == "https" else "HTTP_PROXY")
+        if proxy and not no_proxy_covers(proxies.get("NO_PROXY", ""), host, port):
+            evidence.setdefault("proxy_for", {})[server] = proxy
+            issues += self._proxy_reachable(ctx, server, proxy)
+        return issues
+
+    def _mirror(self, ctx: CheckContext, mirror: str) -> list[Issue]:
+        from urllib.parse import urlsplit
+
+        url = urlsplit(mirror if "://" in mirror else f"https://{mirror}")
+        host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+        try:
+            sock, _ = connect(_addresses(ctx, host, port)[0], port, ctx.budget(3.0))
+            sock.close()
+            return []
+        except (ConnectError, IndexError):
+            return [
+                Issue(
+                    Status.WARN,
+                    "MIRROR_UNREACHABLE",
+                    ["network-connectivity", "client-timeout"],
+                    f"registry mirror {mirror} cannot be reached: Docker Hub pulls wait "
+                    "for it before falling back",
+                    [f"Fix or remove {mirror} in registry-mirrors (daemon.json)."],
+                )
+            ]
+
+    def _proxy_reachable(self, ctx: CheckContext, server: str, proxy: str) -> list[Issue]:
+        from urllib.parse import urlsplit
+
+        url = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = url.hostname or "", url.port or 3128
+        addrs = _addresses(ctx, host, port)
+        try:
+            sock, _ = connect(addrs[0], port, ctx.budget(3.0))
+            sock.close()
+            return []
+        except (ConnectError, IndexError):
+            return [
+                Issue(
+                    Status.WARN,
+                    "DAEMON_PROXY_ERROR",
+                    ["network-connectivity"],
+                    f"the daemon reaches {server} through proxy {host}:{port}, which "
+                    "cannot be reached from here",
+                    [
+                        'Fix the daemon\'s proxy (daemon.json "proxies" or the '
+                        "docker.service drop-in), or add the registry to its NO_PROXY; "
+                        "then restart the daemon."
+                    ],
+                )
+            ]
+
+
+class NondistributableCheck(Check):
+    id = "nondistributable-artifacts"
+    title = "Foreign (non-distributable) layers"
+    order = 230
+    depends_on = ("authorized-request", "docker-daemon")
+    timeout_s = 15.0
+    faq_keys = ("nondistributable-artifacts",)
+    codes = ("NONDISTRIBUTABLE_NOT_ALLOWED",)
+
+    def run(self, ctx: CheckContext) -> Finding:
+        from diagnose.registryapi import (
+            NotReadable,
+            auth_for,
+            base_url,
+            first_tag,
+            getter,
+            image_manifest,
+        )
+
+        reg = ctx.registry
+        assert reg is not None
+        root = ctx.options.host_root
+        dj = parse_daemon_json(root / "etc/docker/daemon.json")
+        info = _info(ctx)
+        regcfg = info.get("registry_config") or {}
+        entries = [
+            *(dj.data.get("allow-nondistributable-artifacts") or []),
+            *flag_values(_daemon_args(ctx), "--allow-nondistributable-artifacts"),
+            *(regcfg.get("AllowNondistributableArtifactsHostnames") or []),
+            *(regcfg.get("AllowNondistributableArtifactsCIDRs") or []),
+        ]
+        entries = [str(e) for e in dict.fromkeys(str(x) for x in entries)]
+        addresses = _addresses(ctx, reg.host, reg.effective_port)
+        covered = registry_listed(entries, reg.login_server, addresses)
+        evidence: dict[str, Any] = {
+            "allow_list": entries or None,
+            "covered_by": covered,
+            "addresses": addresses,
+        }
+        version = str(info.get("version") or "")
+        if version and version.split(".")[0].isdigit() and int(version.split(".")[0]) >= 25:
+            evidence["note"] = (
+                "docker 25 deprecated allow-nondistributable-artifacts and later "
+                "releases dropped it: they push foreign layers as ordinary ones"
+            )
+        if not reg.repository:
+            state = f"covered by {covered!r}" if covered else "not in the allow list"
+            return skipped(f"no repository named: {reg.login_server} is {state}", **evidence)
+        ctx.result("authorized-request")
+        headers, auth = auth_for(ctx)
+        get = getter(ctx)
+        try:
+            base = base_url(ctx)
+            doc = image_manifest(get, base, first_tag(get, base, headers, auth), headers, auth)
+        except NotReadable as exc:
+            return skipped(f"the manifest cannot be read: {exc}", **evidence)
+        except Exception as exc:  # a network error reading the manifest
+            return skipped(f"the manifest cannot be read: {type(exc).__name__}", **evidence)
+        foreign = [
+            x
+            for x in doc.get("layers") or []
+            if isinstance(x, dict) and ("foreign" in str(x.get("mediaType", "")) or x.get("urls"))
+        ]
+        evidence["foreign_layers"] = [
+            {"digest": x.get("digest"), "urls": x.get("urls")} for x in foreign
+        ][:20]
+        if not foreign:
+            return passed(f"{reg.repository} has no foreign layers", **evidence)
+        if covered:
+            return passed(
+                f"{len(foreign)} foreign layer(s) in {reg.repository}; "
+                f"{reg.login_server} is allowed ({covered!r})",
+                **evidence,
+            )
+        snippet = f'{{"allow-nondistributable-artifacts": ["{reg.login_server}"]}}'
+        return problem(
+            Status.WARN,
+            f"{reg.repository} has {len(foreign)} foreign layer(s) and {reg.login_server} is not "
+            "in allow-nondistributable-artifacts: a host that may reach only the registry cannot "
+            "fetch them, and pushes leave them out",
+            code="NONDISTRIBUTABLE_NOT_ALLOWED",
+            faq=["nondistributable-artifacts"],
+            remediation=[
+                f"Add the registry to /etc/docker/daemon.json: {snippet}",
+                f"Restart the daemon (`{RESTART}`) and push the image again.",
+                *([evidence["note"]] if "note" in evidence else []),
+            ],
+            evidence=evidence,
+        )
+
+
+class DockerCertsCheck(Check):
+    id = "docker-certs"
+    title = "CA docker trusts for the registry"
+    order = 240
+    depends_on = ("tls", "docker-daemon")
+    timeout_s = 10.0
+    faq_keys = ("network-connectivity",)
+    codes = ("DOCKER_CA_MISSING",)
+
+    def run(self, ctx: CheckContext) -> Finding:
+        import ipaddress
+
+        from diagnose.net import registry_addresses
+
+        reg = ctx.registry
+        assert reg is not None
+        tls = ctx.result("tls")
+        if tls is None or tls.evidence.get("scheme") == "http":
+            return skipped("no TLS to check (plain HTTP or no tls result)")
+        folder = reg.host if reg.effective_port == 443 else f"{reg.host}:{reg.effective_port}"
+        certs_dir = ctx.options.host_root / "etc/docker/certs.d" / folder
+        evidence: dict[str, Any] = {"certs_dir": f"/etc/docker/certs.d/{folder}"}
+        addresses = registry_addresses(ctx)
+        loopback = any(ipaddress.ip_address(a.strip("[]")).is_loopback for a in addresses)
+        if loopback:
+            return skipped(
+                "docker always treats 127.0.0.0/8 as an insecure registry: it does "
+                "not check this certificate",
+                **evidence,
+            )
+        context = ssl.create_default_context()
+        cas = sorted(certs_dir.glob("*.crt")) if certs_dir.is_dir() else []
+        evidence["ca_files"] = [p.name for p in cas] or None
+        for ca in cas:
+            try:
+                context.load_verify_locations(cafile=str(ca))
+            except (ssl.SSLError, OSError, ValueError):
+                evidence.setdefault("unreadable", []).append(ca.name)
+        from diagnose.net import connect
+
+        try:
+            sock, _ = connect(addresses[0], reg.effective_port, ctx.budget(4.0))
+            with context.wrap_socket(sock, server_hostname=reg.host.strip("[]")):
+                pass
+        except ssl.SSLCertVerificationError as exc:
+            evidence["verify"] = str(exc.verify_message)
+            return problem(
+                Status.FAIL,
+                f"docker does not trust {reg.login_server}'s certificate: it chains to a CA that "
+                f"is neither in the system store nor in /etc/docker/certs.d/{folder}/",
+                code="DOCKER_CA_MISSING",
+                faq=["network-connectivity"],
+                remediation=[
+                    f"Copy the registry's CA certificate to "
+                    f"/etc/docker/certs.d/{folder}/ca.crt (no restart needed).",
+                    "Or add it to the system trust store and restart the daemon.",
+                ],
+                evidence=evidence,
+            )
+        except (ssl.SSLError, OSError, ConnectError, IndexError) as exc:
+            return skipped(
+                f"could not complete a handshake to check: {type(exc).__name__}", **evidence
+            )
+        where = f"/etc/docker/certs.d/{folder}" if cas else "the system trust store"
+        return passed(f"docker trusts {reg.login_server}'s certificate ({where})", **evidence)
