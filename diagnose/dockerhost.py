@@ -139,9 +139,11 @@ def parse_sysconfig(path: Path) -> Sysconfig:
         except ValueError as exc:
             out.errors.append(f"line {number}: {exc}")
             continue
-        out.variables[name.strip()] = " ".join(words)
+        value_text = " ".join(words)
+        out.variables[name.strip()] = value_text
         if name.strip() == "OPTIONS":
-            out.options = words
+            # the init script expands $OPTIONS unquoted: the shell splits it on white space
+            out.options = value_text.split()
             out.options_line = line
     return out
 

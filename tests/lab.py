@@ -138,6 +138,11 @@ http:
   tls:
     certificate: {cert}
     key: {key}
+validation:
+  manifests:
+    urls:
+      allow:
+        - ^https://
 {extra}"""
     )
     log = directory / "registry.log"

@@ -1,0 +1,509 @@
+"""The docker host: fixture roots for the files, a dockerd-named process for the process table,
+and the real dockerd (Debian docker.io) for the Engine API."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import lab
+from tests.conftest import validate_report
+
+FEDORA_OPTIONS = "OPTIONS='--selinux-enabled --log-driver=journald --live-restore'"
+
+
+def make_root(
+    base: Path,
+    *,
+    os_id: str = "ubuntu",
+    os_like: str = "debian",
+    sysconfig: str | None = None,
+    daemon_json: str | None = None,
+    log: str | None = None,
+    dropin: str | None = None,
+) -> Path:
+    root = base / f"root-{os_id}-{time.monotonic_ns()}"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "hosts").write_text("127.0.0.1 localhost\n")
+    (root / "etc" / "os-release").write_text(
+        f'ID={os_id}\nID_LIKE="{os_like}"\nPRETTY_NAME="{os_id} test"\n'
+    )
+    if sysconfig is not None:
+        (root / "etc" / "sysconfig").mkdir()
+        (root / "etc" / "sysconfig" / "docker").write_text(sysconfig)
+    if daemon_json is not None:
+        (root / "etc" / "docker").mkdir()
+        (root / "etc" / "docker" / "daemon.json").write_text(daemon_json)
+    if log is not None:
+        (root / "var" / "log").mkdir(parents=True)
+        (root / "var" / "log" / "docker.log").write_text(log)
+    if dropin is not None:
+        d = root / "etc" / "systemd" / "system" / "docker.service.d"
+        d.mkdir(parents=True)
+        (d / "http-proxy.conf").write_text(dropin)
+    return root
+
+
+def run(env, schema, registry, pki, root, *more, name=None):
+    r = lab.diagnose(
+        "check-health",
+        name or f"127.0.0.1:{registry.port}",
+        "--ca-bundle",
+        str(pki.ca_file),
+        "--host-root",
+        str(root),
+        "-f",
+        "json",
+        "-q",
+        *more,
+        env=env,
+    )
+    assert r.rc in (0, 1) and "Traceback" not in r.err, r.err
+    validate_report(r.report, schema)
+    return r
+
+
+# --------------------------------------------------------------------- fixture roots
+def test_fedora_28_signature_verification(registry, pki, env, schema, tmp_path):
+    root = make_root(
+        tmp_path, os_id="fedora", os_like="", sysconfig=f"# docker\n{FEDORA_OPTIONS}\n"
+    )
+    r = run(env, schema, registry, pki, root)
+    c = r.check("daemon-options")
+    assert (c["status"], c["code"]) == ("fail", "SIGNATURE_VERIFICATION")
+    assert c["faq"] == ["signature-verification"]
+    assert (
+        "In /etc/sysconfig/docker write: OPTIONS='--selinux-enabled --log-driver=journald "
+        "--live-restore --signature-verification=false'"
+    ) in c["remediation"]
+    assert any("systemctl restart docker" in s for s in c["remediation"])
+    assert r.rc == 1
+
+
+def test_rhel_7_with_verification_off_is_fine(registry, pki, env, schema, tmp_path):
+    root = make_root(
+        tmp_path,
+        os_id="rhel",
+        os_like="fedora",
+        sysconfig=(
+            "OPTIONS='--selinux-enabled --log-driver=journald --signature-verification=false'\n"
+            "ADD_REGISTRY='--add-registry registry.access.redhat.com'\n"
+        ),
+    )
+    r = run(env, schema, registry, pki, root)
+    c = r.check("daemon-options")
+    assert c["status"] == "pass", c
+    assert c["evidence"]["sysconfig_options"][-1] == "--signature-verification=false"
+    assert r.rc == 0
+
+
+def test_ubuntu_valid_daemon_json(registry, pki, env, schema, tmp_path):
+    root = make_root(tmp_path, daemon_json='{"debug": true, "log-driver": "json-file"}')
+    c = run(env, schema, registry, pki, root).check("daemon-options")
+    assert c["status"] == "pass" and c["evidence"]["debug"] is True
+    assert "debug logging is off" not in c["summary"]
+
+
+def test_debug_off_says_how_to_turn_it_on(registry, pki, env, schema, tmp_path):
+    root = make_root(tmp_path, daemon_json="{}")
+    c = run(env, schema, registry, pki, root).check("daemon-options")
+    assert c["status"] == "pass" and "debug logging is off" in c["summary"]
+    assert c["faq"] == ["docker-debug-logs"]
+
+
+def test_invalid_daemon_json_gives_line_and_column(registry, pki, env, schema, tmp_path):
+    root = make_root(tmp_path, daemon_json='{\n  "debug": true,\n  "insecure-registries": [,]\n}')
+    c = run(env, schema, registry, pki, root).check("daemon-options")
+    assert (c["status"], c["code"]) == ("fail", "DAEMON_CONFIG_ERROR")
+    assert "line 3 column" in c["summary"]
+
+
+def test_wrong_types_in_daemon_json(registry, pki, env, schema, tmp_path):
+    root = make_root(tmp_path, daemon_json='{"debug": "yes", "insecure-registries": "x"}')
+    c = run(env, schema, registry, pki, root).check("daemon-options")
+    assert (c["status"], c["code"]) == ("fail", "DAEMON_CONFIG_ERROR")
+    assert '"debug" must be true or false' in c["summary"]
+    assert '"insecure-registries" must be an array' in c["summary"]
+
+
+def test_registry_listed_as_insecure(registry, pki, env, schema, tmp_path, dns_server):
+    root = make_root(
+        tmp_path,
+        daemon_json=json.dumps(
+            {"debug": True, "insecure-registries": [f"registry.test:{registry.port}"]}
+        ),
+    )
+    r = run(
+        env,
+        schema,
+        registry,
+        pki,
+        root,
+        "--nameserver",
+        dns_server.nameserver,
+        name=f"registry.test:{registry.port}",
+    )
+    c = r.check("daemon-options")
+    assert (c["status"], c["code"]) == ("warn", "INSECURE_REGISTRY")
+    assert c["faq"] == ["tls12"]
+
+
+def test_insecure_by_cidr(registry, pki, env, schema, tmp_path, dns_server):
+    root = make_root(
+        tmp_path, daemon_json='{"debug": true, "insecure-registries": ["127.0.0.0/8"]}'
+    )
+    r = run(
+        env,
+        schema,
+        registry,
+        pki,
+        root,
+        "--nameserver",
+        dns_server.nameserver,
+        name=f"registry.test:{registry.port}",
+    )
+    assert r.check("daemon-options")["code"] == "INSECURE_REGISTRY"
+
+
+def test_blocked_registry(registry, pki, env, schema, tmp_path):
+    root = make_root(
+        tmp_path,
+        os_id="centos",
+        os_like="rhel fedora",
+        sysconfig=(
+            "OPTIONS='--signature-verification=false'\n"
+            f"BLOCK_REGISTRY='--block-registry 127.0.0.1:{registry.port}'\n"
+        ),
+    )
+    c = run(env, schema, registry, pki, root).check("daemon-options")
+    assert (c["status"], c["code"]) == ("fail", "REGISTRY_BLOCKED")
+
+
+def test_daemon_proxy_from_systemd_dropin(registry, pki, env, schema, tmp_path):
+    dead = lab.closed_port()
+    root = make_root(
+        tmp_path,
+        daemon_json='{"debug": true}',
+        dropin=(
+            "[Service]\n"
+            f'Environment="HTTPS_PROXY=http://proxyuser:PLANTED-proxy-pw@127.0.0.1:{dead}" '
+            '"NO_PROXY=localhost"\n'
+        ),
+    )
+    r = run(env, schema, registry, pki, root)
+    c = r.check("daemon-options")
+    assert (c["status"], c["code"]) == ("warn", "DAEMON_PROXY_ERROR")
+    assert "PLANTED-proxy-pw" not in r.out
+    # the same proxy with NO_PROXY covering the registry: not used, nothing to say
+    root2 = make_root(
+        tmp_path,
+        daemon_json=json.dumps(
+            {
+                "debug": True,
+                "proxies": {"https-proxy": f"http://127.0.0.1:{dead}", "no-proxy": "127.0.0.0/8"},
+            }
+        ),
+    )
+    assert run(env, schema, registry, pki, root2).check("daemon-options")["status"] == "pass"
+
+
+def test_daemon_log_lines_map_to_the_faq(registry, pki, env, schema, tmp_path):
+    root = make_root(
+        tmp_path,
+        daemon_json='{"debug": true}',
+        log=(
+            'level=info msg="Daemon has completed initialization"\n'
+            'level=error msg="Handler for POST /v1.41/images/create returned error: Get '
+            '\\"https://myreg.azurecr.io/v2/\\": net/http: request canceled while waiting for '
+            'connection (Client.Timeout exceeded while awaiting headers)"\n'
+        ),
+    )
+    c = run(env, schema, registry, pki, root).check("daemon-log")
+    assert (c["status"], c["code"]) == ("warn", "DAEMON_LOG_ERRORS")
+    assert c["faq"][0] == "client-timeout"
+    assert c["evidence"]["log"] == "/var/log/docker.log"
+
+
+def test_content_trust_is_reported(registry, pki, env, schema, tmp_path, home):
+    tuf = home / ".docker" / "trust" / "tuf" / f"127.0.0.1:{registry.port}" / "team" / "app"
+    (tuf / "metadata").mkdir(parents=True)
+    (tuf / "metadata" / "root.json").write_text("{}")
+    root = make_root(tmp_path)
+    r = lab.diagnose(
+        "check-health",
+        f"127.0.0.1:{registry.port}",
+        "--ca-bundle",
+        str(pki.ca_file),
+        "--host-root",
+        str(root),
+        "-f",
+        "json",
+        env={**env, "DOCKER_CONTENT_TRUST": "1"},
+    )
+    c = r.check("content-trust")
+    assert c["status"] == "pass" and c["faq"] == ["content-trust"]
+    assert "content trust is on" in c["summary"] and "1 repositories" in c["summary"]
+
+
+def test_no_docker_at_all(registry, pki, env, schema, tmp_path):
+    r = run(env, schema, registry, pki, make_root(tmp_path))
+    assert r.rc == 0
+    for cid in ("docker-daemon", "docker-version", "daemon-log"):
+        c = r.check(cid)
+        assert c["status"] == "skip", c
+    assert all(r.check(c)["status"] in ("pass", "skip") for c in ("tls", "api", "tcp"))
+
+
+def test_checks_change_nothing_on_the_host(registry, pki, env, schema, tmp_path):
+    root = make_root(
+        tmp_path,
+        os_id="fedora",
+        os_like="",
+        sysconfig=FEDORA_OPTIONS + "\n",
+        daemon_json='{"debug": "yes"}',
+        log="level=error msg=x\n",
+    )
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in root.rglob("*") if p.is_file()}
+    run(env, schema, registry, pki, root)
+    after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in root.rglob("*") if p.is_file()}
+    assert before == after
+
+
+# ------------------------------------------------------------- the process table path
+@pytest.fixture
+def fake_red_hat_daemon(tmp_path):
+    exe = tmp_path / "bin" / "dockerd"
+    exe.parent.mkdir()
+    exe.write_text("#!/usr/bin/env python3\nimport time\ntime.sleep(60)\n")
+    exe.chmod(0o755)
+    proc = subprocess.Popen(
+        [
+            str(exe),
+            "--selinux-enabled",
+            "--signature-verification=true",
+            "--insecure-registry",
+            "10.9.9.9:5000",
+        ]
+    )
+    time.sleep(0.3)
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_dockerd_command_line_from_the_process_table(
+    fake_red_hat_daemon, registry, pki, env, schema
+):
+    r = lab.diagnose(
+        "check-health",
+        f"127.0.0.1:{registry.port}",
+        "--ca-bundle",
+        str(pki.ca_file),
+        "--host-root",
+        "/",
+        "--docker-host",
+        "unix:///nonexistent/docker.sock",
+        "-f",
+        "json",
+        "-q",
+        "--checks",
+        "docker-daemon,daemon-options",
+        env=env,
+    )
+    validate_report(r.report, schema)
+    daemon = r.check("docker-daemon")
+    pids = [p["pid"] for p in daemon["evidence"]["processes"]]
+    assert fake_red_hat_daemon.pid in pids
+    assert (daemon["status"], daemon["code"]) == ("fail", "DOCKER_DAEMON_ERROR")
+    assert "runs (pid" in daemon["summary"]
+    # daemon-options is skipped: it depends on the daemon check, which failed
+    assert r.check("daemon-options")["summary"] == "blocked by docker-daemon"
+
+
+# ------------------------------------------------------------------------ the real daemon
+DOCKERD = shutil.which("dockerd")
+
+
+@pytest.fixture(scope="module")
+def real_dockerd(tmp_path_factory, registry):
+    if DOCKERD is None or os.geteuid() != 0:
+        pytest.skip("dockerd (Debian docker.io) and root are needed")
+    d = tmp_path_factory.mktemp("dockerd")
+    root = make_root(
+        d,
+        daemon_json=json.dumps(
+            {
+                "debug": True,
+                "insecure-registries": [f"registry.test:{registry.port}"],
+                "allow-nondistributable-artifacts": [f"127.0.0.1:{registry.port}", "10.0.0.0/8"],
+            }
+        ),
+    )
+    sock = d / "docker.sock"
+    log = (d / "dockerd.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            DOCKERD,
+            "--host",
+            f"unix://{sock}",
+            "--data-root",
+            str(d / "data"),
+            "--exec-root",
+            str(d / "exec"),
+            "--pidfile",
+            str(d / "docker.pid"),
+            "--iptables=false",
+            "--ip6tables=false",
+            "--bridge=none",
+            "--storage-driver=vfs",
+            "--config-file",
+            str(root / "etc" / "docker" / "daemon.json"),
+        ],
+        stdout=log,
+        stderr=log,
+    )
+    for _ in range(100):
+        if sock.exists():
+            break
+        time.sleep(0.1)
+    time.sleep(0.5)
+    yield f"unix://{sock}", root
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def test_real_daemon_is_found_and_agrees_with_its_files(
+    real_dockerd, registry, pki, env, schema, dns_server
+):
+    docker_host, root = real_dockerd
+    r = run(
+        env,
+        schema,
+        registry,
+        pki,
+        root,
+        "--docker-host",
+        docker_host,
+        "--nameserver",
+        dns_server.nameserver,
+        name=f"registry.test:{registry.port}",
+    )
+    daemon = r.check("docker-daemon")
+    assert daemon["status"] == "pass", daemon
+    assert daemon["evidence"]["version"].startswith("20.10")
+    assert daemon["evidence"]["debug"] is True
+    version = r.check("docker-version")
+    assert version["status"] == "pass" and version["evidence"]["server"].startswith("20.10")
+    opts = r.check("daemon-options")
+    # the file and the running daemon say the same: the registry is insecure
+    assert opts["evidence"]["insecure_registries"] == [f"registry.test:{registry.port}"]
+    assert f"registry.test:{registry.port}" in opts["evidence"]["api_insecure"]
+    assert opts["code"] == "INSECURE_REGISTRY"
+    regcfg = daemon["evidence"]["registry_config"]
+    assert regcfg["AllowNondistributableArtifactsHostnames"] == [f"127.0.0.1:{registry.port}"]
+    assert regcfg["AllowNondistributableArtifactsCIDRs"] == ["10.0.0.0/8"]
+
+
+@pytest.fixture(scope="module")
+def foreign_image(registry, pki):
+    lab.push_image(
+        f"https://127.0.0.1:{registry.port}",
+        "win/servercore",
+        "ltsc",
+        ca_file=pki.ca_file,
+        foreign=True,
+    )
+    lab.push_image(f"https://127.0.0.1:{registry.port}", "plain/app", "1", ca_file=pki.ca_file)
+
+
+def test_foreign_layers_allowed_by_name_via_the_real_daemon(
+    real_dockerd, foreign_image, registry, pki, env, schema
+):
+    docker_host, root = real_dockerd
+    r = run(
+        env,
+        schema,
+        registry,
+        pki,
+        root,
+        "--docker-host",
+        docker_host,
+        "--repository",
+        "win/servercore",
+    )
+    c = r.check("nondistributable-artifacts")
+    assert c["status"] == "pass", c
+    assert c["evidence"]["covered_by"] == f"127.0.0.1:{registry.port}"
+    assert len(c["evidence"]["foreign_layers"]) == 1
+
+
+def test_foreign_layers_allowed_by_cidr(foreign_image, registry, pki, env, schema, tmp_path):
+    root = make_root(
+        tmp_path,
+        daemon_json=json.dumps(
+            {"debug": True, "allow-nondistributable-artifacts": ["127.0.0.0/8"]}
+        ),
+    )
+    c = run(env, schema, registry, pki, root, "--repository", "win/servercore").check(
+        "nondistributable-artifacts"
+    )
+    assert c["status"] == "pass" and c["evidence"]["covered_by"] == "127.0.0.0/8"
+
+
+def test_foreign_layers_not_allowed_warns_with_the_snippet(
+    foreign_image, registry, pki, env, schema, tmp_path
+):
+    root = make_root(tmp_path, daemon_json='{"debug": true}')
+    r = run(env, schema, registry, pki, root, "--repository", "win/servercore")
+    c = r.check("nondistributable-artifacts")
+    assert (c["status"], c["code"]) == ("warn", "NONDISTRIBUTABLE_NOT_ALLOWED")
+    assert c["faq"] == ["nondistributable-artifacts"]
+    assert (
+        f'{{"allow-nondistributable-artifacts": ["127.0.0.1:{registry.port}"]}}'
+        in c["remediation"][0]
+    )
+    ok = run(env, schema, registry, pki, root, "--repository", "plain/app")
+    assert ok.check("nondistributable-artifacts")["summary"] == "plain/app has no foreign layers"
+
+
+def test_docker_version_below_18_03_fails(registry, pki, env, schema, tmp_path):
+    fake = tmp_path / "bin" / "docker"
+    fake.parent.mkdir()
+    fake.write_text(
+        '#!/bin/sh\necho \'{"Client": {"Version": "17.03.2-ce"}, '
+        '"Server": {"Version": "17.03.2-ce"}}\'\n'
+    )
+    fake.chmod(0o755)
+    r = lab.diagnose(
+        "check-health",
+        f"127.0.0.1:{registry.port}",
+        "--ca-bundle",
+        str(pki.ca_file),
+        "--host-root",
+        "/",
+        "--docker-host",
+        "unix:///nonexistent/docker.sock",
+        "--checks",
+        "docker-version",
+        "--skip",
+        "docker-daemon",
+        "-f",
+        "json",
+        env={**env, "PATH": f"{fake.parent}:{env['PATH']}"},
+    )
+    validate_report(r.report, schema)
+    c = r.check("docker-version")
+    assert (c["status"], c["code"]) == ("fail", "DOCKER_VERSION_ERROR")
+    assert c["faq"] == ["tls12"] and "17.03.2-ce" in c["summary"]
+    assert sys.executable  # keep the import used
