@@ -38,13 +38,13 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(port: int, timeout: float = 10.0) -> None:
+def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+        with contextlib.suppress(OSError), socket.create_connection((host, port), 0.2):
             return
         time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+    raise RuntimeError(f"nothing listens on {host}:{port} after {timeout}s")
 
 
 # --------------------------------------------------------------------------------------- PKI
@@ -114,12 +114,22 @@ class Registry:
             self.proc.wait(5)
 
 
-def start_registry(directory: Path, cert: Path, key: Path, *, extra: str = "") -> Registry:
-    """The CNCF distribution registry from Debian, TLS on a loopback port."""
+def start_registry(
+    directory: Path,
+    cert: Path,
+    key: Path,
+    *,
+    extra: str = "",
+    host: str = "127.0.0.1",
+    netns: str | None = None,
+    port: int | None = None,
+) -> Registry:
+    """The CNCF distribution registry from Debian, TLS on a loopback port (or, with netns, on
+    an address inside a network namespace the tests made)."""
     if REGISTRY_BIN is None:
         raise RuntimeError("docker-registry is not installed (Debian package docker-registry)")
     directory.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     config = directory / "config.yml"
     config.write_text(
         f"""version: 0.1
@@ -133,7 +143,7 @@ storage:
   delete:
     enabled: true
 http:
-  addr: 127.0.0.1:{port}
+  addr: {host}:{port}
   secret: test-only-not-a-secret
   tls:
     certificate: {cert}
@@ -146,10 +156,11 @@ validation:
 {extra}"""
     )
     log = directory / "registry.log"
+    prefix = ["ip", "netns", "exec", netns] if netns else []
     with log.open("wb") as fh:
-        proc = subprocess.Popen([REGISTRY_BIN, "serve", str(config)], stdout=fh, stderr=fh)
+        proc = subprocess.Popen([*prefix, REGISTRY_BIN, "serve", str(config)], stdout=fh, stderr=fh)
     try:
-        wait_port(port)
+        wait_port(port, host=host)
     except RuntimeError:
         proc.kill()
         raise RuntimeError(f"the registry did not start: {log.read_text()[-2000:]}") from None
@@ -532,4 +543,69 @@ def htpasswd_file(path: Path, users: dict[str, str]) -> Path:
         out = subprocess.run([tool, "-Bbn", user, pw], capture_output=True, text=True, check=True)
         lines.append(out.stdout.strip())
     path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# ------------------------------------------------------------- network namespaces (root)
+@contextlib.contextmanager
+def netns_host(host_ip: str = "198.18.0.1", ns_ip: str = "198.18.0.2") -> Iterator[tuple[str, str]]:
+    """A test host in a network namespace of our own, reached over a veth pair (198.18.0.0/15 is
+    the range set aside for tests). Yields (namespace name, its address); always torn down."""
+    name = f"rdt{os.getpid() % 100000}"
+    host_if, ns_if = f"{name}h", f"{name}n"
+    steps = [
+        ["ip", "netns", "add", name],
+        ["ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if],
+        ["ip", "link", "set", ns_if, "netns", name],
+        ["ip", "addr", "add", f"{host_ip}/30", "dev", host_if],
+        ["ip", "link", "set", host_if, "up"],
+        ["ip", "netns", "exec", name, "ip", "addr", "add", f"{ns_ip}/30", "dev", ns_if],
+        ["ip", "netns", "exec", name, "ip", "link", "set", ns_if, "up"],
+        ["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"],
+    ]
+    try:
+        for step in steps:
+            subprocess.run(step, check=True, capture_output=True, timeout=10)
+        yield name, ns_ip
+    finally:
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True, timeout=10)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+
+
+def docker_save_archive(path: Path, repo_tag: str) -> Path:
+    """A one-layer image in `docker save` layout, made by hand (no build, no base image)."""
+    import hashlib
+    import io as _io
+    import tarfile as tf
+
+    layer = _io.BytesIO()
+    with tf.open(fileobj=layer, mode="w") as t:
+        data = b"hello from registry-diagnose\n"
+        info = tf.TarInfo("hello.txt")
+        info.size, info.mode, info.mtime = len(data), 0o644, 0
+        t.addfile(info, _io.BytesIO(data))
+    layer_bytes = layer.getvalue()
+    diff_id = "sha256:" + hashlib.sha256(layer_bytes).hexdigest()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+            "history": [{"created_by": "registry-diagnose tests"}],
+        }
+    ).encode()
+    config_name = hashlib.sha256(config).hexdigest() + ".json"
+    manifest = json.dumps(
+        [{"Config": config_name, "RepoTags": [repo_tag], "Layers": ["layer/layer.tar"]}]
+    ).encode()
+    with tf.open(path, "w") as out:
+        for name, blob in (
+            ("manifest.json", manifest),
+            (config_name, config),
+            ("layer/layer.tar", layer_bytes),
+        ):
+            info = tf.TarInfo(name)
+            info.size, info.mode, info.mtime = len(blob), 0o644, 0
+            out.addfile(info, _io.BytesIO(blob))
     return path

@@ -507,3 +507,74 @@ def test_docker_version_below_18_03_fails(registry, pki, env, schema, tmp_path):
     assert (c["status"], c["code"]) == ("fail", "DOCKER_VERSION_ERROR")
     assert c["faq"] == ["tls12"] and "17.03.2-ce" in c["summary"]
     assert sys.executable  # keep the import used
+
+
+# ---------------------------------------------------- ground truth: docker itself pulls
+def _docker(docker_host, *args, timeout=120):
+    return subprocess.run(
+        ["docker", "-H", docker_host, *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_missing_ca_in_certs_d_fails_docker_pull_and_is_named(
+    real_dockerd, pki, env, schema, tmp_path
+):
+    if shutil.which("ip") is None or shutil.which("docker") is None:
+        pytest.skip("iproute2 and the docker CLI are needed")
+    docker_host, _ = real_dockerd
+    try:
+        ns_cm = lab.netns_host()
+        ns, address = ns_cm.__enter__()
+    except subprocess.CalledProcessError as exc:
+        pytest.skip(f"network namespaces cannot be made here: {exc.stderr}")
+    port = 5000
+    server = f"{address}:{port}"
+    certs_d = Path("/etc/docker/certs.d") / server
+    reg = None
+    try:
+        cert = pki.leaf("netns", address)
+        reg = lab.start_registry(tmp_path / "reg", *cert, host=address, netns=ns, port=port)
+        certs_d.mkdir(parents=True, exist_ok=True)
+        shutil.copy(pki.ca_file, certs_d / "ca.crt")
+        image = f"{server}/gt/app:1"
+        archive = lab.docker_save_archive(tmp_path / "img.tar", image)
+        assert _docker(docker_host, "load", "-i", str(archive)).returncode == 0
+        pushed = _docker(docker_host, "push", image)
+        assert pushed.returncode == 0, pushed.stderr
+        _docker(docker_host, "rmi", image)
+        pulled = _docker(docker_host, "pull", image)
+        assert pulled.returncode == 0, pulled.stderr  # with the CA in certs.d: works
+
+        def tool():
+            r = lab.diagnose(
+                "check-health",
+                server,
+                "--ca-bundle",
+                str(pki.ca_file),
+                "--host-root",
+                "/",
+                "--docker-host",
+                docker_host,
+                "--checks",
+                "docker-certs",
+                "-f",
+                "json",
+                env=env,
+            )
+            validate_report(r.report, schema)
+            return r.check("docker-certs")
+
+        assert tool()["status"] == "pass"
+        _docker(docker_host, "rmi", image)
+        shutil.rmtree(certs_d)  # the broken setting: docker no longer has the registry's CA
+        failed = _docker(docker_host, "pull", image)
+        assert failed.returncode != 0
+        assert "x509" in failed.stderr or "certificate" in failed.stderr, failed.stderr
+        finding = tool()
+        assert (finding["status"], finding["code"]) == ("fail", "DOCKER_CA_MISSING")
+        assert f"/etc/docker/certs.d/{server}/ca.crt" in finding["remediation"][0]
+    finally:
+        shutil.rmtree(certs_d, ignore_errors=True)
+        if reg is not None:
+            reg.stop()
+        ns_cm.__exit__(None, None, None)
