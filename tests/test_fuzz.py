@@ -116,3 +116,89 @@ def test_hosts_reader(tmp_path_factory, data):
     path.write_bytes(data)
     for name, addrs in read_hosts(path).items():
         assert name and addrs
+
+
+# ------------------------------------------------------------------------- host files
+from diagnose.dockerhost import (  # noqa: E402
+    flag_value,
+    no_proxy_covers,
+    os_release,
+    parse_daemon_json,
+    parse_sysconfig,
+    registry_listed,
+    systemd_proxy_env,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=500),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+            lambda c: (
+                st.lists(c, max_size=4)
+                | st.dictionaries(
+                    st.sampled_from(
+                        [
+                            "debug",
+                            "insecure-registries",
+                            "proxies",
+                            "registry-mirrors",
+                            "allow-nondistributable-artifacts",
+                            "hosts",
+                            "x",
+                        ]
+                    ),
+                    c,
+                    max_size=5,
+                )
+            ),
+            max_leaves=15,
+        ).map(lambda v: json.dumps(v).encode()),
+    )
+)
+def test_daemon_json_parser(tmp_path_factory, data):
+    path = tmp_path_factory.mktemp("dj") / "daemon.json"
+    path.write_bytes(data)
+    out = parse_daemon_json(path)
+    assert out.exists
+    assert out.error is None or "\n" not in out.error
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=400))
+def test_sysconfig_os_release_and_dropins(tmp_path_factory, text):
+    root = tmp_path_factory.mktemp("root")
+    (root / "etc" / "sysconfig").mkdir(parents=True)
+    (root / "etc" / "sysconfig" / "docker").write_text(text)
+    (root / "etc" / "os-release").write_text(text)
+    d = root / "etc" / "systemd" / "system" / "docker.service.d"
+    d.mkdir(parents=True)
+    (d / "x.conf").write_text(text)
+    sc = parse_sysconfig(root / "etc" / "sysconfig" / "docker")
+    flag_value(sc.options, "--signature-verification")
+    os_release(root)
+    systemd_proxy_env(root)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.text(max_size=80),
+    st.text(max_size=40),
+    st.integers(min_value=1, max_value=65535),
+    st.lists(st.text(max_size=30), max_size=5),
+)
+def test_proxy_and_list_matching(no_proxy, host, port, entries):
+    no_proxy_covers(no_proxy, host, port)
+    registry_listed(entries, f"{host}:{port}", ["127.0.0.1", "::1", host])
+
+
+def test_no_proxy_rules():
+    assert no_proxy_covers("*", "a.example", 443)
+    assert no_proxy_covers(".example.com", "reg.example.com", 443)
+    assert no_proxy_covers("example.com", "reg.example.com", 443)
+    assert no_proxy_covers("10.0.0.0/8", "10.1.2.3", 443)
+    assert no_proxy_covers("reg.example.com:5000", "reg.example.com", 5000)
+    assert not no_proxy_covers("reg.example.com:5000", "reg.example.com", 443)
+    assert not no_proxy_covers("other.com", "reg.example.com", 443)
