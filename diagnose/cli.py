@@ -138,6 +138,34 @@ PropagationOpt = Annotated[
     str | None, typer.Option(metavar="DURATION", help="How long --wait-for waits (10m).")
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No live progress view.")]
+ThroughputOpt = Annotated[
+    bool | None, typer.Option("--throughput", help="Measure pull speed (and internet speed).")
+]
+ImageOpt = Annotated[
+    str | None, typer.Option(metavar="REPO:TAG", help="Image whose layers the speed test pulls.")
+]
+StreamsOpt = Annotated[
+    int | None, typer.Option(min=1, max=16, metavar="N", help="Parallel pull streams (3).")
+]
+ThroughputSecondsOpt = Annotated[
+    float | None,
+    typer.Option(min=1.0, max=300.0, metavar="SECONDS", help="Time budget of a speed test (10)."),
+]
+SlowBelowOpt = Annotated[
+    float | None, typer.Option(min=0.0, metavar="MB/S", help="Warn under this pull speed (2).")
+]
+PushTestOpt = Annotated[
+    bool | None, typer.Option("--push-test", help="Also measure push (uploads, then deletes).")
+]
+PushBytesOpt = Annotated[
+    int | None, typer.Option(min=1024, max=1024**3, metavar="BYTES", help="Push test size.")
+]
+SpeedtestMiniOpt = Annotated[
+    str | None, typer.Option(metavar="URL", help="Measure internet speed against this Mini.")
+]
+SpeedtestServerOpt = Annotated[
+    int | None, typer.Option(metavar="ID", help="speedtest.net server id to measure against.")
+]
 DockerHostOpt = Annotated[
     str | None, typer.Option(metavar="URL", help="Docker daemon socket (unix:///..., tcp://...).")
 ]
@@ -166,6 +194,15 @@ class RunSettings:
     wait_for: Need | None = None
     propagation_timeout: str | None = None
     docker_host: str | None = None
+    throughput: bool | None = None
+    image: str | None = None
+    streams: int | None = None
+    throughput_seconds: float | None = None
+    slow_below: float | None = None
+    push_test: bool | None = None
+    push_bytes: int | None = None
+    speedtest_mini: str | None = None
+    speedtest_server: int | None = None
 
     def fill(self, other: dict[str, Any]) -> RunSettings:
         """Take values from a config file where the command line gave none."""
@@ -183,7 +220,7 @@ def _prepare(s: RunSettings) -> tuple[Options, list[Registry], str, list[str]]:
     options = replace(
         options,
         credentials=creds,
-        require=("pull", "push") if s.require is Need.push else ("pull",),
+        require=("pull", "push") if s.require is Need.push or s.push_test else ("pull",),
         wait_for=s.wait_for.value if s.wait_for else None,
         propagation_timeout_s=wait_s,
         timeout_s=max(options.timeout_s, wait_s + 30.0) if s.wait_for else options.timeout_s,
@@ -272,6 +309,15 @@ def check_health(
     wait_for: WaitForOpt = None,
     propagation_timeout: PropagationOpt = None,
     docker_host: DockerHostOpt = None,
+    throughput: ThroughputOpt = None,
+    image: ImageOpt = None,
+    streams: StreamsOpt = None,
+    throughput_seconds: ThroughputSecondsOpt = None,
+    slow_below: SlowBelowOpt = None,
+    push_test: PushTestOpt = None,
+    push_bytes: PushBytesOpt = None,
+    speedtest_mini: SpeedtestMiniOpt = None,
+    speedtest_server: SpeedtestServerOpt = None,
 ) -> None:
     """Check every step from this machine to the registry and say what to fix."""
     settings = RunSettings(
@@ -322,6 +368,15 @@ def preflight(
     wait_for: WaitForOpt = None,
     propagation_timeout: PropagationOpt = None,
     docker_host: DockerHostOpt = None,
+    throughput: ThroughputOpt = None,
+    image: ImageOpt = None,
+    streams: StreamsOpt = None,
+    throughput_seconds: ThroughputSecondsOpt = None,
+    slow_below: SlowBelowOpt = None,
+    push_test: PushTestOpt = None,
+    push_bytes: PushBytesOpt = None,
+    speedtest_mini: SpeedtestMiniOpt = None,
+    speedtest_server: SpeedtestServerOpt = None,
 ) -> None:
     """The checks as a CI step: a line per check, reports for the pipeline, exit codes."""
     from diagnose.config import ConfigFileError, load_settings
@@ -388,6 +443,15 @@ def bundle(
     wait_for: WaitForOpt = None,
     propagation_timeout: PropagationOpt = None,
     docker_host: DockerHostOpt = None,
+    throughput: ThroughputOpt = None,
+    image: ImageOpt = None,
+    streams: StreamsOpt = None,
+    throughput_seconds: ThroughputSecondsOpt = None,
+    slow_below: SlowBelowOpt = None,
+    push_test: PushTestOpt = None,
+    push_bytes: PushBytesOpt = None,
+    speedtest_mini: SpeedtestMiniOpt = None,
+    speedtest_server: SpeedtestServerOpt = None,
 ) -> None:
     """Run check-health and write one archive a support engineer can trust: no secret inside."""
     from diagnose.bundle import BundleError, write_bundle
@@ -548,6 +612,15 @@ def _options(s: RunSettings) -> Options:
         timeout_s=float(s.timeout) if s.timeout is not None else 30.0,
         tries=int(s.tries) if s.tries is not None else 3,
         docker_host=str(s.docker_host) if s.docker_host else None,
+        throughput=bool(s.throughput),
+        image=s.image,
+        streams=int(s.streams) if s.streams else 3,
+        throughput_seconds=float(s.throughput_seconds) if s.throughput_seconds else 10.0,
+        slow_below_mbs=float(s.slow_below) if s.slow_below is not None else 2.0,
+        push_test=bool(s.push_test),
+        push_bytes=int(s.push_bytes) if s.push_bytes else 16 * 1024 * 1024,
+        speedtest_mini=s.speedtest_mini,
+        speedtest_server=s.speedtest_server,
     )
 
 

@@ -85,6 +85,11 @@ KEYS: dict[str, tuple[str, Any]] = {
     "propagation-timeout": ("propagation_timeout", _duration),
     "report": ("report", _strings),
     "docker-host": ("docker_host", _text),
+    "throughput": ("throughput", _bool),
+    "image": ("image", _text),
+    "streams": ("streams", _int),
+    "throughput-seconds": ("throughput_seconds", _number),
+    "slow-below": ("slow_below", _number),
 }
 FORBIDDEN = {"password", "token", "identity-token", "aad-token", "secret"}
 

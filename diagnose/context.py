@@ -43,6 +43,16 @@ class Options:
     wait_for: str | None = None
     propagation_timeout_s: float = 600.0
     docker_host: str | None = None
+    # throughput (opt-in: it moves data and takes time)
+    throughput: bool = False
+    image: str | None = None
+    streams: int = 3
+    throughput_seconds: float = 10.0
+    slow_below_mbs: float = 2.0
+    push_test: bool = False
+    push_bytes: int = 16 * 1024 * 1024
+    speedtest_mini: str | None = None
+    speedtest_server: int | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
 

@@ -548,10 +548,12 @@ def htpasswd_file(path: Path, users: dict[str, str]) -> Path:
 
 # ------------------------------------------------------------- network namespaces (root)
 @contextlib.contextmanager
-def netns_host(host_ip: str = "198.18.0.1", ns_ip: str = "198.18.0.2") -> Iterator[tuple[str, str]]:
+def netns_host(
+    host_ip: str = "198.18.0.1", ns_ip: str = "198.18.0.2", name: str | None = None
+) -> Iterator[tuple[str, str]]:
     """A test host in a network namespace of our own, reached over a veth pair (198.18.0.0/15 is
     the range set aside for tests). Yields (namespace name, its address); always torn down."""
-    name = f"rdt{os.getpid() % 100000}"
+    name = name or f"rdt{os.getpid() % 100000}"
     host_if, ns_if = f"{name}h", f"{name}n"
     steps = [
         ["ip", "netns", "add", name],
@@ -609,3 +611,40 @@ def docker_save_archive(path: Path, repo_tag: str) -> Path:
             info.size, info.mode, info.mtime = len(blob), 0o644, 0
             out.addfile(info, _io.BytesIO(blob))
     return path
+
+
+def shape(netns: str, rate_mbit: float, delay_ms: float = 5.0) -> None:
+    """Limit the registry-to-client direction (the namespace's egress) with tbf, and delay the
+    other direction with netem, as a slow WAN link would."""
+    ns_if, host_if = f"{netns}n", f"{netns}h"
+    burst = max(32, int(rate_mbit * 1000 / 8 / 250))  # kbit: about 4 ms of traffic
+    subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            netns,
+            "tc",
+            "qdisc",
+            "replace",
+            "dev",
+            ns_if,
+            "root",
+            "tbf",
+            "rate",
+            f"{rate_mbit}mbit",
+            "burst",
+            f"{burst}kbit",
+            "latency",
+            "200ms",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=10,
+    )
+    # netem is a kernel module some machines lack: the delay is added where it exists
+    subprocess.run(
+        ["tc", "qdisc", "replace", "dev", host_if, "root", "netem", "delay", f"{delay_ms}ms"],
+        capture_output=True,
+        timeout=10,
+    )

@@ -1,0 +1,393 @@
+"""Throughput: is it the network or the registry? Real blobs pulled from the registry (one stream
+and several, as docker does), an opt-in push, and this host's internet speed for comparison."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from functools import partial
+from typing import Any
+
+from diagnose.check import Check
+from diagnose.context import CheckContext, Options
+from diagnose.models import Finding, Status, passed, problem, skipped
+from diagnose.transfer import (
+    MB,
+    Transfer,
+    TransferError,
+    aggregate_rate,
+    download,
+    parallel,
+    phases_ms,
+)
+
+BYTE_BUDGET = 2 * 1024 * 1024 * 1024
+
+
+def _mbs(bytes_per_s: float) -> float:
+    return round(bytes_per_s / MB, 3)
+
+
+class InternetSpeedCheck(Check):
+    id = "internet-speed"
+    title = "Internet speed (speedtest)"
+    order = 300
+    scope = "host"
+    timeout_s = 60.0
+    faq_keys = ("slow-pull", "slow-push")
+
+    def skip_reason(self, ctx: CheckContext) -> str | None:
+        o = ctx.options
+        if not (o.throughput or o.speedtest_mini):
+            return "measured with --throughput (or --speedtest-mini URL)"
+        return None
+
+    def run(self, ctx: CheckContext) -> Finding:
+        from diagnose.speed import SpeedtestUnavailable, measure
+
+        try:
+            result = measure(
+                ctx.options.speedtest_mini, ctx.options.speedtest_server, timeout=ctx.budget(10.0)
+            )
+        except SpeedtestUnavailable as exc:
+            return skipped(f"no speedtest server reachable: {exc}")
+        down = result["download_mbps"]
+        up = result["upload_mbps"]
+        return passed(
+            f"download {down:.1f} Mbit/s, upload {up:.1f} Mbit/s, latency "
+            f"{result['latency_ms']:.0f} ms ({result['server']})",
+            throughput_mbps={
+                "internet download": round(down / 8, 3),
+                "internet upload": round(up / 8, 3),
+            },
+            **result,
+        )
+
+
+class PullThroughputCheck(Check):
+    id = "pull-throughput"
+    title = "Pull throughput"
+    order = 310
+    depends_on = ("authorized-request", "internet-speed")
+    timeout_s = 30.0
+    faq_keys = ("slow-pull", "redirect-auth-header", "network-connectivity")
+    codes = ("SLOW_PULL", "BLOB_DIGEST_MISMATCH", "BLOB_DOWNLOAD_ERROR")
+
+    def time_limit(self, options: Options) -> float:
+        return options.throughput_seconds + 15.0
+
+    def skip_reason(self, ctx: CheckContext) -> str | None:
+        if not (ctx.options.throughput or ctx.options.image):
+            return "measured with --throughput (downloads for --throughput-seconds)"
+        reg = ctx.registry
+        if reg is not None and not (reg.repository or ctx.options.image):
+            return "needs --repository or --image: the blobs to download"
+        return None
+
+    def run(self, ctx: CheckContext) -> Finding:
+        from diagnose.registryapi import NotReadable, auth_for, first_tag, getter, image_manifest
+
+        reg = ctx.registry
+        assert reg is not None
+        ctx.result("authorized-request")
+        repo, tag = reg.repository, None
+        if ctx.options.image:
+            name, _, tag = ctx.options.image.partition(":")
+            repo = name
+        headers, auth = auth_for(ctx)
+        get = getter(ctx)
+        scheme = "http" if reg.scheme == "http" else "https"
+        base = f"{scheme}://{reg.login_server}/v2/{repo}"
+        try:
+            doc = image_manifest(
+                get, base, tag or first_tag(get, base, headers, auth), headers, auth
+            )
+        except NotReadable as exc:
+            return skipped(f"no blob to download: {exc}")
+        except Exception as exc:  # network trouble reading the manifest: the other checks say
+            return skipped(f"no blob to download: {type(exc).__name__}")
+        layers = sorted(
+            (
+                x
+                for x in doc.get("layers") or []
+                if isinstance(x, dict) and not x.get("urls") and isinstance(x.get("digest"), str)
+            ),
+            key=lambda x: -int(x.get("size") or 0),
+        )
+        if not layers:
+            return skipped("the image has no layers to download")
+        if auth is not None:
+            import base64
+
+            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            headers = {"Authorization": f"Basic {token}"}
+        budget = ctx.options.throughput_seconds
+        streams = max(1, ctx.options.streams)
+        ssl_ctx = ctx.ssl_context(not ctx.options.insecure)
+
+        def resolve(host: str, port: int) -> list[str]:
+            return ctx.resolver.addresses(host, port, ctx.budget(3.0))
+
+        def job(layer: dict[str, Any], deadline: float) -> Transfer:
+            return download(
+                f"{base}/blobs/{layer['digest']}",
+                headers=headers,
+                resolve=resolve,
+                ctx=ssl_ctx,
+                deadline=deadline,
+                max_bytes=BYTE_BUDGET,
+                digest=str(layer["digest"]),
+            )
+
+        warm = min(1.0, budget * 0.1)
+        t0 = time.monotonic()
+        try:
+            single = job(layers[0], t0 + budget / 2)
+        except TransferError as exc:
+            return problem(
+                Status.FAIL,
+                f"downloading a layer failed: {exc}",
+                code="BLOB_DOWNLOAD_ERROR",
+                faq=["network-connectivity", "redirect-auth-header"],
+                evidence={"error": exc.kind},
+            )
+        single_rate = single.rate_after(single.first_byte_at + warm)
+        t1 = time.monotonic()
+        picks = [layers[i % len(layers)] for i in range(streams)]
+        multi, errors = parallel([partial(job, layer, t1 + budget / 2) for layer in picks])
+        multi_rate = aggregate_rate(multi, warm)
+        elapsed = time.monotonic() - t0
+        bad = [t.url for t in [single, *multi] if t.digest_ok is False]
+        evidence: dict[str, Any] = {
+            "repository": repo,
+            "layers": [{"digest": x["digest"], "size": x.get("size")} for x in layers[:10]],
+            "single_stream": {
+                "bytes": single.bytes,
+                "mb_per_s": _mbs(single_rate),
+                "complete": single.complete,
+                "phases_ms": phases_ms(single),
+                "time_to_first_byte_ms": round((single.first_byte_at - t0) * 1000, 1),
+                "redirected_to": single.redirected_to,
+            },
+            "streams": streams,
+            "multi_stream": {
+                "bytes": sum(t.bytes for t in multi),
+                "mb_per_s": _mbs(multi_rate),
+                "errors": errors,
+            },
+            "budget_s": budget,
+            "elapsed_s": round(elapsed, 2),
+            "throughput_mbps": {
+                "pull, 1 stream": _mbs(single_rate),
+                f"pull, {streams} streams": _mbs(multi_rate),
+            },
+        }
+        if bad:
+            return problem(
+                Status.FAIL,
+                f"downloaded data does not match its digest: {bad[0]}",
+                code="BLOB_DIGEST_MISMATCH",
+                faq=["network-connectivity"],
+                remediation=[
+                    "Something between this host and the registry alters "
+                    "the data (a proxy?); compare with a pull elsewhere."
+                ],
+                evidence=evidence,
+            )
+        best = max(single_rate, multi_rate)
+        return self._verdict(ctx, best, evidence)
+
+    def _verdict(self, ctx: CheckContext, best: float, evidence: dict[str, Any]) -> Finding:
+        mbs = best / MB
+        internet = ctx.result("internet-speed")
+        down = internet.evidence.get("download_mbps") if internet is not None else None
+        summary = (
+            f"{mbs:.2f} MB/s ({mbs * 8:.1f} Mbit/s) best; 1 stream "
+            f"{evidence['single_stream']['mb_per_s']:.2f} MB/s, {evidence['streams']} "
+            f"streams {evidence['multi_stream']['mb_per_s']:.2f} MB/s"
+        )
+        slow = mbs < ctx.options.slow_below_mbs
+        if isinstance(down, int | float) and down > 0:
+            evidence["internet_download_mbit"] = down
+            share = (mbs * 8) / down
+            evidence["share_of_internet"] = round(share, 3)
+            if share < 0.3:
+                return problem(
+                    Status.WARN,
+                    f"{summary}: far below this host's internet download "
+                    f"({down:.0f} Mbit/s): the registry or its region is the bottleneck",
+                    code="SLOW_PULL",
+                    faq=["slow-pull"],
+                    remediation=[
+                        "Pull from a registry replica in (or near) this host's region "
+                        "(for ACR: geo-replication), or run the clients in the "
+                        "registry's region."
+                    ],
+                    evidence=evidence,
+                )
+            if slow:
+                return problem(
+                    Status.WARN,
+                    f"{summary}; this host's internet is slow too ({down:.0f} "
+                    "Mbit/s): the local network is the bottleneck",
+                    code="SLOW_PULL",
+                    faq=["slow-pull"],
+                    remediation=[
+                        "Improve this host's connection, or move the work to a machine "
+                        "in the registry's region."
+                    ],
+                    evidence=evidence,
+                )
+        elif slow:
+            return problem(
+                Status.WARN,
+                f"{summary}: below {ctx.options.slow_below_mbs:g} MB/s",
+                code="SLOW_PULL",
+                faq=["slow-pull"],
+                remediation=[
+                    "Measure this host's internet too (--throughput runs a speedtest) "
+                    "to see whether the network or the registry is slow."
+                ],
+                evidence=evidence,
+            )
+        return passed(summary, **evidence)
+
+
+class PushThroughputCheck(Check):
+    id = "push-throughput"
+    title = "Push throughput (opt-in)"
+    order = 320
+    depends_on = ("authorized-request",)
+    timeout_s = 60.0
+    faq_keys = ("slow-push", "pull-push-roles")
+    codes = ("PUSH_ERROR",)
+
+    def time_limit(self, options: Options) -> float:
+        return options.throughput_seconds * 2 + 20.0
+
+    def skip_reason(self, ctx: CheckContext) -> str | None:
+        if not ctx.options.push_test:
+            return "writes to the registry: only with --push-test"
+        if ctx.registry is not None and not ctx.registry.repository:
+            return "needs --repository: where to upload the test blob"
+        return None
+
+    def run(self, ctx: CheckContext) -> Finding:
+        from diagnose.registryapi import auth_for, getter
+
+        reg = ctx.registry
+        assert reg is not None and reg.repository
+        ctx.result("authorized-request")
+        headers, auth = auth_for(ctx)
+        session = ctx.http(verify=not ctx.options.insecure)
+        get = getter(ctx)
+        scheme = "http" if reg.scheme == "http" else "https"
+        base = f"{scheme}://{reg.login_server}/v2/{reg.repository}"
+        size = ctx.options.push_bytes
+        data = os.urandom(size)
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        results: dict[str, Any] = {}
+        try:
+            results["monolithic"] = self._upload(
+                session, base, headers, auth, data, digest, chunk=None, ctx=ctx
+            )
+            results["chunked"] = self._upload(
+                session, base, headers, auth, data, digest, chunk=max(1, size // 4), ctx=ctx
+            )
+        except _PushFailed as exc:
+            return problem(
+                Status.FAIL,
+                str(exc),
+                code="PUSH_ERROR",
+                faq=["pull-push-roles", "slow-push"],
+                evidence={"digest": digest},
+            )
+        deleted = session.delete(
+            f"{base}/blobs/{digest}", headers=headers, auth=auth, timeout=ctx.budget(10.0)
+        )
+        cleanup = (
+            "deleted"
+            if deleted.status_code in (200, 202)
+            else f"the registry refused the delete (HTTP {deleted.status_code}): blob {digest} "
+            "is left unreferenced and its garbage collection removes it"
+        )
+        del get
+        best = max(r["mb_per_s"] for r in results.values())
+        return passed(
+            f"push {best:.2f} MB/s (monolithic {results['monolithic']['mb_per_s']:.2f}, "
+            f"chunked {results['chunked']['mb_per_s']:.2f}); test blob {cleanup}",
+            digest=digest,
+            bytes=size,
+            cleanup=cleanup,
+            uploads=results,
+            throughput_mbps={
+                "push, monolithic": results["monolithic"]["mb_per_s"],
+                "push, chunked": results["chunked"]["mb_per_s"],
+            },
+        )
+
+    def _upload(
+        self,
+        session: Any,
+        base: str,
+        headers: dict[str, str],
+        auth: tuple[str, str] | None,
+        data: bytes,
+        digest: str,
+        chunk: int | None,
+        ctx: CheckContext,
+    ) -> dict[str, Any]:
+        from urllib.parse import urljoin
+
+        t0 = time.monotonic()
+        start = session.post(
+            f"{base}/blobs/uploads/",
+            headers=headers,
+            auth=auth,
+            allow_redirects=False,
+            timeout=ctx.budget(10.0),
+        )
+        if start.status_code != 202 or not start.headers.get("Location"):
+            raise _PushFailed(f"starting an upload answered HTTP {start.status_code}")
+        loc = urljoin(f"{base}/", start.headers["Location"])
+        if chunk:
+            offset = 0
+            while offset < len(data):
+                piece = data[offset : offset + chunk]
+                r = session.patch(
+                    loc,
+                    data=piece,
+                    auth=auth,
+                    allow_redirects=False,
+                    timeout=ctx.budget(30.0),
+                    headers={
+                        **headers,
+                        "Content-Type": "application/octet-stream",
+                        "Content-Range": f"{offset}-{offset + len(piece) - 1}",
+                    },
+                )
+                if r.status_code != 202:
+                    raise _PushFailed(f"a chunk answered HTTP {r.status_code}")
+                loc = urljoin(f"{base}/", r.headers.get("Location", loc))
+                offset += len(piece)
+            body = b""
+        else:
+            body = data
+        sep = "&" if "?" in loc else "?"
+        done = session.put(
+            f"{loc}{sep}digest={digest}",
+            data=body,
+            auth=auth,
+            allow_redirects=False,
+            timeout=ctx.budget(30.0),
+            headers={**headers, "Content-Type": "application/octet-stream"},
+        )
+        if done.status_code != 201:
+            raise _PushFailed(f"finishing the upload answered HTTP {done.status_code}")
+        seconds = time.monotonic() - t0
+        return {"seconds": round(seconds, 3), "mb_per_s": _mbs(len(data) / seconds)}
+
+
+class _PushFailed(Exception):
+    pass
