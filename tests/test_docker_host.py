@@ -578,3 +578,16 @@ def test_missing_ca_in_certs_d_fails_docker_pull_and_is_named(
         if reg is not None:
             reg.stop()
         ns_cm.__exit__(None, None, None)
+
+
+def test_installed_but_not_running_gives_the_start_command(registry, pki, env, schema, tmp_path):
+    root = make_root(tmp_path, daemon_json='{"debug": true}')
+    (root / "lib" / "systemd" / "system").mkdir(parents=True)
+    (root / "lib" / "systemd" / "system" / "docker.service").write_text("[Service]\n")
+    (root / "run" / "systemd" / "system").mkdir(parents=True)
+    r = run(env, schema, registry, pki, root, "--docker-host", "unix:///nonexistent/docker.sock")
+    c = r.check("docker-daemon")
+    assert (c["status"], c["code"]) == ("fail", "DOCKER_DAEMON_ERROR")
+    assert "installed but its daemon is not running" in c["summary"]
+    assert "Start it: `sudo systemctl start docker`." in c["remediation"]
+    assert r.check("docker-version")["summary"] == "blocked by docker-daemon"
