@@ -3,6 +3,7 @@ and the real dockerd (Debian docker.io) for the Engine API."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -530,6 +531,7 @@ def test_missing_ca_in_certs_d_fails_docker_pull_and_is_named(
     port = 5000
     server = f"{address}:{port}"
     certs_d = Path("/etc/docker/certs.d") / server
+    made = [p for p in (Path("/etc/docker"), Path("/etc/docker/certs.d")) if not p.exists()]
     reg = None
     try:
         cert = pki.leaf("netns", address)
@@ -575,6 +577,9 @@ def test_missing_ca_in_certs_d_fails_docker_pull_and_is_named(
         assert f"/etc/docker/certs.d/{server}/ca.crt" in finding["remediation"][0]
     finally:
         shutil.rmtree(certs_d, ignore_errors=True)
+        for folder in reversed(made):  # leave /etc as the test found it
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         if reg is not None:
             reg.stop()
         ns_cm.__exit__(None, None, None)
