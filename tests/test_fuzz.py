@@ -202,3 +202,30 @@ def test_no_proxy_rules():
     assert no_proxy_covers("reg.example.com:5000", "reg.example.com", 5000)
     assert not no_proxy_covers("reg.example.com:5000", "reg.example.com", 443)
     assert not no_proxy_covers("other.com", "reg.example.com", 443)
+
+
+# ------------------------------------------------------------------ the whole command line
+from typer.testing import CliRunner  # noqa: E402
+
+from diagnose.cli import app  # noqa: E402
+
+_runner = CliRunner()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(max_size=120), st.sampled_from(["--nameserver", "--repository", "--timeout",
+                                               "--propagation-timeout", "--docker-host",
+                                               "--image", "--format", "--checks"]),
+       st.text(max_size=40))
+def test_cli_never_raises_on_odd_input(name, option, value):
+    if not name.strip() or name.startswith("-") or value.startswith("-"):
+        return
+    from tests.lab import empty_root
+
+    result = _runner.invoke(app, ["check-health", name, option, value, "--checks",
+                                  "login-server", "--host-root", str(empty_root())],
+                            catch_exceptions=True)
+    assert result.exit_code in (0, 1, 2), (result.exit_code, result.output)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
+        result.exception)
+    assert "Traceback" not in result.output
