@@ -40,10 +40,12 @@ class Transfer:
     redirected_to: str | None = None
 
     def rate_after(self, start: float) -> float:
-        """Bytes per second from `start` (absolute monotonic time) to the end."""
+        """Bytes per second from `start` (absolute monotonic time) to the end; a transfer that
+        ended within the warm-up (a fast link) is measured whole instead."""
         base = next(((t, b) for t, b in self.marks if t >= start), None)
-        if base is None or self.ended_at <= base[0]:
-            return 0.0
+        if base is None or self.ended_at - base[0] < 0.05:
+            span = self.ended_at - self.first_byte_at
+            return self.bytes / span if span > 0 else 0.0
         return (self.bytes - base[1]) / (self.ended_at - base[0])
 
 
@@ -180,10 +182,11 @@ def aggregate_rate(transfers: list[Transfer], warm_up: float) -> float:
     """Bytes per second of all streams together, after the warm-up from the first byte."""
     if not transfers:
         return 0.0
-    start = min(t.first_byte_at for t in transfers) + warm_up
+    first = min(t.first_byte_at for t in transfers)
+    start = first + warm_up
     end = max(t.ended_at for t in transfers)
-    if end <= start:
-        return 0.0
+    if end - start < 0.05:  # all done within the warm-up: measure the whole transfer
+        return sum(t.bytes for t in transfers) / (end - first) if end > first else 0.0
     moved = 0
     for t in transfers:
         base = next((b for when, b in t.marks if when >= start), t.bytes)

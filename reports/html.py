@@ -92,7 +92,7 @@ def _throughput(results: tuple[CheckResult, ...]) -> str:
     ]
     for i, (label, value) in enumerate(bars):
         y = 5 + i * 24
-        w = value / top * 560
+        w = value / top * 500
         parts.append(f'<text x="0" y="{y + 14}">{escape(label[:38])}</text>')
         parts.append(f'<rect x="280" y="{y}" width="{w:.1f}" height="18" fill="#0969da"/>')
         parts.append(f'<text x="{284 + w:.1f}" y="{y + 14}">{value:.1f} MB/s</text>')

@@ -213,19 +213,43 @@ _runner = CliRunner()
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.text(max_size=120), st.sampled_from(["--nameserver", "--repository", "--timeout",
-                                               "--propagation-timeout", "--docker-host",
-                                               "--image", "--format", "--checks"]),
-       st.text(max_size=40))
+@given(
+    st.text(max_size=120),
+    st.sampled_from(
+        [
+            "--nameserver",
+            "--repository",
+            "--timeout",
+            "--propagation-timeout",
+            "--docker-host",
+            "--image",
+            "--format",
+            "--checks",
+        ]
+    ),
+    st.text(max_size=40),
+)
 def test_cli_never_raises_on_odd_input(name, option, value):
     if not name.strip() or name.startswith("-") or value.startswith("-"):
         return
     from tests.lab import empty_root
 
-    result = _runner.invoke(app, ["check-health", name, option, value, "--checks",
-                                  "login-server", "--host-root", str(empty_root())],
-                            catch_exceptions=True)
+    result = _runner.invoke(
+        app,
+        [
+            "check-health",
+            name,
+            option,
+            value,
+            "--checks",
+            "login-server",
+            "--host-root",
+            str(empty_root()),
+        ],
+        catch_exceptions=True,
+    )
     assert result.exit_code in (0, 1, 2), (result.exit_code, result.output)
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(
-        result.exception)
+        result.exception
+    )
     assert "Traceback" not in result.output
