@@ -469,6 +469,52 @@ def bundle(
     raise typer.Exit(report.exit_code(fail_on_warn=settings.fail_on is FailOn.warn))
 
 
+@app.command("wait-for-permission")
+def wait_for_permission(
+    registry: Annotated[str, typer.Argument(metavar="REGISTRY", help="The registry to watch.")],
+    repository: Annotated[
+        str, typer.Option(metavar="REPO", help="The repository the grant is for.")
+    ],
+    action: Annotated[Need, typer.Option(metavar="ACTION", help="push (default) or pull.")] = (
+        Need.push
+    ),
+    propagation_timeout: PropagationOpt = None,
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", metavar="FORMAT", help="terminal or json.")
+    ] = "terminal",
+    quiet: QuietOpt = False,
+    username: UsernameOpt = None,
+    password_stdin: PasswordStdinOpt = None,
+    identity_token_file: TokenFileOpt = None,
+    ca_bundle: CaBundleOpt = None,
+    nameserver: NameserverOpt = None,
+    insecure: InsecureOpt = None,
+    docker_config: DockerConfigOpt = None,
+    host_root: HostRootOpt = None,
+) -> None:
+    """Wait until a new role reaches the registry's token service, and say how long it took."""
+    settings = RunSettings(
+        registries=[registry],
+        repository=repository,
+        checks="scope",
+        wait_for=action,
+        require=action,
+        propagation_timeout=propagation_timeout,
+        username=username,
+        password_stdin=password_stdin,
+        identity_token_file=identity_token_file,
+        ca_bundle=ca_bundle,
+        nameserver=nameserver,
+        insecure=insecure,
+        docker_config=docker_config,
+        host_root=host_root,
+    )
+    renderer = _renderer(fmt)
+    report, _ = _execute(settings, live=not quiet)
+    _emit(report, renderer, None)
+    raise typer.Exit(report.exit_code())
+
+
 @app.command("explain")
 def explain(
     text: Annotated[

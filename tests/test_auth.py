@@ -761,3 +761,32 @@ def test_every_source_passes_for_pull_and_push(
     assert set(r.check("scope")["evidence"]["required"]) == (
         {"pull", "push"} if need == "push" else {"pull"}
     )
+
+
+def test_wait_for_permission_command(tokens, pki, env, schema):
+    server, reg = tokens
+    server.grant("bob", "team/app", "push", after_s=4)
+    r = lab.diagnose(
+        "wait-for-permission",
+        f"127.0.0.1:{reg.port}",
+        "--repository",
+        "team/app",
+        "--propagation-timeout",
+        "30s",
+        "-u",
+        "bob",
+        "--password-stdin",
+        "--ca-bundle",
+        str(pki.ca_file),
+        "--host-root",
+        str(lab.empty_root()),
+        "-f",
+        "json",
+        env=env,
+        stdin=USERS["bob"],
+        timeout=60,
+    )
+    assert r.rc == 0, r.out + r.err
+    validate_report(r.report, schema)
+    scope = r.check("scope")
+    assert scope["status"] == "pass" and 2 <= scope["evidence"]["propagation_s"] <= 6
