@@ -115,3 +115,14 @@ def test_ssl_contexts_are_never_shared():
     assert a is not b
     a.check_hostname = False
     assert b.check_hostname is True
+
+
+def test_a_check_can_apply_to_acr_only(plugin_env, registry, pki, dns_server, host_root):
+    r = lab.diagnose("check-health", f"127.0.0.1:{registry.port}",
+                     f"testacr1.azurecr.io:{registry.port}", "--ca-bundle", str(pki.ca_file),
+                     "--nameserver", dns_server.nameserver, "--host-root", str(host_root),
+                     "--checks", "acr-only", "-f", "json", env=plugin_env)
+    plain = r.check("acr-only", f"127.0.0.1:{registry.port}")
+    acr = r.check("acr-only", f"testacr1.azurecr.io:{registry.port}")
+    assert plain["status"] == "skip" and "Azure Container Registry" in plain["summary"]
+    assert acr["status"] == "pass" and acr["summary"].startswith("ran for testacr1.azurecr.io")

@@ -49,3 +49,12 @@ class AfterApiCheck(Check):
     def run(self, ctx: CheckContext) -> Finding:
         api = ctx.result("api")
         return passed(f"api said {api.evidence.get('status') if api else None}")
+
+
+class AcrOnlyCheck(Check):
+    id = "acr-only"
+    title = "Applies to ACR login servers only"
+    acr_only = True
+
+    def run(self, ctx: CheckContext) -> Finding:
+        return passed(f"ran for {ctx.registry.login_server if ctx.registry else '?'}")
