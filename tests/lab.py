@@ -565,6 +565,9 @@ def netns_host(
         ["ip", "netns", "exec", name, "ip", "link", "set", ns_if, "up"],
         ["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"],
     ]
+    # a namespace or link left by a run that was killed would make every step below fail
+    subprocess.run(["ip", "link", "del", host_if], capture_output=True, timeout=10)
+    subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
     try:
         for step in steps:
             subprocess.run(step, check=True, capture_output=True, timeout=10)
