@@ -11,7 +11,7 @@ import os
 import sys
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -34,6 +34,7 @@ app = typer.Typer(
 )
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
+F = TypeVar("F", bound=Any)
 
 
 def die(message: str) -> NoReturn:
@@ -259,40 +260,9 @@ def _execute(s: RunSettings, *, live: bool) -> tuple[Report, Options]:
     return (_with_broken(report, broken) if broken else report), options
 
 
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"registry-diagnose {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: Annotated[
-        bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
-    ] = False,
-) -> None:
-    """Find out why this machine cannot pull from or push to a container registry."""
-
-
-@app.command("check-health")
-def check_health(
-    registries: RegistriesArg = None,
+def _run_options(
     checks: ChecksOpt = None,
     skip: SkipOpt = None,
-    fmt: Annotated[
-        str,
-        typer.Option(
-            "--format",
-            "-f",
-            metavar="FORMAT",
-            help="terminal (default), json, markdown, html, junit, github or sarif.",
-        ),
-    ] = "terminal",
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write the report here.")
-    ] = None,
-    quiet: QuietOpt = False,
     fail_on: FailOnOpt = None,
     timeout: TimeoutOpt = None,
     tries: TriesOpt = None,
@@ -319,10 +289,62 @@ def check_health(
     speedtest_mini: SpeedtestMiniOpt = None,
     speedtest_server: SpeedtestServerOpt = None,
 ) -> None:
+    """The options every running command takes (check-health, preflight, bundle): declared
+    once here and attached to each command by `run_options`."""
+
+
+def run_options(func: F) -> F:
+    """Give a command (taking **run) the shared run options, as Typer reads them: from the
+    signature."""
+    import inspect
+
+    own = [
+        p
+        for p in inspect.signature(func, eval_str=True).parameters.values()
+        if p.kind is not inspect.Parameter.VAR_KEYWORD
+    ]
+    shared = list(inspect.signature(_run_options, eval_str=True).parameters.values())
+    func.__signature__ = inspect.Signature([*own, *shared])
+    return func
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"registry-diagnose {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Find out why this machine cannot pull from or push to a container registry."""
+
+
+@app.command("check-health")
+@run_options
+def check_health(
+    registries: RegistriesArg = None,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            metavar="FORMAT",
+            help="terminal (default), json, markdown, html, junit, github or sarif.",
+        ),
+    ] = "terminal",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write the report here.")
+    ] = None,
+    quiet: QuietOpt = False,
+    **run: Any,
+) -> None:
     """Check every step from this machine to the registry and say what to fix."""
-    settings = RunSettings(
-        **{k: v for k, v in locals().items() if k in {f.name for f in fields(RunSettings)}}
-    )
+    settings = RunSettings(registries=registries, **run)
     renderer = _renderer(fmt)
     report, _ = _execute(settings, live=not quiet)
     warn = settings.fail_on is FailOn.warn
@@ -331,6 +353,7 @@ def check_health(
 
 
 @app.command("preflight")
+@run_options
 def preflight(
     registries: RegistriesArg = None,
     report_to: Annotated[
@@ -350,40 +373,12 @@ def preflight(
             "or [tool.registry-diagnose] in pyproject.toml).",
         ),
     ] = None,
-    checks: ChecksOpt = None,
-    skip: SkipOpt = None,
-    fail_on: FailOnOpt = None,
-    timeout: TimeoutOpt = None,
-    tries: TriesOpt = None,
-    host_root: HostRootOpt = None,
-    docker_config: DockerConfigOpt = None,
-    ca_bundle: CaBundleOpt = None,
-    nameserver: NameserverOpt = None,
-    insecure: InsecureOpt = None,
-    repository: RepositoryOpt = None,
-    username: UsernameOpt = None,
-    password_stdin: PasswordStdinOpt = None,
-    identity_token_file: TokenFileOpt = None,
-    require: RequireOpt = None,
-    wait_for: WaitForOpt = None,
-    propagation_timeout: PropagationOpt = None,
-    docker_host: DockerHostOpt = None,
-    throughput: ThroughputOpt = None,
-    image: ImageOpt = None,
-    streams: StreamsOpt = None,
-    throughput_seconds: ThroughputSecondsOpt = None,
-    slow_below: SlowBelowOpt = None,
-    push_test: PushTestOpt = None,
-    push_bytes: PushBytesOpt = None,
-    speedtest_mini: SpeedtestMiniOpt = None,
-    speedtest_server: SpeedtestServerOpt = None,
+    **run: Any,
 ) -> None:
     """The checks as a CI step: a line per check, reports for the pipeline, exit codes."""
     from diagnose.config import ConfigFileError, load_settings
 
-    given = RunSettings(
-        **{k: v for k, v in locals().items() if k in {f.name for f in fields(RunSettings)}}
-    )
+    given = RunSettings(registries=registries, **run)
     try:
         found, path = load_settings(config, Path.cwd())
     except ConfigFileError as exc:
@@ -410,6 +405,7 @@ def preflight(
 
 
 @app.command("bundle")
+@run_options
 def bundle(
     registries: RegistriesArg = None,
     output: Annotated[
@@ -425,40 +421,12 @@ def bundle(
         bool, typer.Option("--redact-hosts", help="Replace host names and IP addresses too.")
     ] = False,
     quiet: QuietOpt = False,
-    checks: ChecksOpt = None,
-    skip: SkipOpt = None,
-    fail_on: FailOnOpt = None,
-    timeout: TimeoutOpt = None,
-    tries: TriesOpt = None,
-    host_root: HostRootOpt = None,
-    docker_config: DockerConfigOpt = None,
-    ca_bundle: CaBundleOpt = None,
-    nameserver: NameserverOpt = None,
-    insecure: InsecureOpt = None,
-    repository: RepositoryOpt = None,
-    username: UsernameOpt = None,
-    password_stdin: PasswordStdinOpt = None,
-    identity_token_file: TokenFileOpt = None,
-    require: RequireOpt = None,
-    wait_for: WaitForOpt = None,
-    propagation_timeout: PropagationOpt = None,
-    docker_host: DockerHostOpt = None,
-    throughput: ThroughputOpt = None,
-    image: ImageOpt = None,
-    streams: StreamsOpt = None,
-    throughput_seconds: ThroughputSecondsOpt = None,
-    slow_below: SlowBelowOpt = None,
-    push_test: PushTestOpt = None,
-    push_bytes: PushBytesOpt = None,
-    speedtest_mini: SpeedtestMiniOpt = None,
-    speedtest_server: SpeedtestServerOpt = None,
+    **run: Any,
 ) -> None:
     """Run check-health and write one archive a support engineer can trust: no secret inside."""
     from diagnose.bundle import BundleError, write_bundle
 
-    settings = RunSettings(
-        **{k: v for k, v in locals().items() if k in {f.name for f in fields(RunSettings)}}
-    )
+    settings = RunSettings(registries=registries, **run)
     report, options = _execute(settings, live=not quiet)
     try:
         path, redactions = write_bundle(report, options, output, redact_hosts=redact_hosts)

@@ -126,3 +126,15 @@ def test_a_check_can_apply_to_acr_only(plugin_env, registry, pki, dns_server, ho
     acr = r.check("acr-only", f"testacr1.azurecr.io:{registry.port}")
     assert plain["status"] == "skip" and "Azure Container Registry" in plain["summary"]
     assert acr["status"] == "pass" and acr["summary"].startswith("ran for testacr1.azurecr.io")
+
+
+def test_shared_run_options_match_the_settings():
+    import inspect
+    from dataclasses import fields
+
+    from diagnose.cli import RunSettings, _run_options, bundle, check_health, preflight
+
+    shared = set(inspect.signature(_run_options).parameters)
+    assert shared == {f.name for f in fields(RunSettings)} - {"registries"}
+    for command in (check_health, preflight, bundle):
+        assert shared <= set(inspect.signature(command).parameters), command.__name__
