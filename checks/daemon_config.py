@@ -384,14 +384,7 @@ class NondistributableCheck(Check):
     codes = ("NONDISTRIBUTABLE_NOT_ALLOWED",)
 
     def run(self, ctx: CheckContext) -> Finding:
-        from diagnose.registryapi import (
-            NotReadable,
-            auth_for,
-            base_url,
-            first_tag,
-            getter,
-            image_manifest,
-        )
+        from diagnose.registryapi import NotReadable, manifest_for
 
         reg = ctx.registry
         assert reg is not None
@@ -423,15 +416,10 @@ class NondistributableCheck(Check):
             state = f"covered by {covered!r}" if covered else "not in the allow list"
             return skipped(f"no repository named: {reg.login_server} is {state}", **evidence)
         ctx.result("authorized-request")
-        headers, auth = auth_for(ctx)
-        get = getter(ctx)
         try:
-            base = base_url(ctx)
-            doc = image_manifest(get, base, first_tag(get, base, headers, auth), headers, auth)
+            doc = manifest_for(ctx)
         except NotReadable as exc:
             return skipped(f"the manifest cannot be read: {exc}", **evidence)
-        except Exception as exc:  # a network error reading the manifest
-            return skipped(f"the manifest cannot be read: {type(exc).__name__}", **evidence)
         foreign = [
             x
             for x in doc.get("layers") or []

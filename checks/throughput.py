@@ -86,7 +86,7 @@ class PullThroughputCheck(Check):
         return None
 
     def run(self, ctx: CheckContext) -> Finding:
-        from diagnose.registryapi import NotReadable, auth_for, first_tag, getter, image_manifest
+        from diagnose.registryapi import NotReadable, auth_for, base_url, manifest_for
 
         reg = ctx.registry
         assert reg is not None
@@ -96,17 +96,11 @@ class PullThroughputCheck(Check):
             name, _, tag = ctx.options.image.partition(":")
             repo = name
         headers, auth = auth_for(ctx)
-        get = getter(ctx)
-        scheme = "http" if reg.scheme == "http" else "https"
-        base = f"{scheme}://{reg.login_server}/v2/{repo}"
+        base = base_url(ctx, repo)
         try:
-            doc = image_manifest(
-                get, base, tag or first_tag(get, base, headers, auth), headers, auth
-            )
+            doc = manifest_for(ctx, repo, tag)
         except NotReadable as exc:
             return skipped(f"no blob to download: {exc}")
-        except Exception as exc:  # network trouble reading the manifest: the other checks say
-            return skipped(f"no blob to download: {type(exc).__name__}")
         layers = sorted(
             (
                 x

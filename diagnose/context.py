@@ -12,9 +12,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from diagnose.credentials import Credential, CredentialError, UserInput, find_credential
+from diagnose.credentials import Credential, UserInput, find_credential
 from diagnose.dockerconfig import config_dir
 from diagnose.models import CheckResult, Registry
 from diagnose.resolve import HostResolver
@@ -67,9 +67,8 @@ class RunState:
         self._results: dict[tuple[str | None, str], CheckResult] = {}
         self._expected: set[tuple[str | None, str]] = set()
         self._vault: dict[tuple[str | None, str], object] = {}
-        self._credentials: dict[str, Credential | CredentialError] = {}
+        self._once: dict[tuple[str | None, str], list[Any]] = {}
         self._http_contexts: dict[bool, ssl.SSLContext] = {}
-        self._cred_lock = threading.Lock()
         self.started = time.monotonic()
         self.deadline = self.started + options.timeout_s
 
@@ -107,23 +106,33 @@ class RunState:
         with self._lock:
             return self._vault.get((registry, key))
 
+    def once(self, registry: str | None, key: str, compute: Callable[[], T]) -> T:
+        """compute() run once per run and key, even when checks ask at the same moment; later
+        callers get its value, or its exception again."""
+        with self._lock:
+            slot = self._once.setdefault((registry, key), [threading.Lock(), None, None])
+        with slot[0]:
+            if slot[1] is None and slot[2] is None:
+                try:
+                    slot[1] = (compute(),)
+                except Exception as exc:
+                    slot[2] = exc
+        if slot[2] is not None:
+            raise slot[2]
+        assert slot[1] is not None
+        return slot[1][0]  # type: ignore[no-any-return]
+
     def credential(self, registry: Registry) -> Credential:
         """The credential docker would use for registry, looked up once per run."""
-        with self._cred_lock:
-            found = self._credentials.get(registry.login_server)
-            if found is None:
-                try:
-                    found = find_credential(
-                        registry.login_server,
-                        self.options.credentials,
-                        config_dir(self.options.docker_config),
-                    )
-                except CredentialError as exc:
-                    found = exc
-                self._credentials[registry.login_server] = found
-        if isinstance(found, CredentialError):
-            raise found
-        return found
+        return self.once(
+            registry.login_server,
+            "credential",
+            lambda: find_credential(
+                registry.login_server,
+                self.options.credentials,
+                config_dir(self.options.docker_config),
+            ),
+        )
 
     def http_context(self, verify: bool) -> ssl.SSLContext:
         """The context all HTTP sessions of the run share (see diagnose.http: urllib3 matches
@@ -212,6 +221,10 @@ class CheckContext:
     def kept(self, key: str) -> object | None:
         """A value a dependency kept (ask for its result first, so it has finished)."""
         return self._state.kept(self.registry.login_server if self.registry else None, key)
+
+    def once(self, key: str, compute: Callable[[], T]) -> T:
+        """compute() once per run for this registry and key (see RunState.once)."""
+        return self._state.once(self.registry.login_server if self.registry else None, key, compute)
 
     def credential(self) -> Credential:
         """The credential docker would use for this registry (raises CredentialError)."""

@@ -62,11 +62,35 @@ def getter(ctx: CheckContext) -> Getter:
     return get
 
 
-def base_url(ctx: CheckContext) -> str:
+def base_url(ctx: CheckContext, repository: str | None = None) -> str:
+    """https://<login server>/v2/<repository> (the registry's --repository by default)."""
     reg = ctx.registry
-    assert reg is not None and reg.repository
+    assert reg is not None
+    repo = repository or reg.repository
+    assert repo
     scheme = "http" if reg.scheme == "http" else "https"
-    return f"{scheme}://{reg.login_server}/v2/{reg.repository}"
+    return f"{scheme}://{reg.login_server}/v2/{repo}"
+
+
+def manifest_for(
+    ctx: CheckContext, repository: str | None = None, tag: str | None = None
+) -> dict[str, Any]:
+    """The image manifest of repository:tag (default: --repository and its first tag), read
+    once per run and shared by the checks that need it; NotReadable when it cannot be read."""
+    import requests
+
+    def read() -> dict[str, Any]:
+        headers, auth = auth_for(ctx)
+        get = getter(ctx)
+        base = base_url(ctx, repository)
+        try:
+            return image_manifest(
+                get, base, tag or first_tag(get, base, headers, auth), headers, auth
+            )
+        except requests.RequestException as exc:
+            raise NotReadable(f"reading it failed ({type(exc).__name__})") from None
+
+    return ctx.once(f"manifest:{repository or ''}:{tag or ''}", read)
 
 
 def host_platform() -> tuple[str, str]:

@@ -118,10 +118,22 @@ def test_ssl_contexts_are_never_shared():
 
 
 def test_a_check_can_apply_to_acr_only(plugin_env, registry, pki, dns_server, host_root):
-    r = lab.diagnose("check-health", f"127.0.0.1:{registry.port}",
-                     f"testacr1.azurecr.io:{registry.port}", "--ca-bundle", str(pki.ca_file),
-                     "--nameserver", dns_server.nameserver, "--host-root", str(host_root),
-                     "--checks", "acr-only", "-f", "json", env=plugin_env)
+    r = lab.diagnose(
+        "check-health",
+        f"127.0.0.1:{registry.port}",
+        f"testacr1.azurecr.io:{registry.port}",
+        "--ca-bundle",
+        str(pki.ca_file),
+        "--nameserver",
+        dns_server.nameserver,
+        "--host-root",
+        str(host_root),
+        "--checks",
+        "acr-only",
+        "-f",
+        "json",
+        env=plugin_env,
+    )
     plain = r.check("acr-only", f"127.0.0.1:{registry.port}")
     acr = r.check("acr-only", f"testacr1.azurecr.io:{registry.port}")
     assert plain["status"] == "skip" and "Azure Container Registry" in plain["summary"]
@@ -138,3 +150,37 @@ def test_shared_run_options_match_the_settings():
     assert shared == {f.name for f in fields(RunSettings)} - {"registries"}
     for command in (check_health, preflight, bundle):
         assert shared <= set(inspect.signature(command).parameters), command.__name__
+
+
+def test_once_computes_a_value_once_for_concurrent_callers():
+    import threading
+    import time
+
+    from diagnose.context import Options, RunState
+
+    state = RunState(Options())
+    calls = []
+
+    def slow():
+        calls.append(1)
+        time.sleep(0.2)
+        return {"value": 42}
+
+    got = []
+    threads = [
+        threading.Thread(target=lambda: got.append(state.once("r", "k", slow))) for _ in range(8)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and got == [{"value": 42}] * 8
+
+    def broken():
+        calls.append(2)
+        raise ValueError("nope")
+
+    for _ in range(3):
+        with pytest.raises(ValueError):
+            state.once("r", "bad", broken)
+    assert calls.count(2) == 1

@@ -102,6 +102,9 @@ def test_redirect_followed_without_the_authorization_header(pki, env, schema):
     for req in storage_requests:
         assert "Authorization" not in req["headers"], "Authorization header forwarded!"
     assert any("Authorization" in req["headers"] for req in front_requests)
+    # blob-redirect and nondistributable-artifacts both need the manifest: it is read once
+    assert r.check("nondistributable-artifacts")["status"] == "pass"
+    assert sum(1 for req in front_requests if "/manifests/" in req["path"]) == 1
     assert "PLANTED-SAS" not in r.out
 
 
