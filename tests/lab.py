@@ -205,12 +205,35 @@ ROOT_ANCHOR = (
 )
 
 
+def dual_free_port() -> int:
+    """A port free for both UDP and TCP (a DNS server binds both)."""
+    for _ in range(50):
+        port = free_port(socket.SOCK_DGRAM)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+            try:
+                t.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no port free for both UDP and TCP")
+
+
 def start_dnsmasq(directory: Path, *records: str) -> Dns:
     """A real dnsmasq on a loopback port with the given options (records, zones, upstreams)."""
+    last = ""
+    for _ in range(5):  # a port can still be taken between choosing it and dnsmasq binding it
+        try:
+            return _start_dnsmasq(directory, *records)
+        except RuntimeError as exc:
+            last = str(exc)
+    raise RuntimeError(last)
+
+
+def _start_dnsmasq(directory: Path, *records: str) -> Dns:
     if DNSMASQ_BIN is None:
         raise RuntimeError("dnsmasq is not installed (Debian package dnsmasq-base)")
     directory.mkdir(parents=True, exist_ok=True)
-    port = free_port(socket.SOCK_DGRAM)
+    port = dual_free_port()
     args = [
         DNSMASQ_BIN,
         "--keep-in-foreground",
