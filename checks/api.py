@@ -32,8 +32,19 @@ class ApiCheck(Check):
     order = 50
     depends_on = ("tls",)
     timeout_s = 15.0
-    faq_keys = ("registry-api-v2", "firewall-propagation", "network-connectivity", "client-timeout")
-    codes = ("CONNECTIVITY_CHALLENGE_ERROR", "CONNECTIVITY_FORBIDDEN_ERROR", "CONNECTIVITY_ERROR")
+    faq_keys = (
+        "registry-api-v2",
+        "firewall-propagation",
+        "network-connectivity",
+        "client-timeout",
+        "proxy",
+    )
+    codes = (
+        "CONNECTIVITY_CHALLENGE_ERROR",
+        "CONNECTIVITY_FORBIDDEN_ERROR",
+        "CONNECTIVITY_ERROR",
+        "PROXY_ERROR",
+    )
 
     def run(self, ctx: CheckContext) -> Finding:
         import requests
@@ -172,6 +183,10 @@ class ApiCheck(Check):
 
         last = exc.last
         evidence.update(error=type(last).__name__, attempts=exc.attempts)
+        if isinstance(last, requests.exceptions.ProxyError):
+            from diagnose.proxy import proxy_failure
+
+            return proxy_failure(url, str(last), exc.attempts, evidence)
         if isinstance(last, requests.Timeout):
             summary, faq = f"GET {url} timed out", ["client-timeout", "network-connectivity"]
         elif isinstance(last, requests.exceptions.SSLError):

@@ -550,6 +550,7 @@ class AuthorizedRequestCheck(Check):
         "repository-format",
         "firewall-propagation",
         "network-connectivity",
+        "manifest-unknown",
     )
     codes = ("REGISTRY_AUTH_ERROR", "REPOSITORY_NOT_FOUND", "CONNECTIVITY_FORBIDDEN_ERROR")
 
@@ -622,6 +623,12 @@ class AuthorizedRequestCheck(Check):
             what = f"{len(tags)} tag(s) in {reg.repository}" if reg.repository else "/v2/"
             return passed(f"the registry accepted {how}: GET {path} -> 200, {what}", **evidence)
         evidence["body"] = body[:300]
+        if resp.status_code == 404 and "push" in ctx.options.require and reg.repository:
+            return passed(
+                f"repository {reg.repository} does not exist yet on {reg.login_server}: the "
+                "first push creates it",
+                **evidence,
+            )
         if resp.status_code == 404:
             return problem(
                 Status.FAIL,
@@ -651,6 +658,23 @@ class AuthorizedRequestCheck(Check):
             if ch.scheme == "basic"
             else ["permission-propagation", "pull-push-roles"]
         )
+        if resp.status_code == 401 and ch.scheme != "basic" and reg.repository:
+            return problem(
+                Status.FAIL,
+                f"the registry rejected {how} for {reg.repository} (GET {path} -> 401): either "
+                "the identity may not read this repository, or the repository does not exist "
+                "(ACR answers 401, not 404, for both)",
+                code="REGISTRY_AUTH_ERROR",
+                faq=["pull-push-roles", "permission-propagation", "manifest-unknown"],
+                remediation=[
+                    "Tell the two apart: with the same login, read a repository you know exists; "
+                    "if that works, this name is wrong (list them: `az acr repository list -n "
+                    "<registry>`, or the registry's catalog).",
+                    "If the repository exists, give the identity a pull role on it, wait a "
+                    "minute, and log in again (grants take time to reach the token service).",
+                ],
+                evidence=evidence,
+            )
         return problem(
             Status.FAIL,
             f"the registry rejected {how}: GET {path} -> HTTP {resp.status_code}",

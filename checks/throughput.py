@@ -78,11 +78,11 @@ class PullThroughputCheck(Check):
         return options.throughput_seconds + 15.0
 
     def skip_reason(self, ctx: CheckContext) -> str | None:
-        if not (ctx.options.throughput or ctx.options.image):
+        if not ctx.options.throughput:
             return "measured with --throughput (downloads for --throughput-seconds)"
         reg = ctx.registry
-        if reg is not None and not (reg.repository or ctx.options.image):
-            return "needs --repository or --image: the blobs to download"
+        if reg is not None and not reg.repository:
+            return "needs an image reference, --image or --repository: the blobs to download"
         return None
 
     def run(self, ctx: CheckContext) -> Finding:
@@ -92,9 +92,8 @@ class PullThroughputCheck(Check):
         assert reg is not None
         ctx.result("authorized-request")
         repo, tag = reg.repository, None
-        if ctx.options.image:
-            name, _, tag = ctx.options.image.partition(":")
-            repo = name
+        if reg.image is not None:
+            tag = reg.image.reference
         headers, auth = auth_for(ctx)
         base = base_url(ctx, repo)
         try:

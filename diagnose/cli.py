@@ -143,7 +143,15 @@ ThroughputOpt = Annotated[
     bool | None, typer.Option("--throughput", help="Measure pull speed (and internet speed).")
 ]
 ImageOpt = Annotated[
-    str | None, typer.Option(metavar="REPO:TAG", help="Image whose layers the speed test pulls.")
+    str | None,
+    typer.Option(
+        metavar="REF",
+        help="Image to diagnose: a full reference, or REPO:TAG on the named registries.",
+    ),
+]
+PlatformOpt = Annotated[
+    str | None,
+    typer.Option(metavar="OS/ARCH", help="Platform to resolve an index for (this host's)."),
 ]
 StreamsOpt = Annotated[
     int | None, typer.Option(min=1, max=16, metavar="N", help="Parallel pull streams (3).")
@@ -197,6 +205,7 @@ class RunSettings:
     docker_host: str | None = None
     throughput: bool | None = None
     image: str | None = None
+    platform: str | None = None
     streams: int | None = None
     throughput_seconds: float | None = None
     slow_below: float | None = None
@@ -229,7 +238,7 @@ def _prepare(s: RunSettings) -> tuple[Options, list[Registry], str, list[str]]:
     names = list(s.registries or [])
     if s.wait_for and not s.repository and not any(r.count("/") for r in names):
         die("--wait-for needs the repository to watch: --repository REPO")
-    targets, source, notes = _targets(names, options, bool(s.insecure), s.repository)
+    targets, source, notes = _targets(names, options, bool(s.insecure), s.repository, s.image)
     return options, targets, source, notes
 
 
@@ -281,6 +290,7 @@ def _run_options(
     docker_host: DockerHostOpt = None,
     throughput: ThroughputOpt = None,
     image: ImageOpt = None,
+    platform: PlatformOpt = None,
     streams: StreamsOpt = None,
     throughput_seconds: ThroughputSecondsOpt = None,
     slow_below: SlowBelowOpt = None,
@@ -628,6 +638,7 @@ def _options(s: RunSettings) -> Options:
         docker_host=str(s.docker_host) if s.docker_host else None,
         throughput=bool(s.throughput),
         image=s.image,
+        platform=_platform(s.platform),
         streams=int(s.streams) if s.streams else 3,
         throughput_seconds=float(s.throughput_seconds) if s.throughput_seconds else 10.0,
         slow_below_mbs=float(s.slow_below) if s.slow_below is not None else 2.0,
@@ -638,10 +649,61 @@ def _options(s: RunSettings) -> Options:
     )
 
 
+def _platform(text: str | None) -> str | None:
+    if text is None:
+        return None
+    from diagnose.oci import PlatformError, parse_platform
+
+    try:
+        return str(parse_platform(str(text)))
+    except PlatformError as exc:
+        die(f"--platform: {exc}")
+
+
+def _image(text: str, insecure: bool) -> Registry:
+    """A registry carrying the image named by text (docker's reference rules)."""
+    from diagnose.reference import ReferenceError, parse_reference
+    from diagnose.target import TargetError, registry_for_image
+
+    try:
+        return registry_for_image(parse_reference(text), insecure=insecure)
+    except (ReferenceError, TargetError) as exc:
+        die(f"image {shown(text)}: {exc}")
+
+
+def _with_image(parsed: list[Registry], image: str, named: bool, insecure: bool) -> list[Registry]:
+    """--image: a full reference adds (or fills) its registry; REPO:TAG applies to the
+    registries named on the command line, and otherwise is read as docker reads it."""
+    from diagnose.reference import looks_like_domain
+
+    first = image.strip().split("/", 1)[0]
+    full = "/" in image and looks_like_domain(first)
+    if full or not named or not parsed:
+        target = _image(image, insecure)
+        out = [r for r in parsed if r.login_server != target.login_server or r.image]
+        return [*out, target]
+    return [
+        r
+        if r.image
+        else replace(
+            _image(f"{r.login_server}/{image.strip()}", insecure),
+            notes=r.notes,
+            is_acr=r.is_acr,
+            cloud=r.cloud,
+        )
+        for r in parsed
+    ]
+
+
 def _targets(
-    names: list[str], options: Options, insecure: bool, repository: str | None
+    names: list[str],
+    options: Options,
+    insecure: bool,
+    repository: str | None,
+    image: str | None = None,
 ) -> tuple[list[Registry], str, list[str]]:
     from diagnose import dockerconfig
+    from diagnose.reference import is_image_reference
     from diagnose.target import TargetError, parse_registry, valid_repository
 
     notes: list[str] = []
@@ -649,6 +711,9 @@ def _targets(
     if names:
         parsed = []
         for name in names:
+            if is_image_reference(name):
+                parsed.append(_image(name, insecure))
+                continue
             try:
                 parsed.append(parse_registry(name, insecure=insecure))
             except TargetError as exc:
@@ -674,10 +739,21 @@ def _targets(
                 f"--repository {shown(repository)}: repository names are lower-case letters, "
                 "digits and the separators . _ - /"
             )
-        parsed = [replace(r, repository=repository) for r in parsed]
+        parsed = [r if r.image else replace(r, repository=repository) for r in parsed]
+    if image:
+        parsed = _with_image(parsed, image, bool(names), insecure)
+        if source == "none":
+            source = "argument"
     unique: dict[str, Registry] = {}
     for reg in parsed:
-        unique.setdefault(reg.login_server, reg)
+        held = unique.get(reg.login_server)
+        if held is None or (reg.image is not None and held.image is None):
+            unique[reg.login_server] = reg
+        elif reg.image is not None and held.image is not None and reg.image != held.image:
+            notes.append(
+                f"one image per registry per run: {reg.image.given} left out "
+                f"({held.image.given} is checked)"
+            )
     return list(unique.values()), source, notes
 
 

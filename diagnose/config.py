@@ -87,6 +87,7 @@ KEYS: dict[str, tuple[str, Any]] = {
     "docker-host": ("docker_host", _text),
     "throughput": ("throughput", _bool),
     "image": ("image", _text),
+    "platform": ("platform", _text),
     "streams": ("streams", _int),
     "throughput-seconds": ("throughput_seconds", _number),
     "slow-below": ("slow_below", _number),

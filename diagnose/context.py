@@ -46,6 +46,8 @@ class Options:
     # throughput (opt-in: it moves data and takes time)
     throughput: bool = False
     image: str | None = None
+    # the platform an index is resolved for ("os/arch[/variant]"; None: this host's)
+    platform: str | None = None
     streams: int = 3
     throughput_seconds: float = 10.0
     slow_below_mbs: float = 2.0

@@ -99,7 +99,8 @@ def make_session(
 
 
 def environ_proxies(url: str) -> dict[str, str]:
-    """The proxies the environment names for url (honouring NO_PROXY), as curl would use them."""
-    from requests.utils import get_environ_proxies
+    """The proxy the environment names for url, read as the Go clients read it (NO_PROXY
+    honoured, loopback never proxied): the run goes where docker, skopeo and containerd go."""
+    from diagnose.proxy import requests_proxies
 
-    return dict(get_environ_proxies(url))
+    return requests_proxies(url)

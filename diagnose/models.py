@@ -180,6 +180,47 @@ class FaqEntry:
 
 
 @dataclass(frozen=True)
+class ImageRef:
+    """An image reference as docker understands it, after its normalisation rules.
+
+    `problems` holds what docker itself would refuse (an upper-case repository, a bad digest),
+    kept so that the refusal is a finding with its remedy rather than an abrupt exit.
+    """
+
+    given: str
+    domain: str
+    path: str
+    tag: str | None = None
+    digest: str | None = None
+    problems: tuple[str, ...] = ()
+
+    @property
+    def reference(self) -> str:
+        """What the manifest request names: the digest when there is one, else the tag."""
+        return self.digest or self.tag or "latest"
+
+    @property
+    def normalized(self) -> str:
+        out = f"{self.domain}/{self.path}"
+        if self.tag or not self.digest:
+            out += f":{self.tag or 'latest'}"
+        if self.digest:
+            out += f"@{self.digest}"
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "given": self.given,
+            "normalized": self.normalized,
+            "domain": self.domain,
+            "repository": self.path,
+            "tag": self.tag,
+            "digest": self.digest,
+            "problems": list(self.problems),
+        }
+
+
+@dataclass(frozen=True)
 class Registry:
     """A registry as the run understands it, after normalising what the user typed."""
 
@@ -192,6 +233,7 @@ class Registry:
     repository: str | None = None
     notes: tuple[str, ...] = ()
     host_given: str = ""
+    image: ImageRef | None = None
 
     @property
     def login_server(self) -> str:
@@ -215,6 +257,7 @@ class Registry:
             "is_acr": self.is_acr,
             "cloud": self.cloud,
             "repository": self.repository,
+            "image": self.image.to_dict() if self.image else None,
         }
 
 

@@ -62,6 +62,26 @@ def getter(ctx: CheckContext) -> Getter:
     return get
 
 
+def requester(ctx: CheckContext) -> Getter:
+    """Any method, without redirects, through the run's session and the proxy the clients
+    would use, within the check's time: `call(method, url, **kw)`."""
+    from diagnose.http import environ_proxies
+
+    session = ctx.http(verify=not ctx.options.insecure)
+
+    def call(method: str, url: str, **kw: Any) -> Any:
+        return session.request(
+            method,
+            url,
+            allow_redirects=False,
+            timeout=(ctx.budget(5), ctx.budget(10)),
+            proxies=environ_proxies(url),
+            **kw,
+        )
+
+    return call
+
+
 def base_url(ctx: CheckContext, repository: str | None = None) -> str:
     """https://<login server>/v2/<repository> (the registry's --repository by default)."""
     reg = ctx.registry
@@ -78,6 +98,16 @@ def manifest_for(
     """The image manifest of repository:tag (default: --repository and its first tag), read
     once per run and shared by the checks that need it; NotReadable when it cannot be read."""
     import requests
+
+    reg = ctx.registry
+    if repository is None and tag is None and reg is not None and reg.image is not None:
+        # the image the user named is the one every check reads (and the manifest check
+        # already holds it when it passed)
+        ctx.result("platform")
+        held = ctx.kept("platform_manifest")
+        if isinstance(held, dict):
+            return held
+        repository, tag = reg.repository, reg.image.reference
 
     def read() -> dict[str, Any]:
         headers, auth = auth_for(ctx)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from diagnose.models import Registry
+from diagnose.models import ImageRef, Registry
 
 MAX_INPUT = 512
 ACR_SUFFIXES = {
@@ -54,7 +54,7 @@ def acr_suffix(host: str) -> str | None:
     return None
 
 
-def parse_registry(text: str, *, insecure: bool = False) -> Registry:
+def parse_registry(text: str, *, insecure: bool = False, short_names: bool = True) -> Registry:
     """Normalise a registry name, URL or image reference; raise TargetError on bad input."""
     notes: list[str] = []
     if not isinstance(text, str) or not text.strip():
@@ -124,7 +124,7 @@ def parse_registry(text: str, *, insecure: bool = False) -> Registry:
             )
 
     lower = host.lower() if ip is None else str(ip)
-    if ip is None and "." not in lower and port is None and lower != "localhost":
+    if short_names and ip is None and "." not in lower and port is None and lower != "localhost":
         lower = f"{lower}.azurecr.io"
         host_given = f"{host_given}.azurecr.io"
         notes.append(f"short name expanded to the ACR login server {lower}")
@@ -208,3 +208,17 @@ def _check_hostname(host: str) -> None:
             raise TargetError(
                 f"the host name has {what}: host names use letters, digits, '-' and '.'"
             )
+
+
+def registry_for_image(ref: ImageRef, *, insecure: bool = False) -> Registry:
+    """The registry an image reference pulls from, carrying the image (docker's rules: the
+    domain as the reference names it, Docker Hub's API host for docker.io)."""
+    from dataclasses import replace
+
+    reg = parse_registry(ref.domain, insecure=insecure, short_names=False)
+    notes = [n for n in reg.notes if "short name" not in n]
+    if ref.normalized != ref.given:
+        notes.append(f"image reference {ref.given} is {ref.normalized} as docker reads it")
+    if ref.digest and ref.tag:
+        notes.append(f"the digest wins over the tag: docker pulls {ref.digest}, not :{ref.tag}")
+    return replace(reg, given=ref.given, repository=ref.path.lower(), image=ref, notes=tuple(notes))

@@ -120,6 +120,7 @@ def start_registry(
     key: Path,
     *,
     extra: str = "",
+    storage_extra: str = "",
     host: str = "127.0.0.1",
     netns: str | None = None,
     port: int | None = None,
@@ -142,7 +143,7 @@ storage:
     rootdirectory: {directory / "data"}
   delete:
     enabled: true
-http:
+{storage_extra}http:
   addr: {host}:{port}
   secret: test-only-not-a-secret
   tls:
@@ -485,8 +486,13 @@ def push_image(
     auth: tuple[str, str] | None = None,
     layers: list[bytes] | None = None,
     foreign: bool = False,
+    os_: str = "linux",
+    arch: str = "amd64",
+    by_digest: bool = False,
 ) -> dict[str, Any]:
-    """Push a small image with the registry API (monolithic blob uploads, schema2 manifest)."""
+    """Push a small image with the registry API (monolithic blob uploads, schema2 manifest).
+    With by_digest the manifest is put under its digest (for an index to list) and the
+    returned dict also holds `_digest` and `_size`."""
     import hashlib
 
     import requests
@@ -514,7 +520,7 @@ def push_image(
 
     layers = layers if layers is not None else [b"layer-" + tag.encode() * 64]
     config = json.dumps(
-        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}
+        {"architecture": arch, "os": os_, "rootfs": {"type": "layers", "diff_ids": []}}
     ).encode()
     cfg_digest = put_blob(config)
     layer_desc = []
@@ -545,15 +551,68 @@ def push_image(
         },
         "layers": layer_desc,
     }
+    raw = json.dumps(manifest).encode()
+    ref = ("sha256:" + hashlib.sha256(raw).hexdigest()) if by_digest else tag
     r = s.put(
-        f"{base}/v2/{repo}/manifests/{tag}",
-        data=json.dumps(manifest),
+        f"{base}/v2/{repo}/manifests/{ref}",
+        data=raw,
         auth=auth,
         headers={**hdrs, "Content-Type": manifest["mediaType"]},
         timeout=10,
     )
     assert r.status_code == 201, (r.status_code, r.text)
+    if by_digest:
+        return {**manifest, "_digest": ref, "_size": len(raw)}
     return manifest
+
+
+def push_index(
+    base: str,
+    repo: str,
+    tag: str,
+    platforms: list[tuple[str, str]],
+    *,
+    ca_file: Path,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """An OCI image index whose entries are small images for the given (os, arch) pairs."""
+    import requests
+
+    entries = []
+    for os_, arch in platforms:
+        m = push_image(
+            base,
+            repo,
+            f"{os_}-{arch}",
+            ca_file=ca_file,
+            headers=headers,
+            os_=os_,
+            arch=arch,
+            by_digest=True,
+            layers=[f"layer for {os_}/{arch}".encode() * 32],
+        )
+        entries.append(
+            {
+                "mediaType": m["mediaType"],
+                "digest": m["_digest"],
+                "size": m["_size"],
+                "platform": {"os": os_, "architecture": arch},
+            }
+        )
+    index = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries,
+    }
+    r = requests.put(
+        f"{base}/v2/{repo}/manifests/{tag}",
+        data=json.dumps(index),
+        headers={**(headers or {}), "Content-Type": index["mediaType"]},
+        verify=str(ca_file),
+        timeout=10,
+    )
+    assert r.status_code == 201, (r.status_code, r.text)
+    return index
 
 
 def htpasswd_file(path: Path, users: dict[str, str]) -> Path:

@@ -114,6 +114,10 @@ def _norm(text: str) -> str:
 def test_each_entry_cites_a_real_faq_question():
     corpus = _norm(" ".join(p.read_text(errors="replace") for p in SEEDS.glob("*.txt")))
     for key, entry in faq.load().items():
+        if not entry.document.startswith("Azure Container Registry FAQ"):
+            # an entry from beyond the FAQ names its source document and links to it
+            assert entry.links and entry.document, key
+            continue
         assert _norm(entry.question) in corpus, f"{key}: question not found in the FAQ"
 
 
