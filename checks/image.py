@@ -658,7 +658,7 @@ class PlatformCheck(Check):
     def run(self, ctx: CheckContext) -> Finding:
         import requests
 
-        reg, ref = _image(ctx)
+        _, ref = _image(ctx)
         ctx.result("manifest")
         doc = ctx.kept("image_manifest")
         if not isinstance(doc, dict):
@@ -858,7 +858,7 @@ class ImageBlobsCheck(Check):
     def run(self, ctx: CheckContext) -> Finding:
         import requests
 
-        reg, ref = _image(ctx)
+        _image(ctx)
         ctx.result("platform")
         doc = ctx.kept("platform_manifest")
         if not isinstance(doc, dict):
