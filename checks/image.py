@@ -1088,7 +1088,12 @@ class PushPathCheck(Check):
         finally:
             evidence["cancelled"] = self._cancel(call, location, up_headers, up_auth)
         if outcome is not None:
-            return outcome
+            from dataclasses import replace
+
+            # the finding was made before the upload was cancelled: say that it was
+            return replace(
+                outcome, evidence={**outcome.evidence, "cancelled": evidence["cancelled"]}
+            )
         left = (
             "" if evidence["cancelled"] else "; the registry kept the upload session (it expires)"
         )
@@ -1099,6 +1104,8 @@ class PushPathCheck(Check):
         )
 
     def _probe_size(self, ctx: CheckContext) -> tuple[int, str]:
+        if ctx.registry is not None and ctx.registry.image is not None:
+            ctx.result("platform")  # the image's layers, when the registry holds it already
         doc = ctx.kept("platform_manifest")
         sizes = (
             [

@@ -62,6 +62,12 @@ def make_session(
             kwargs["ssl_context"] = ssl_context
             super().init_poolmanager(*args, **kwargs)
 
+        def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+            # requests makes the proxy's pool manager apart from the direct one: without this,
+            # a request through a proxy would trust certifi's bundle, not what docker trusts
+            proxy_kwargs["ssl_context"] = ssl_context
+            return super().proxy_manager_for(proxy, **proxy_kwargs)
+
         def build_connection_pool_key_attributes(
             self, request: requests.PreparedRequest, verify: Any, cert: Any = None
         ) -> tuple[Any, Any]:

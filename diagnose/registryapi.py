@@ -103,7 +103,11 @@ def manifest_for(
     if repository is None and tag is None and reg is not None and reg.image is not None:
         # the image the user named is the one every check reads (and the manifest check
         # already holds it when it passed)
-        ctx.result("platform")
+        # the image checks read it already: their verdict stands, and nothing is asked twice
+        for check_id in ("manifest", "platform"):
+            done = ctx.result(check_id)
+            if done is not None and done.status.value not in ("pass", "warn"):
+                raise NotReadable(f"see the {check_id} check: {done.summary[:120]}")
         held = ctx.kept("platform_manifest")
         if isinstance(held, dict):
             return held

@@ -733,3 +733,296 @@ def shape(netns: str, rate_mbit: float, delay_ms: float = 5.0) -> None:
         capture_output=True,
         timeout=10,
     )
+
+
+# ------------------------------------------------------------ images the real clients pull
+def layer_tar(files: dict[str, bytes]) -> bytes:
+    """An uncompressed layer tar (the clients detect compression, so a plain tar pulls)."""
+    import io as _io
+    import tarfile as tf
+
+    buf = _io.BytesIO()
+    with tf.open(fileobj=buf, mode="w") as t:
+        for name, data in files.items():
+            info = tf.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            t.addfile(info, _io.BytesIO(data))
+    return buf.getvalue()
+
+
+def push_real_image(
+    base: str,
+    repo: str,
+    tag: str | None,
+    *,
+    ca_file: Path,
+    os_: str = "linux",
+    arch: str = "amd64",
+    payload: int = 0,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """An image docker, skopeo and containerd pull for real: a tar layer (with `payload` random
+    bytes in a file) and a config whose diff_ids match it. tag None: put by digest only.
+    Returns the manifest with `_digest` and `_size`."""
+    import hashlib
+
+    files = {"hello.txt": f"hello from {repo} for {os_}/{arch}\n".encode()}
+    if payload:
+        files["payload.bin"] = os.urandom(payload)
+    layer = layer_tar(files)
+    diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
+    config = json.dumps(
+        {
+            "architecture": arch,
+            "os": os_,
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+            "history": [{"created_by": "registry-diagnose tests"}],
+        }
+    ).encode()
+    import requests
+
+    s = requests.Session()
+    s.verify = str(ca_file)
+    s.trust_env = False
+    hdrs = dict(headers or {})
+
+    def put_blob(data: bytes) -> str:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        r = s.post(f"{base}/v2/{repo}/blobs/uploads/", headers=hdrs, timeout=10)
+        assert r.status_code == 202, (r.status_code, r.text)
+        loc = requests.compat.urljoin(base, r.headers["Location"])
+        sep = "&" if "?" in loc else "?"
+        r = s.put(
+            f"{loc}{sep}digest={digest}",
+            data=data,
+            headers={**hdrs, "Content-Type": "application/octet-stream"},
+            timeout=60,
+        )
+        assert r.status_code == 201, (r.status_code, r.text)
+        return digest
+
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {
+            "mediaType": "application/vnd.docker.container.image.v1+json",
+            "size": len(config),
+            "digest": put_blob(config),
+        },
+        "layers": [
+            {
+                "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                "size": len(layer),
+                "digest": put_blob(layer),
+            }
+        ],
+    }
+    raw = json.dumps(manifest).encode()
+    digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+    r = s.put(
+        f"{base}/v2/{repo}/manifests/{tag or digest}",
+        data=raw,
+        headers={**hdrs, "Content-Type": manifest["mediaType"]},
+        timeout=10,
+    )
+    assert r.status_code == 201, (r.status_code, r.text)
+    return {**manifest, "_digest": digest, "_size": len(raw)}
+
+
+def push_real_index(
+    base: str, repo: str, tag: str, platforms: list[tuple[str, str]], *, ca_file: Path
+) -> dict[str, Any]:
+    """An OCI image index of real images, one per (os, arch)."""
+    import requests
+
+    entries = []
+    for os_, arch in platforms:
+        m = push_real_image(base, repo, None, ca_file=ca_file, os_=os_, arch=arch)
+        entries.append(
+            {
+                "mediaType": m["mediaType"],
+                "digest": m["_digest"],
+                "size": m["_size"],
+                "platform": {"os": os_, "architecture": arch},
+            }
+        )
+    index = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries,
+    }
+    r = requests.put(
+        f"{base}/v2/{repo}/manifests/{tag}",
+        data=json.dumps(index),
+        headers={"Content-Type": index["mediaType"]},
+        verify=str(ca_file),
+        timeout=10,
+    )
+    assert r.status_code == 201, (r.status_code, r.text)
+    return index
+
+
+# ------------------------------------------------------------- scripted fronts, per method
+Answer = tuple[int, dict[str, str], bytes]
+
+
+@contextlib.contextmanager
+def scripted_https(answer: Any, tls: ssl.SSLContext) -> Iterator[Server]:
+    """An HTTPS server whose every answer comes from answer(method, path, headers) -> Answer:
+    for registry answers a distribution registry does not give (429, ACR-style 401)."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(min(length, 64 * 1024 * 1024))
+            self.server.requests.append(  # type: ignore[attr-defined]
+                {"method": self.command, "path": self.path, "headers": dict(self.headers)}
+            )
+            status, headers, body = answer(self.command, self.path, dict(self.headers))
+            self.send_response_only(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Date", self.date_time_string())
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    httpd.requests = []  # type: ignore[attr-defined]
+    httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
+    t = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    try:
+        yield Server(httpd.server_address[1], httpd.shutdown, httpd.requests)  # type: ignore[attr-defined]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def registry_errors(code: str, message: str) -> bytes:
+    return json.dumps({"errors": [{"code": code, "message": message, "detail": None}]}).encode()
+
+
+# ------------------------------------------------------------------- real proxies (Debian)
+NGINX_BIN = shutil.which("nginx") or (
+    "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+)
+TINYPROXY_BIN = shutil.which("tinyproxy") or (
+    "/usr/bin/tinyproxy" if Path("/usr/bin/tinyproxy").exists() else None
+)
+
+
+@dataclass
+class Proc:
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def start_nginx_front(
+    directory: Path, cert: Path, key: Path, upstream_port: int, *, max_body: str = "1m"
+) -> Proc:
+    """nginx (Debian) terminating TLS in front of a registry on loopback, with a request body
+    limit, as registries are commonly deployed."""
+    if NGINX_BIN is None:
+        raise RuntimeError("nginx is not installed (Debian package nginx-light)")
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    conf = directory / "nginx.conf"
+    conf.write_text(
+        f"""user root;
+worker_processes 1;
+pid {directory}/nginx.pid;
+error_log {directory}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+  access_log off;
+  client_body_temp_path {directory}/body;
+  proxy_temp_path {directory}/proxy;
+  fastcgi_temp_path {directory}/fastcgi;
+  uwsgi_temp_path {directory}/uwsgi;
+  scgi_temp_path {directory}/scgi;
+  server {{
+    listen 127.0.0.1:{port} ssl;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    client_max_body_size {max_body};
+    chunked_transfer_encoding on;
+    location /v2/ {{
+      proxy_pass https://127.0.0.1:{upstream_port};
+      proxy_set_header Host $http_host;
+      proxy_set_header X-Forwarded-Proto https;
+      proxy_read_timeout 60s;
+    }}
+  }}
+}}
+"""
+    )
+    log = directory / "stderr.log"
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(
+            [NGINX_BIN, "-c", str(conf), "-p", str(directory), "-g", "daemon off;"],
+            stdout=fh,
+            stderr=fh,
+        )
+    try:
+        wait_port(port)
+    except RuntimeError:
+        proc.kill()
+        raise RuntimeError(f"nginx did not start: {log.read_text()[-2000:]}") from None
+    return Proc(port, proc, log)
+
+
+def start_tinyproxy(
+    directory: Path, *, basic_auth: tuple[str, str] | None = None, connect_ports: list[int]
+) -> Proc:
+    """tinyproxy (Debian) on loopback: with basic_auth it answers 407 to a client without
+    credentials; CONNECT goes only to connect_ports (others get 403)."""
+    if TINYPROXY_BIN is None:
+        raise RuntimeError("tinyproxy is not installed (Debian package tinyproxy)")
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    lines = [
+        "User root",
+        "Group root",
+        f"Port {port}",
+        "Listen 127.0.0.1",
+        "Timeout 30",
+        f'LogFile "{directory}/tinyproxy.log"',
+        "LogLevel Info",
+        "MaxClients 20",
+        "Allow 127.0.0.1",
+        *[f"ConnectPort {p}" for p in connect_ports],
+    ]
+    if basic_auth:
+        lines.append(f"BasicAuth {basic_auth[0]} {basic_auth[1]}")
+    conf = directory / "tinyproxy.conf"
+    conf.write_text("\n".join(lines) + "\n")
+    log = directory / "stderr.log"
+    with log.open("wb") as fh:
+        proc = subprocess.Popen([TINYPROXY_BIN, "-d", "-c", str(conf)], stdout=fh, stderr=fh)
+    try:
+        wait_port(port)
+    except RuntimeError:
+        proc.kill()
+        raise RuntimeError(f"tinyproxy did not start: {log.read_text()[-2000:]}") from None
+    return Proc(port, proc, log)

@@ -1,0 +1,556 @@
+"""The image as the unit of diagnosis. Each verdict on a reference is set beside the real clients'
+verdict on the same reference and the same broken part: `skopeo` (Debian) always, and `docker pull`
+/ `docker push` through a dockerd the suite starts. Ours and theirs must agree, both ways.
+
+The parts: the real distribution registry (a multi-platform OCI index made here, a read-only
+one), nginx limiting request bodies in front of one, tinyproxy asking for credentials or
+refusing CONNECT, and scripted HTTPS fronts for the answers a distribution registry never gives
+(429 with RateLimit headers, ACR's 401 for a repository that does not exist).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import lab
+from tests.conftest import validate_report
+
+SKOPEO = shutil.which("skopeo")
+DOCKERD = shutil.which("dockerd")
+AMD64 = platform.machine().lower() in ("x86_64", "amd64")
+needs_skopeo = pytest.mark.skipif(SKOPEO is None, reason="skopeo (Debian package) is needed")
+
+
+# ------------------------------------------------------------------------------ the parts
+@pytest.fixture(scope="module")
+def images(tmp_path_factory, pki, good_cert):
+    """A real registry holding: gt/app:1.0 (one 2 MiB layer), gt/small:1.0 (a tiny layer), and
+    gt/multi:1, an OCI index of linux/arm64 and windows/amd64 only."""
+    reg = lab.start_registry(tmp_path_factory.mktemp("images"), *good_cert)
+    base = f"https://127.0.0.1:{reg.port}"
+    app = lab.push_real_image(base, "gt/app", "1.0", ca_file=pki.ca_file, payload=2 * 1024 * 1024)
+    lab.push_real_image(base, "gt/small", "1.0", ca_file=pki.ca_file)
+    lab.push_real_index(
+        base, "gt/multi", "1", [("linux", "arm64"), ("windows", "amd64")], ca_file=pki.ca_file
+    )
+    yield f"127.0.0.1:{reg.port}", app
+    reg.stop()
+
+
+def diag(env, schema, *args: str, ca: Path | None = None) -> lab.Run:
+    more = ["--ca-bundle", str(ca)] if ca else []
+    r = lab.diagnose("check-health", "--format", "json", "--quiet", *more, *args, env=env)
+    assert r.rc in (0, 1), (r.rc, r.err)
+    assert "Traceback" not in r.err, r.err
+    validate_report(r.report, schema)
+    return r
+
+
+def skopeo(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [SKOPEO or "skopeo", "--insecure-policy", *args],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env=env,
+    )
+
+
+def inspect(
+    ref: str, *more: str, env: dict[str, str] | None = None, cert_dir: Path | None = None
+) -> Any:
+    """skopeo inspect; with cert_dir TLS is verified against it (no fall-back to plain HTTP,
+    which insecure mode tries and which would hide a proxy's error)."""
+    tls = [f"--cert-dir={cert_dir}"] if cert_dir else ["--tls-verify=false"]
+    return skopeo(*more, "inspect", *tls, f"docker://{ref}", env=env)
+
+
+def copy(src: str, dst: str) -> Any:
+    return skopeo(
+        "copy", "--src-tls-verify=false", "--dest-tls-verify=false", f"docker://{src}", dst
+    )
+
+
+@pytest.fixture(scope="module")
+def dockerd(tmp_path_factory):
+    """A private dockerd (Debian docker.io): its own root, exec root and socket."""
+    if DOCKERD is None or shutil.which("docker") is None or os.geteuid() != 0:
+        pytest.skip("dockerd, the docker CLI and root are needed")
+    d = tmp_path_factory.mktemp("dockerd-image")
+    (d / "daemon.json").write_text("{}")
+    sock = d / "docker.sock"
+    log = (d / "dockerd.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            DOCKERD,
+            "--host",
+            f"unix://{sock}",
+            "--data-root",
+            str(d / "data"),
+            "--exec-root",
+            str(d / "exec"),
+            "--pidfile",
+            str(d / "docker.pid"),
+            "--iptables=false",
+            "--ip6tables=false",
+            "--bridge=none",
+            "--storage-driver=vfs",
+            "--config-file",
+            str(d / "daemon.json"),
+        ],
+        stdout=log,
+        stderr=log,
+    )
+    host = f"unix://{sock}"
+    for _ in range(150):
+        ping = subprocess.run(["docker", "-H", host, "version"], capture_output=True, timeout=20)
+        if ping.returncode == 0:
+            break
+        time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.skip("the private dockerd did not start")
+    yield host
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def docker(host: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["docker", "-H", host, *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def pull_fails(host: str, ref: str, *more: str) -> subprocess.CompletedProcess[str]:
+    docker(host, "rmi", "-f", ref)
+    return docker(host, "pull", *more, ref)
+
+
+# ------------------------------------------------------------------- the healthy direction
+@needs_skopeo
+def test_healthy_image_all_pass_and_the_clients_pull_it(images, env, schema, pki, dockerd):
+    server, _ = images
+    ref = f"{server}/gt/app:1.0"
+    r = diag(env, schema, ref, "--require", "push", ca=pki.ca_file)
+    assert r.rc == 0, r.out
+    for cid in ("image-reference", "manifest", "platform", "image-blobs", "push-path"):
+        assert r.check(cid)["status"] == "pass", r.check(cid)
+    target = r.report["target"]["registries"][0]
+    assert target["image"]["normalized"] == ref and target["repository"] == "gt/app"
+    blobs = r.check("image-blobs")["evidence"]
+    assert blobs["layers"] == 1 and blobs["bytes"] > 2 * 1024 * 1024
+    push = r.check("push-path")["evidence"]
+    assert push["cancelled"] is True and push["probe_bytes"] > 2 * 1024 * 1024
+    # theirs: skopeo reads and copies it, docker pulls it
+    assert inspect(ref).returncode == 0
+    assert copy(ref, f"docker://{server}/gt/app:copy").returncode == 0
+    pulled = pull_fails(dockerd, ref)
+    assert pulled.returncode == 0, pulled.stderr
+
+
+def test_short_names_normalise_as_docker_does(env, schema):
+    """docker.io, library/ and latest: shown in the report without any network needed."""
+    r = diag(env, schema, "nginx:1.25", "--checks", "image-reference")
+    c = r.check("image-reference")
+    assert c["status"] == "pass"
+    assert c["evidence"]["normalized"] == "docker.io/library/nginx:1.25"
+    reg = r.report["target"]["registries"][0]
+    assert reg["login_server"] == "registry-1.docker.io" and reg["repository"] == "library/nginx"
+    r = diag(
+        env, schema, "--image", "ghcr.io/org/svc@sha256:" + "c" * 64, "--checks", "image-reference"
+    )
+    assert r.check("image-reference")["evidence"]["digest"] == "sha256:" + "c" * 64
+
+
+# ------------------------------------------------------------------------- pull failures
+@needs_skopeo
+def test_missing_tag(images, env, schema, pki, dockerd):
+    server, _ = images
+    ref = f"{server}/gt/app:2.0"
+    c = diag(env, schema, ref, ca=pki.ca_file).check("manifest")
+    assert (c["status"], c["code"]) == ("fail", "IMAGE_TAG_NOT_FOUND"), c
+    assert "1.0" in c["summary"] and "manifest-unknown" in c["faq"]
+    assert "manifest unknown" in inspect(ref).stderr
+    theirs = pull_fails(dockerd, ref)
+    assert theirs.returncode != 0 and "not found" in theirs.stderr, theirs.stderr
+
+
+@needs_skopeo
+def test_missing_repository(images, env, schema, pki, dockerd):
+    server, _ = images
+    ref = f"{server}/gt/nothing-here:1.0"
+    c = diag(env, schema, ref, ca=pki.ca_file).check("manifest")
+    assert (c["status"], c["code"]) == ("fail", "REPOSITORY_NOT_FOUND"), c
+    assert inspect(ref).returncode != 0
+    assert pull_fails(dockerd, ref).returncode != 0
+
+
+@needs_skopeo
+@pytest.mark.skipif(not AMD64, reason="the index is built to miss an amd64 host")
+def test_index_without_this_platform(images, env, schema, pki, dockerd):
+    server, _ = images
+    ref = f"{server}/gt/multi:1"
+    r = diag(env, schema, ref, ca=pki.ca_file)
+    c = r.check("platform")
+    assert (c["status"], c["code"]) == ("fail", "PLATFORM_MISMATCH"), c
+    assert "linux/amd64" in c["summary"]
+    assert "linux/arm64" in c["summary"] and "windows/amd64" in c["summary"]
+    assert r.check("image-blobs")["summary"] == "blocked by platform"
+    assert "no image found in image index for architecture amd64" in inspect(ref).stderr
+    theirs = pull_fails(dockerd, ref)
+    assert "no matching manifest for linux/amd64" in theirs.stderr, theirs.stderr
+    # asked for a platform the index has: both pass
+    r = diag(env, schema, ref, "--platform", "linux/arm64", ca=pki.ca_file)
+    assert r.rc == 0 and r.check("platform")["status"] == "pass"
+    assert r.check("image-blobs")["status"] == "pass"
+    assert inspect(ref, "--override-arch", "arm64").returncode == 0
+    theirs = pull_fails(dockerd, ref, "--platform", "linux/arm64")
+    assert theirs.returncode == 0, theirs.stderr
+
+
+@needs_skopeo
+def test_digest_pinning(images, env, schema, pki, dockerd):
+    server, app = images
+    good = f"{server}/gt/app@{app['_digest']}"
+    r = diag(env, schema, good, ca=pki.ca_file)
+    assert r.check("manifest")["status"] == "pass" and r.rc == 0
+    assert inspect(good).returncode == 0
+    gone = f"{server}/gt/app:1.0@sha256:" + "0" * 64
+    c = diag(env, schema, gone, ca=pki.ca_file).check("manifest")
+    assert (c["status"], c["code"]) == ("fail", "IMAGE_DIGEST_NOT_FOUND"), c
+    assert app["_digest"] in c["summary"]  # what the tag points to now
+    assert inspect(gone).returncode != 0
+    assert pull_fails(dockerd, gone).returncode != 0
+
+
+@needs_skopeo
+def test_upper_case_repository_is_the_faq_lowercase_problem(images, env, schema, pki, dockerd):
+    server, _ = images
+    ref = f"{server}/GT/App:1.0"
+    r = diag(env, schema, ref, ca=pki.ca_file)
+    c = r.check("image-reference")
+    assert (c["status"], c["code"]) == ("fail", "IMAGE_REFERENCE_ERROR"), c
+    assert c["faq"][0] == "lowercase-login-server"
+    assert f"{server}/gt/app:1.0" in c["remediation"][0]
+    assert r.check("manifest")["summary"] == "blocked by image-reference"
+    assert "must be lowercase" in inspect(ref).stderr
+    theirs = docker(dockerd, "pull", ref)
+    assert theirs.returncode != 0 and "must be lowercase" in theirs.stderr
+
+
+# --------------------------------------------------------------------- scripted fronts
+def _rate_limited_front(method: str, path: str, headers: dict[str, str]) -> lab.Answer:
+    if path.split("?")[0] == "/v2/":
+        return 200, {"Docker-Distribution-API-Version": "registry/2.0"}, b"{}"
+    return (
+        429,
+        {
+            "Content-Type": "application/json",
+            "RateLimit-Limit": "100;w=21600",
+            "RateLimit-Remaining": "0;w=21600",
+            "Docker-RateLimit-Source": "203.0.113.7",
+        },
+        lab.registry_errors(
+            "TOOMANYREQUESTS",
+            "You have reached your unauthenticated pull rate limit. "
+            "https://www.docker.com/increase-rate-limit",
+        ),
+    )
+
+
+@needs_skopeo
+def test_rate_limited(env, schema, pki, good_cert, dockerd):
+    with lab.scripted_https(_rate_limited_front, lab.server_context(*good_cert)) as front:
+        ref = f"127.0.0.1:{front.port}/library/busybox:latest"
+        c = diag(env, schema, ref, ca=pki.ca_file).check("manifest")
+        assert (c["status"], c["code"]) == ("fail", "RATE_LIMITED"), c
+        assert c["faq"] == ["rate-limit"]
+        assert "0 of 100 pulls left per 6 h" in c["summary"]
+        assert c["evidence"]["status"] == 429
+        assert c["evidence"]["anonymous"] is True
+        assert c["evidence"]["rate_limit"]["window_s"] == 21600
+        assert "Log in" in c["remediation"][0]
+        # the manifest was asked for with HEAD (not counted by Docker Hub), never a 2nd time
+        methods = [q["method"] for q in front.requests if "/manifests/" in q["path"]]
+        assert methods == ["HEAD"], methods
+        assert "toomanyrequests" in inspect(ref).stderr.lower()
+        theirs = pull_fails(dockerd, ref)
+        assert theirs.returncode != 0 and "toomanyrequests" in theirs.stderr.lower()
+
+
+def _acr_like_front(port_box: list[int]):
+    """ACR's behaviour for a repository that does not exist: a token is issued, and the
+    registry answers 401, not 404."""
+
+    def answer(method: str, path: str, headers: dict[str, str]) -> lab.Answer:
+        realm = f'Bearer realm="https://127.0.0.1:{port_box[0]}/oauth2/token",service="front.test"'
+        p = path.split("?")[0]
+        if p == "/oauth2/token":
+            body = json.dumps({"access_token": "opaque-anon-token", "token": "opaque-anon-token"})
+            return 200, {"Content-Type": "application/json"}, body.encode()
+        return (
+            401,
+            {"WWW-Authenticate": realm, "Content-Type": "application/json"},
+            lab.registry_errors(
+                "UNAUTHORIZED",
+                "authentication required, visit https://aka.ms/acr/authorization for more "
+                "information.",
+            ),
+        )
+
+    return answer
+
+
+@needs_skopeo
+def test_acr_style_401_for_a_missing_repository(env, schema, pki, good_cert, dockerd):
+    box: list[int] = [0]
+    with lab.scripted_https(_acr_like_front(box), lab.server_context(*good_cert)) as front:
+        box[0] = front.port
+        ref = f"127.0.0.1:{front.port}/team/missing:1.0"
+        r = diag(env, schema, ref, ca=pki.ca_file)
+        c = r.check("authorized-request")
+        assert (c["status"], c["code"]) == ("fail", "REGISTRY_AUTH_ERROR"), c
+        assert "does not exist" in c["summary"] and "may not read" in c["summary"]
+        assert "manifest-unknown" in c["faq"]
+        assert "Tell the two apart" in c["remediation"][0]
+        assert r.check("manifest")["summary"] == "blocked by authorized-request"
+        assert inspect(ref).returncode != 0
+        theirs = pull_fails(dockerd, ref)
+        assert theirs.returncode != 0 and "unauthorized" in theirs.stderr.lower()
+
+
+# ---------------------------------------------------------------------------- push path
+@pytest.fixture(scope="module")
+def readonly(tmp_path_factory, pki, good_cert):
+    """A registry with gt/small:1.0, restarted in storage.maintenance.readonly mode."""
+    d = tmp_path_factory.mktemp("readonly")
+    reg = lab.start_registry(d, *good_cert)
+    lab.push_real_image(f"https://127.0.0.1:{reg.port}", "gt/small", "1.0", ca_file=pki.ca_file)
+    reg.stop()
+    ro = lab.start_registry(
+        d, *good_cert, storage_extra="  maintenance:\n    readonly:\n      enabled: true\n"
+    )
+    yield f"127.0.0.1:{ro.port}"
+    ro.stop()
+
+
+@needs_skopeo
+def test_read_only_registry_refuses_push_but_pulls(readonly, images, env, schema, pki, dockerd):
+    server, _ = images
+    ref = f"{readonly}/gt/small:1.0"
+    r = diag(env, schema, ref, "--require", "push", ca=pki.ca_file)
+    push = r.check("push-path")
+    assert (push["status"], push["code"]) == ("fail", "PUSH_READ_ONLY"), push
+    assert push["faq"][0] == "registry-read-only" and "405" in push["summary"]
+    assert r.check("manifest")["status"] == "pass"  # pulls still work
+    pulled = diag(env, schema, ref, ca=pki.ca_file)
+    assert pulled.rc == 0
+    assert inspect(ref).returncode == 0
+    assert "405" in copy(f"{server}/gt/app:1.0", f"docker://{readonly}/gt/app:1.0").stderr
+    src = f"{server}/gt/small:1.0"
+    assert docker(dockerd, "pull", src).returncode == 0
+    assert docker(dockerd, "tag", src, f"{readonly}/gt/pushed:1").returncode == 0
+    assert docker(dockerd, "push", f"{readonly}/gt/pushed:1").returncode != 0
+
+
+@pytest.fixture(scope="module")
+def body_limited(tmp_path_factory, good_cert):
+    """nginx with client_max_body_size 1m (its default) in front of an empty registry, and
+    another with 64m in front of a second one."""
+    fronts, regs = [], []
+    for limit in ("1m", "64m"):
+        d = tmp_path_factory.mktemp(f"nginx-{limit}")
+        reg = lab.start_registry(d / "registry", *good_cert)
+        front = lab.start_nginx_front(d / "nginx", *good_cert, reg.port, max_body=limit)
+        regs.append(reg)
+        fronts.append(f"127.0.0.1:{front.port}")
+        regs.append(front)  # stopped like a registry
+    yield fronts
+    for p in regs:
+        p.stop()
+
+
+@needs_skopeo
+def test_proxy_body_limit_refuses_a_large_layer(body_limited, images, env, schema, pki):
+    small_limit, large_limit = body_limited
+    server, _ = images
+    r = diag(env, schema, f"{small_limit}/gt/app:1.0", "--require", "push", ca=pki.ca_file)
+    c = r.check("push-path")
+    assert (c["status"], c["code"]) == ("fail", "PUSH_BODY_TOO_LARGE"), c
+    assert "413" in c["summary"] and "1,048,577" in c["summary"]
+    assert "client_max_body_size" in c["remediation"][0]
+    assert c["evidence"]["cancelled"] is True
+    theirs = copy(f"{server}/gt/app:1.0", f"docker://{small_limit}/gt/app:1.0")
+    assert theirs.returncode != 0 and "413" in theirs.stderr, theirs.stderr
+    # a proxy whose limit is above the layer: both pass
+    r = diag(env, schema, f"{large_limit}/gt/app:1.0", "--require", "push", ca=pki.ca_file)
+    assert r.check("push-path")["status"] == "pass" and r.rc == 0, r.check("push-path")
+    assert copy(f"{server}/gt/app:1.0", f"docker://{large_limit}/gt/app:1.0").returncode == 0
+
+
+# -------------------------------------------------------------------------------- proxies
+NS_HOST, NS_ADDR = "198.18.4.1", "198.18.4.2"
+
+
+@pytest.fixture(scope="module")
+def far_registry(tmp_path_factory, pki):
+    """A registry in a network namespace (Go clients never proxy loopback, so the registry
+    must be elsewhere for a proxy to matter)."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("root and iproute2 are needed for a network namespace")
+    cm = lab.netns_host(NS_HOST, NS_ADDR, name=f"rdimg{os.getpid() % 10000}")
+    try:
+        ns, address = cm.__enter__()
+    except subprocess.CalledProcessError as exc:
+        pytest.skip(f"network namespaces cannot be made here: {exc.stderr}")
+    cert = pki.leaf("far", address)
+    d = tmp_path_factory.mktemp("far")
+    reg = lab.start_registry(d, *cert, host=address, netns=ns, port=5000)
+    lab.push_real_image(f"https://{address}:5000", "gt/app", "1.0", ca_file=pki.ca_file)
+    shutil.copy(pki.ca_file, d / "ca.crt")
+    yield f"{address}:5000", d
+    reg.stop()
+    cm.__exit__(None, None, None)
+
+
+def _with_proxy(env: dict[str, str], proxy: str, no_proxy: str = "") -> dict[str, str]:
+    out = {**env, "HTTPS_PROXY": proxy}
+    if no_proxy:
+        out["NO_PROXY"] = no_proxy
+    return out
+
+
+@needs_skopeo
+def test_dead_proxy_is_named(far_registry, env, schema, pki):
+    far_registry, certs = far_registry
+    port = lab.closed_port()
+    penv = _with_proxy(env, f"http://127.0.0.1:{port}")
+    ref = f"{far_registry}/gt/app:1.0"
+    r = lab.diagnose(
+        "check-health",
+        ref,
+        "--ca-bundle",
+        str(pki.ca_file),
+        "-f",
+        "json",
+        "--quiet",
+        "--skip",
+        "docker-certs",
+        env=penv,
+    )
+    validate_report(r.report, schema)
+    c = r.check("proxy")
+    assert (c["status"], c["code"]) == ("fail", "PROXY_ERROR"), c
+    assert f"127.0.0.1:{port}" in c["summary"] and "HTTPS_PROXY" in c["summary"]
+    assert "connection refused" in c["summary"]
+    api = r.check("api")
+    assert api["code"] == "PROXY_ERROR" and f"127.0.0.1:{port}" in api["summary"]
+    assert "proxy" in api["faq"]
+    theirs = inspect(ref, env={**os.environ, **penv}, cert_dir=certs)
+    assert theirs.returncode != 0 and "proxyconnect" in theirs.stderr, theirs.stderr
+    # NO_PROXY takes the registry around the dead proxy: both pass
+    nenv = _with_proxy(env, f"http://127.0.0.1:{port}", no_proxy=NS_ADDR)
+    r = lab.diagnose(
+        "check-health",
+        ref,
+        "--ca-bundle",
+        str(pki.ca_file),
+        "-f",
+        "json",
+        "--quiet",
+        "--skip",
+        "docker-certs",
+        env=nenv,
+    )
+    assert r.rc == 0, r.out
+    assert inspect(ref, env={**os.environ, **nenv}, cert_dir=certs).returncode == 0
+
+
+@needs_skopeo
+def test_proxy_asking_for_credentials(far_registry, env, schema, pki, tmp_path):
+    far_registry, certs = far_registry
+    secret = "PLANTED-proxy-pw-5521"
+    tp = lab.start_tinyproxy(tmp_path / "tp", basic_auth=("pxuser", secret), connect_ports=[5000])
+    try:
+        ref = f"{far_registry}/gt/app:1.0"
+        penv = _with_proxy(env, f"http://127.0.0.1:{tp.port}")
+        r = lab.diagnose(
+            "check-health",
+            ref,
+            "--ca-bundle",
+            str(pki.ca_file),
+            "-f",
+            "json",
+            "--quiet",
+            "--skip",
+            "docker-certs",
+            env=penv,
+        )
+        validate_report(r.report, schema)
+        c = r.check("proxy")
+        assert (c["status"], c["code"]) == ("fail", "PROXY_ERROR"), c
+        assert "407" in c["summary"] and f"127.0.0.1:{tp.port}" in c["summary"]
+        theirs = inspect(ref, env={**os.environ, **penv}, cert_dir=certs)
+        assert theirs.returncode != 0
+        # with the credentials in the proxy URL: both pass, and the password is nowhere
+        aenv = _with_proxy(env, f"http://pxuser:{secret}@127.0.0.1:{tp.port}")
+        r = lab.diagnose(
+            "check-health",
+            ref,
+            "--ca-bundle",
+            str(pki.ca_file),
+            "-f",
+            "json",
+            "--quiet",
+            "--skip",
+            "docker-certs",
+            env=aenv,
+        )
+        assert r.rc == 0, r.out
+        assert r.check("proxy")["status"] == "pass"
+        assert r.check("proxy")["evidence"]["proxy_credentials"] is True
+        assert secret not in r.out and secret not in r.err
+        assert inspect(ref, env={**os.environ, **aenv}, cert_dir=certs).returncode == 0
+    finally:
+        tp.stop()
+
+
+@needs_skopeo
+def test_proxy_refusing_the_registry_port(far_registry, env, schema, pki, tmp_path):
+    far_registry, certs = far_registry
+    tp = lab.start_tinyproxy(tmp_path / "tp", connect_ports=[443])
+    try:
+        ref = f"{far_registry}/gt/app:1.0"
+        penv = _with_proxy(env, f"http://127.0.0.1:{tp.port}")
+        r = lab.diagnose(
+            "check-health",
+            ref,
+            "--ca-bundle",
+            str(pki.ca_file),
+            "-f",
+            "json",
+            "--quiet",
+            "--skip",
+            "docker-certs",
+            env=penv,
+        )
+        validate_report(r.report, schema)
+        c = r.check("proxy")
+        assert (c["status"], c["code"]) == ("fail", "PROXY_ERROR"), c
+        assert "403" in c["summary"] and "CONNECT" in c["remediation"][0]
+        assert inspect(ref, env={**os.environ, **penv}, cert_dir=certs).returncode != 0
+    finally:
+        tp.stop()
