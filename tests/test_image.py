@@ -554,3 +554,195 @@ def test_proxy_refusing_the_registry_port(far_registry, env, schema, pki, tmp_pa
         assert inspect(ref, env={**os.environ, **penv}, cert_dir=certs).returncode != 0
     finally:
         tp.stop()
+
+
+# ------------------------------------------------------------ the token flow, and secrets
+def test_image_through_the_token_flow_and_no_secret_leaks(tokens, pki, env, tmp_path):
+    """The real registry in token mode: the manifest, blobs and push path use the access token;
+    the password and every token issued appear in no output, nor in the bundle."""
+    import tarfile
+
+    from tests.conftest import USERS
+
+    server, reg = tokens
+    ref = f"127.0.0.1:{reg.port}/team/app:1.0"
+    outputs = []
+    for user, want_push in (("alice", "pass"), ("bob", "blocked by authorized-request")):
+        r = lab.diagnose(
+            "check-health",
+            ref,
+            "--ca-bundle",
+            str(pki.ca_file),
+            "--require",
+            "push",
+            "-u",
+            user,
+            "--password-stdin",
+            "-f",
+            "json",
+            env=env,
+            stdin=USERS[user],
+        )
+        outputs += [r.out, r.err]
+        for cid in ("manifest", "platform", "image-blobs"):
+            assert r.check(cid)["status"] == ("pass" if user == "alice" else "skip"), r.out
+        push = r.check("push-path")
+        assert (push["status"] if user == "alice" else push["summary"]) == want_push, push
+    # bob may pull: the pull verdict passes for him
+    r = lab.diagnose(
+        "check-health",
+        ref,
+        "--ca-bundle",
+        str(pki.ca_file),
+        "-u",
+        "bob",
+        "--password-stdin",
+        "-f",
+        "json",
+        env=env,
+        stdin=USERS["bob"],
+    )
+    assert r.rc == 0 and r.check("image-blobs")["status"] == "pass", r.out
+    outputs += [r.out, r.err]
+    archive = tmp_path / "b.tar.gz"
+    r = lab.diagnose(
+        "bundle",
+        ref,
+        "--ca-bundle",
+        str(pki.ca_file),
+        "-u",
+        "alice",
+        "--password-stdin",
+        "-o",
+        str(archive),
+        "--quiet",
+        env=env,
+        stdin=USERS["alice"],
+    )
+    assert r.rc == 0, r.out + r.err
+    with tarfile.open(archive) as t:
+        for m in t.getmembers():
+            if m.isfile():
+                outputs.append(t.extractfile(m).read().decode("utf-8", "replace"))  # type: ignore[union-attr]
+        (name,) = [n for n in t.getnames() if n.endswith("/report.json")]
+        report = json.loads(t.extractfile(name).read())  # type: ignore[union-attr]
+    assert report["target"]["registries"][0]["image"]["normalized"] == ref
+    with server.lock:
+        issued = list(server.refresh_tokens)
+    blob = "\n".join(outputs)
+    for secret in [USERS["alice"], USERS["bob"], *issued]:
+        assert secret not in blob, f"leaked {secret[:6]}..."
+    assert "eyJ" not in blob and "Bearer ey" not in blob
+
+
+# ---------------------------------------------- registry answers carried into the summary
+def _refusing_front(kind: str):
+    def answer(method: str, path: str, headers: dict[str, str]) -> lab.Answer:
+        p = path.split("?")[0]
+        if p == "/v2/":
+            return 200, {}, b"{}"
+        if kind == "firewall":
+            return (
+                403,
+                {"Content-Type": "application/json"},
+                lab.registry_errors(
+                    "DENIED",
+                    "client with IP '203.0.113.9' is not allowed access. Refer "
+                    "https://aka.ms/acr/firewall to grant access.",
+                ),
+            )
+        if method == "HEAD" and "/manifests/" in p:
+            return 404, {}, b""
+        if method == "GET" and "/manifests/" in p:
+            return (
+                404,
+                {"Content-Type": "application/json"},
+                lab.registry_errors("MANIFEST_UNKNOWN", "manifest unknown"),
+            )
+        if method == "GET" and p.endswith("/tags/list"):
+            return (
+                404,
+                {"Content-Type": "application/json"},
+                lab.registry_errors("NAME_UNKNOWN", "repository name not known to registry"),
+            )
+        if kind == "disallowed":
+            return (
+                403,
+                {"Content-Type": "application/json"},
+                lab.registry_errors(
+                    "DENIED", "The operation is disallowed on this registry, repository or image."
+                ),
+            )
+        return (
+            507,
+            {"Content-Type": "application/json"},
+            lab.registry_errors("DENIED", "storage quota exceeded for this registry"),
+        )
+
+    return answer
+
+
+@needs_skopeo
+def test_firewall_denial_carries_the_registrys_words(env, schema, pki, good_cert):
+    with lab.scripted_https(_refusing_front("firewall"), lab.server_context(*good_cert)) as f:
+        ref = f"127.0.0.1:{f.port}/team/app:1.0"
+        c = diag(env, schema, ref, ca=pki.ca_file).check("manifest")
+        assert (c["status"], c["code"]) == ("fail", "REGISTRY_DENIED"), c
+        assert "client with IP '203.0.113.9' is not allowed access" in c["summary"]
+        assert c["faq"][0] == "firewall-propagation"
+        assert inspect(ref).returncode != 0
+
+
+@needs_skopeo
+@pytest.mark.parametrize(
+    ("kind", "code", "faq"),
+    [
+        ("disallowed", "PUSH_DENIED", "operation-not-allowed"),
+        ("quota", "PUSH_QUOTA", "storage-quota"),
+    ],
+)
+def test_push_refusals(kind, code, faq, images, env, schema, pki, good_cert):
+    server, _ = images
+    with lab.scripted_https(_refusing_front(kind), lab.server_context(*good_cert)) as f:
+        ref = f"127.0.0.1:{f.port}/team/new:1.0"
+        r = diag(env, schema, ref, "--require", "push", ca=pki.ca_file)
+        assert r.check("manifest")["status"] == "pass"  # not there yet: a push creates it
+        c = r.check("push-path")
+        assert (c["status"], c["code"]) == ("fail", code), c
+        assert faq in c["faq"]
+        theirs = copy(f"{server}/gt/small:1.0", f"docker://{ref}")
+        assert theirs.returncode != 0
+
+
+# ---------------------------------------------------------- every place a reference goes
+def test_preflight_and_settings_file_take_the_image(images, env, schema, pki, tmp_path):
+    server, _ = images
+    r = lab.diagnose("preflight", f"{server}/gt/app:9.9", "--ca-bundle", str(pki.ca_file), env=env)
+    assert r.rc == 1
+    assert any(
+        line.startswith("FAIL  manifest") and "IMAGE_TAG_NOT_FOUND" in line
+        for line in r.out.splitlines()
+    ), r.out
+    settings = tmp_path / "diagnose.toml"
+    settings.write_text(
+        f'image = "{server}/gt/multi:1"\nplatform = "linux/arm64"\n'
+        f'ca-bundle = "{pki.ca_file}"\nreport = ["json:{tmp_path / "r.json"}"]\n'
+    )
+    r = lab.diagnose("preflight", "--config", str(settings), env=env)
+    assert r.rc == 0, r.out
+    report = json.loads((tmp_path / "r.json").read_text())
+    validate_report(report, schema)
+    assert report["target"]["registries"][0]["image"]["normalized"] == f"{server}/gt/multi:1"
+    # --image relative to a named registry
+    r = diag(env, schema, server, "--image", "gt/app:1.0", ca=pki.ca_file)
+    assert r.check("manifest")["status"] == "pass" and r.rc == 0
+
+
+def test_bad_references_exit_2_with_one_line(env):
+    for bad in ("x.io/app:tag:tag", "x.io//app", "a" * 64):
+        r = lab.diagnose("check-health", bad, env=env)
+        assert r.rc == 2 and r.err.count("\n") == 1 and "Traceback" not in r.err, r.err
+    r = lab.diagnose("check-health", "--image", "x.io/a b", env=env)
+    assert r.rc == 2 and "image" in r.err
+    r = lab.diagnose("check-health", "localhost:5000/a:1", "--platform", "linux", env=env)
+    assert r.rc == 2 and "--platform" in r.err
