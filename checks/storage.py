@@ -52,6 +52,10 @@ class BlobRedirectCheck(Check):
         assert reg is not None
         if not reg.repository:
             return skipped("no repository named (--repository): no blob to fetch")
+        if reg.image is not None:
+            return skipped(
+                "the image-blobs check fetches every blob of the image, redirects included"
+            )
         ctx.result("authorized-request")
         headers, auth = auth_for(ctx)
         base = base_url(ctx)

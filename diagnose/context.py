@@ -71,6 +71,7 @@ class RunState:
         self._vault: dict[tuple[str | None, str], object] = {}
         self._once: dict[tuple[str | None, str], list[Any]] = {}
         self._http_contexts: dict[bool, ssl.SSLContext] = {}
+        self._sessions: dict[bool, requests.Session] = {}
         self.started = time.monotonic()
         self.deadline = self.started + options.timeout_s
 
@@ -147,6 +148,36 @@ class RunState:
                 ctx = self._http_contexts.setdefault(verify, ctx)
         return ctx
 
+    def session(self, verify: bool) -> requests.Session:
+        """The HTTP session every check of the run shares: one keep-alive connection pool per
+        host, so that checks talking to the same registry do not each pay for a handshake."""
+        with self._lock:
+            session = self._sessions.get(verify)
+        if session is not None:
+            return session
+        from diagnose.http import make_session
+
+        made = make_session(self.http_context(verify), pin=self.pin)
+        with self._lock:
+            session = self._sessions.setdefault(verify, made)
+        if session is not made:
+            made.close()
+        return session
+
+    def pin(self, host: str) -> str | None:
+        """The address to connect to when the run resolves names itself (--nameserver)."""
+        if self.options.nameserver is None:
+            return None
+        left = max(0.1, min(5.0, self.deadline - time.monotonic()))
+        addrs = self.resolver.addresses(host, 443, left)
+        return addrs[0] if addrs else None
+
+    def close(self) -> None:
+        with self._lock:
+            sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            session.close()
+
     def ssl_context(self, verify: bool = True) -> ssl.SSLContext:
         """System trust store plus --ca-bundle: what docker on this host would trust.
 
@@ -172,7 +203,6 @@ class CheckContext:
         self.deadline = deadline
         self.waited = 0.0
         self.waiting_since: float | None = None
-        self._sessions: dict[bool, requests.Session] = {}
 
     @property
     def options(self) -> Options:
@@ -248,15 +278,9 @@ class CheckContext:
         return addrs[0] if addrs else None
 
     def http(self, verify: bool = True) -> requests.Session:
-        """A requests session trusting what docker trusts and resolving as the run does."""
-        session = self._sessions.get(verify)
-        if session is None:
-            from diagnose.http import make_session
-
-            session = self._sessions[verify] = make_session(
-                self._state.http_context(verify), pin=self.pin
-            )
-        return session
+        """A requests session trusting what docker trusts and resolving as the run does; shared
+        by the run's checks (keep-alive connections), so never change its settings."""
+        return self._state.session(verify)
 
     def retry(
         self, fn: Callable[[], T], transient: Callable[[BaseException], bool]
@@ -266,5 +290,4 @@ class CheckContext:
         )
 
     def close(self) -> None:
-        for session in self._sessions.values():
-            session.close()
+        """Nothing of the check's own to release: the run closes the shared sessions."""

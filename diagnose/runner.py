@@ -292,7 +292,10 @@ def run(
     nodes = build_nodes(checks, registries)
     state.expect(n.key for n in nodes)
     state.registries = tuple(registries)
-    _Run(nodes, state, listener).loop()
+    try:
+        _Run(nodes, state, listener).loop()
+    finally:
+        state.close()
     results = tuple(n.result for n in nodes if n.result is not None)
     return Report(
         tool=_tool(),
