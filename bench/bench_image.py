@@ -76,9 +76,9 @@ def main() -> int:
                     statistics.median(runs[pythons[0]]),
                     statistics.median(runs[pythons[1]]),
                 )
+                proc = statistics.median(walls[pythons[0]]) / statistics.median(walls[pythons[1]])
                 print(
-                    f"ratio (this tree / {pythons[1]}): run {now / before:.2f}, process "
-                    f"{statistics.median(walls[pythons[0]]) / statistics.median(walls[pythons[1]]):.2f}"
+                    f"ratio (this tree / {pythons[1]}): run {now / before:.2f}, process {proc:.2f}"
                 )
         finally:
             reg.stop()
