@@ -459,7 +459,7 @@ class DockerCertsCheck(Check):
     order = 240
     depends_on = ("tls", "docker-daemon")
     timeout_s = 10.0
-    faq_keys = ("network-connectivity",)
+    faq_keys = ("certificate-trust", "network-connectivity")
     codes = ("DOCKER_CA_MISSING",)
 
     def run(self, ctx: CheckContext) -> Finding:
@@ -504,7 +504,7 @@ class DockerCertsCheck(Check):
                 f"docker does not trust {reg.login_server}'s certificate: it chains to a CA that "
                 f"is neither in the system store nor in /etc/docker/certs.d/{folder}/",
                 code="DOCKER_CA_MISSING",
-                faq=["network-connectivity"],
+                faq=["certificate-trust", "network-connectivity"],
                 remediation=[
                     f"Copy the registry's CA certificate to "
                     f"/etc/docker/certs.d/{folder}/ca.crt (no restart needed).",

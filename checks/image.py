@@ -832,6 +832,7 @@ class ImageBlobsCheck(Check):
     timeout_s = 30.0
     faq_keys = (
         "manifest-unknown",
+        "storage-endpoint",
         "redirect-auth-header",
         "firewall-propagation",
         "network-connectivity",
@@ -971,7 +972,12 @@ class ImageBlobsCheck(Check):
             Status.FAIL,
             f"{what} (layers are served from {', '.join(hosts)})",
             code="STORAGE_REDIRECT_ERROR",
-            faq=["redirect-auth-header", "firewall-propagation", "network-connectivity"],
+            faq=[
+                "storage-endpoint",
+                "redirect-auth-header",
+                "firewall-propagation",
+                "network-connectivity",
+            ],
             remediation=[
                 f"Layers are downloaded from {', '.join(hosts)}, not from the registry's own "
                 "name: this host must resolve and reach it over HTTPS (firewall, proxy, "

@@ -38,6 +38,7 @@ class BlobRedirectCheck(Check):
     depends_on = ("authorized-request",)
     timeout_s = 20.0
     faq_keys = (
+        "storage-endpoint",
         "redirect-auth-header",
         "network-connectivity",
         "firewall-propagation",
@@ -138,7 +139,12 @@ class BlobRedirectCheck(Check):
             Status.FAIL,
             summary,
             code="STORAGE_REDIRECT_ERROR",
-            faq=["redirect-auth-header", "firewall-propagation", "network-connectivity"],
+            faq=[
+                "storage-endpoint",
+                "redirect-auth-header",
+                "firewall-propagation",
+                "network-connectivity",
+            ],
             remediation=[
                 f"Layers are downloaded from {host}, not from the registry's own name: allow "
                 "this host to resolve and reach it over HTTPS (firewall, proxy, private DNS).",

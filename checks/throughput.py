@@ -31,6 +31,7 @@ def _mbs(bytes_per_s: float) -> float:
 
 class InternetSpeedCheck(Check):
     id = "internet-speed"
+    suggest = False
     title = "Internet speed (speedtest)"
     order = 300
     scope = "host"
@@ -67,6 +68,7 @@ class InternetSpeedCheck(Check):
 
 class PullThroughputCheck(Check):
     id = "pull-throughput"
+    suggest = False
     title = "Pull throughput"
     order = 310
     depends_on = ("authorized-request", "internet-speed")
@@ -249,6 +251,7 @@ class PullThroughputCheck(Check):
 
 class PushThroughputCheck(Check):
     id = "push-throughput"
+    suggest = False
     title = "Push throughput (opt-in)"
     order = 320
     depends_on = ("authorized-request",)

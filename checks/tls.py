@@ -153,6 +153,9 @@ class TlsCheck(Check):
     depends_on = ("tcp",)
     timeout_s = 15.0
     faq_keys = (
+        "certificate-trust",
+        "certificate-expired",
+        "insecure-registry",
         "tls12",
         "network-connectivity",
         "client-timeout",
@@ -255,7 +258,7 @@ class TlsCheck(Check):
                 Status.WARN,
                 f"certificate of {name} expires in {days:.0f} days ({cert and cert['not_after']})",
                 code="TLS_CERT_EXPIRING",
-                faq=["network-connectivity"],
+                faq=["certificate-expired", "network-connectivity"],
                 remediation=[
                     "Renew the registry's certificate before it expires; every pull and "
                     "push fails from that moment."
@@ -284,7 +287,7 @@ class TlsCheck(Check):
                     Status.WARN,
                     f"{name} speaks plain HTTP, not TLS: allowed because of --insecure",
                     code="INSECURE_REGISTRY",
-                    faq=["tls12"],
+                    faq=["insecure-registry", "tls12"],
                     remediation=[
                         "Traffic and credentials to this registry are not encrypted. Docker "
                         "accepts it only when the registry is in the daemon's "
@@ -296,7 +299,7 @@ class TlsCheck(Check):
                 Status.FAIL,
                 f"{name} answers in plain HTTP, not TLS",
                 code="CONNECTIVITY_SSL_ERROR",
-                faq=["tls12", "registry-api-v2"],
+                faq=["insecure-registry", "tls12", "registry-api-v2"],
                 remediation=[
                     "Serve the registry over TLS (docker expects HTTPS), or, for a test "
                     "registry, list it in `insecure-registries` in /etc/docker/daemon.json and "
@@ -376,13 +379,13 @@ class TlsCheck(Check):
                 "If the certificate looks valid elsewhere, check this host's clock "
                 "(`timedatectl`).",
             ]
-            faq = ["network-connectivity", "clock-skew"]
+            faq = ["certificate-expired", "clock-skew", "network-connectivity"]
         elif code == V_NOT_YET_VALID:
             why = f"its certificate is not valid yet ({cert.get('not_before') if cert else '?'})"
             steps = [
                 "This host's clock is probably behind: synchronise it (`timedatectl set-ntp true`)."
             ]
-            faq = ["clock-skew", "network-connectivity"]
+            faq = ["clock-skew", "certificate-expired", "network-connectivity"]
         elif code == V_HOSTNAME:
             names = ", ".join(cert.get("names", [])) if cert else "?"
             why = (
@@ -394,8 +397,9 @@ class TlsCheck(Check):
                 "A proxy that intercepts TLS presents its own certificate: check which "
                 "issuer is shown in the evidence.",
             ]
-            faq = ["network-connectivity", "registry-api-v2"]
+            faq = ["certificate-trust", "network-connectivity", "registry-api-v2"]
         elif code in V_UNTRUSTED:
+            faq = ["certificate-trust", "network-connectivity"]
             issuer = cert.get("issuer") if cert else "an unknown issuer"
             why = f"its certificate chains to an issuer this host does not trust ({issuer})"
             port = ctx.registry.effective_port if ctx.registry else 443

@@ -31,6 +31,9 @@ class Check:
     acr_only: ClassVar[bool] = False
     faq_keys: ClassVar[tuple[str, ...]] = ()
     codes: ClassVar[tuple[str, ...]] = ()
+    # whether `explain` may suggest running it to tell causes apart (False for measurements
+    # that take long or move data)
+    suggest: ClassVar[bool] = True
 
     def skip_reason(self, ctx: CheckContext) -> str | None:
         """Why this check does not apply here, or None when it does."""

@@ -507,25 +507,25 @@ def explain(
     ] = "terminal",
 ) -> None:
     """Turn an error message or a whole log into the FAQ answers that fit it."""
-    from diagnose.explain import explain_lines, read_lines, render_json, render_text
+    from diagnose.explain import explain_text, read_blob, render_json, render_text
 
     if fmt not in ("terminal", "json"):
         die(f"unknown format {shown(fmt)}; choose terminal or json")
     if text:
-        lines = " ".join(text).splitlines()
+        data, size = " ".join(text).encode("utf-8", "replace"), None
     elif file is not None:
         try:
-            lines = read_lines(sys.stdin if str(file) == "-" else file)
+            data, size = read_blob(sys.stdin.buffer if str(file) == "-" else file)
         except OSError as exc:
             die(f"cannot read {shown(str(file))}: {exc.strerror}")
     elif not sys.stdin.isatty():
-        lines = read_lines(sys.stdin)
+        data, size = read_blob(sys.stdin.buffer)
     else:
         die("give an error message, --file LOG, or pipe a log in")
     from diagnose import plugins
 
     found, _ = plugins.load_checks()
-    result = explain_lines(lines, found)
+    result = explain_text(data, found, total=size)
     typer.echo(render_json(result) if fmt == "json" else render_text(result), nl=False)
     raise typer.Exit(EXIT_OK if result.candidates else EXIT_PROBLEM)
 

@@ -169,6 +169,11 @@ class FaqEntry:
     links: tuple[str, ...]
     patterns: tuple[str, ...]
     weight: int = 1
+    # patterns that only say "a pull failed" (ErrImagePull, "Error response from daemon"): they
+    # never outrank an entry whose own evidence is on the line
+    generic_patterns: tuple[str, ...] = ()
+    # what tells this entry apart from others matching the same line (a check and what it shows)
+    tell: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {

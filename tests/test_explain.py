@@ -63,9 +63,12 @@ CORPUS = [
     (
         "Error response from daemon: Get https://registry.local:5000/v2/: http: server gave HTTP "
         "response to HTTPS client",
-        "registry-api-v2",
+        "insecure-registry",
     ),
-    ("x509: certificate has expired or is not yet valid: current time 2019-01-01", "clock-skew"),
+    (
+        "x509: certificate has expired or is not yet valid: current time 2019-01-01",
+        "certificate-expired",
+    ),
     ("dial tcp: lookup registry.local on 127.0.0.53:53: no such host", "network-connectivity"),
 ]
 
