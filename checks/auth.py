@@ -13,7 +13,6 @@ from diagnose.check import Check
 from diagnose.context import CheckContext, Options
 from diagnose.credentials import Credential, CredentialError, jwt_claims
 from diagnose.models import Finding, Status, passed, problem, skipped
-from diagnose.net import ConnectError, connect
 from diagnose.resolve import ResolveError
 from diagnose.secrets import Secret
 from diagnose.tokens import (
@@ -213,32 +212,22 @@ class AuthChallengeCheck(Check):
                 evidence=evidence,
             )
         evidence["realm_addresses"] = addresses
-        try:
-            sock, ms = connect(addresses[0], port, ctx.budget(5.0))
-        except ConnectError as exc:
-            evidence["error"] = exc.kind
-            return problem(
-                Status.FAIL,
-                f"cannot connect to the token service {host}:{port} ({exc.kind})",
-                code="CONNECTIVITY_REALM_ERROR",
-                faq=["network-connectivity"],
-                remediation=[f"Allow HTTPS from this host to {host}:{port}."],
-                evidence=evidence,
-            )
-        evidence["connect_ms"] = round(ms, 2)
-        if realm.scheme == "https":
-            import ssl
+        from diagnose.http import environ_proxies, warm
 
-            try:
-                with ctx.ssl_context(not ctx.options.insecure).wrap_socket(
-                    sock, server_hostname=host
-                ) as tls:
-                    evidence["realm_tls"] = tls.version()
-            except (ssl.SSLError, OSError) as exc:
-                evidence["error"] = "tls"
+        # the connection the token requests will use, opened once, kept in the run's pool
+        session = ctx.http(verify=not ctx.options.insecure)
+        t0 = time.monotonic()
+        try:
+            version = warm(
+                session, ch.realm or "", ctx.budget(5.0), environ_proxies(ch.realm or "")
+            )
+        except Exception as exc:
+            kind = _connect_kind(exc)
+            evidence["error"] = kind
+            if kind == "tls":
                 return problem(
                     Status.FAIL,
-                    f"TLS with the token service {host} failed: {exc}",
+                    f"TLS with the token service {host} failed: {_first_line(exc)}",
                     code="CONNECTIVITY_REALM_ERROR",
                     faq=["network-connectivity", "tls12"],
                     remediation=[
@@ -247,12 +236,46 @@ class AuthChallengeCheck(Check):
                     ],
                     evidence=evidence,
                 )
-        else:
-            sock.close()
+            return problem(
+                Status.FAIL,
+                f"cannot connect to the token service {host}:{port} ({kind})",
+                code="CONNECTIVITY_REALM_ERROR",
+                faq=["network-connectivity"],
+                remediation=[f"Allow HTTPS from this host to {host}:{port}."],
+                evidence=evidence,
+            )
+        evidence["connect_ms"] = round((time.monotonic() - t0) * 1000, 2)
+        if version:
+            evidence["realm_tls"] = version
         return passed(
             f"Bearer tokens from {ch.realm} (reachable, {addresses[0]}), service {ch.service}",
             **evidence,
         )
+
+
+def _connect_kind(exc: BaseException) -> str:
+    """refused, timeout, unreachable, tls or error, for an exception of connecting."""
+    import ssl
+
+    text = f"{type(exc).__name__} {exc}".lower()
+    chain: BaseException | None = exc
+    while chain is not None:
+        if isinstance(chain, ssl.SSLError | ssl.CertificateError):
+            return "tls"
+        chain = chain.__cause__ or chain.__context__
+    if "ssl" in text or "certificate" in text:
+        return "tls"
+    if "refused" in text:
+        return "refused"
+    if "timed out" in text or "timeout" in text:
+        return "timeout"
+    if "unreachable" in text or "no route" in text:
+        return "unreachable"
+    return "error"
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
 
 
 def _token_failure(
@@ -352,7 +375,8 @@ class RefreshTokenCheck(Check):
         if cred.kind == "aad-token" and not reg.is_acr:
             return skipped("an Entra access token is exchanged by ACR only")
         try:
-            grant = obtain_grant(ctx, ch, cred)
+            scope = scope_for(reg.repository, _actions(ctx.options), reg.is_acr)
+            grant = obtain_grant(ctx, ch, cred, scope)
         except TokenError as exc:
             return _token_failure(
                 "getting a refresh token",
@@ -504,7 +528,7 @@ class ScopeCheck(Check):
             delay = min(delay * 2, 1.0)
             polls += 1
             try:
-                grant = obtain_grant(ctx, ch, cred)  # a fresh login, as the FAQ advises
+                grant = obtain_grant(ctx, ch, cred, scope)  # a fresh login, as the FAQ advises
                 token, _ = obtain_access_token(ctx, ch, grant, scope)
             except TokenError as exc:
                 last_error = str(exc)

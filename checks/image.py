@@ -994,7 +994,8 @@ class PushPathCheck(Check):
     id = "push-path"
     title = "Push path (upload started and cancelled)"
     order = 170
-    depends_on = ("authorized-request",)
+    # beside authorized-request, not after it: the upload needs the token, not the tag list
+    depends_on = ("scope",)
     timeout_s = 30.0
     faq_keys = (
         "registry-read-only",
@@ -1039,7 +1040,7 @@ class PushPathCheck(Check):
 
         reg = ctx.registry
         assert reg is not None and reg.repository is not None
-        ctx.result("authorized-request")
+        ctx.result("scope")
         headers, auth = auth_for(ctx)
         anonymous = _anonymous(ctx, headers, auth)
         call = requester(ctx)

@@ -183,9 +183,23 @@ class TlsCheck(Check):
                 code="CONNECTIVITY_SSL_ERROR",
                 faq=["network-connectivity"],
             )
+        if not addresses:
+            return problem(
+                Status.FAIL,
+                f"{reg.host} has no address to connect to",
+                code="CONNECTIVITY_SSL_ERROR",
+                faq=["network-connectivity"],
+            )
         sni = None if is_ip(reg.host) else reg.host
         server_name = reg.host.strip("[]")
         trusted = ctx.ssl_context(True)
+        # whether the old protocols are still accepted is asked at the same time, on the first
+        # address, so that it costs no round trips of its own
+        legacy: dict[str, Any] = {}
+        probe = threading.Thread(
+            target=self._legacy, args=(addresses[0], port, sni, ctx, legacy), daemon=True
+        )
+        probe.start()
         # the first address that takes a connection, as a client would use it
         for address in addresses[:4]:
             main = handshake(
@@ -193,11 +207,6 @@ class TlsCheck(Check):
             )
             if main.kind not in ("refused", "unreachable"):
                 break
-        legacy: dict[str, Any] = {}
-        probe = threading.Thread(
-            target=self._legacy, args=(address, port, sni, ctx, legacy), daemon=True
-        )
-        probe.start()
         evidence: dict[str, Any] = {
             "address": address,
             "port": port,

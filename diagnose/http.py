@@ -11,6 +11,7 @@ hand so that an Authorization header can never travel to another host.
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,51 @@ def safe_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return keep
 
 
+def _pool_classes() -> dict[str, Any]:
+    """Connection pools whose idle TLS connections survive a TLS 1.3 session ticket.
+
+    A TLS 1.3 server sends session tickets after the handshake. On a connection nobody has
+    read from since, they make the socket readable, and urllib3 takes a readable idle socket
+    for one the server closed: it would drop every kept-alive connection and pay for TCP and
+    TLS again. Here a readable socket is read without blocking first: records that are not
+    application data (the tickets) are consumed and the connection stays; end of stream, or
+    data nobody asked for, still count as dropped."""
+    from urllib3.connection import HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+    from urllib3.util.wait import wait_for_read
+
+    class TicketTolerantConnection(HTTPSConnection):
+        @property
+        def is_connected(self) -> bool:
+            sock = self.sock
+            if sock is None:
+                return False
+            if not wait_for_read(sock, timeout=0.0):
+                return True
+            previous = sock.gettimeout()
+            try:
+                sock.setblocking(False)
+                data = sock.recv(1)
+            except ssl.SSLWantReadError:
+                return True  # only session tickets (or other handshake records) were waiting
+            except OSError:
+                return False
+            finally:
+                with contextlib.suppress(OSError):
+                    sock.settimeout(previous)
+            # end of stream (b""), or data nobody asked for: not a connection to reuse
+            del data
+            return False
+
+    class TicketTolerantPool(HTTPSConnectionPool):
+        ConnectionCls = TicketTolerantConnection
+
+    return {"http": HTTPConnectionPool, "https": TicketTolerantPool}
+
+
+_POOLS: dict[str, Any] = {}
+
+
 def make_session(
     ssl_context: ssl.SSLContext,
     *,
@@ -55,18 +101,23 @@ def make_session(
     import requests
     from requests.adapters import HTTPAdapter
 
+    if not _POOLS:
+        _POOLS.update(_pool_classes())
     verifying = ssl_context.verify_mode != ssl.CERT_NONE
 
     class _Adapter(HTTPAdapter):
         def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
             kwargs["ssl_context"] = ssl_context
             super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = _POOLS
 
         def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
             # requests makes the proxy's pool manager apart from the direct one: without this,
             # a request through a proxy would trust certifi's bundle, not what docker trusts
             proxy_kwargs["ssl_context"] = ssl_context
-            return super().proxy_manager_for(proxy, **proxy_kwargs)
+            manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+            manager.pool_classes_by_scheme = _POOLS
+            return manager
 
         def build_connection_pool_key_attributes(
             self, request: requests.PreparedRequest, verify: Any, cert: Any = None
@@ -110,3 +161,32 @@ def environ_proxies(url: str) -> dict[str, str]:
     from diagnose.proxy import requests_proxies
 
     return requests_proxies(url)
+
+
+def warm(
+    session: requests.Session, url: str, timeout: float, proxies: Mapping[str, str]
+) -> str | None:
+    """Open (TCP, proxy tunnel, TLS) the pooled connection a request to url would use, and
+    leave it in the session's pool: a check can prove a host reachable with the very
+    connection the next requests reuse, instead of paying for a handshake twice. Returns the
+    TLS version; raises what connecting raised."""
+    import requests
+
+    adapter = session.get_adapter(url)
+    prepared = requests.Request("GET", url).prepare()
+    pool = adapter.get_connection_with_tls_context(  # type: ignore[attr-defined]
+        prepared, session.verify, proxies=dict(proxies) or None
+    )
+    conn = pool._get_conn(timeout=timeout)
+    try:
+        conn.timeout = timeout
+        if getattr(conn, "sock", None) is None:
+            conn.connect()
+        sock = conn.sock
+        version = sock.version() if hasattr(sock, "version") else None
+    except BaseException:
+        conn.close()
+        pool._put_conn(None)
+        raise
+    pool._put_conn(conn)
+    return str(version) if version else None

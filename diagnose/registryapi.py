@@ -117,9 +117,12 @@ def manifest_for(
         headers, auth = auth_for(ctx)
         get = getter(ctx)
         base = base_url(ctx, repository)
+        # the tag list the authorized-request check read already, rather than asking again
+        kept = ctx.kept("tags") if reg is None or repository in (None, reg.repository) else None
         try:
+            first = str(kept[0]) if isinstance(kept, list) and kept else None
             return image_manifest(
-                get, base, tag or first_tag(get, base, headers, auth), headers, auth
+                get, base, tag or first or first_tag(get, base, headers, auth), headers, auth
             )
         except requests.RequestException as exc:
             raise NotReadable(f"reading it failed ({type(exc).__name__})") from None

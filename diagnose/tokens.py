@@ -57,6 +57,11 @@ class Grant:
     username: str | None = None
     password: Secret | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
+    # the access token the login itself returned, and for which scope: the same request as
+    # docker's, and no second one for the same scope
+    access_token: Secret | None = None
+    access_scope: str | None = None
+    access_expires_in: Any = None
 
 
 def scope_for(repository: str | None, actions: tuple[str, ...], is_acr: bool) -> str | None:
@@ -160,8 +165,13 @@ def exchange_url(challenge: Challenge) -> str:
     return urlunsplit((realm.scheme, realm.netloc, "/oauth2/exchange", "", ""))
 
 
-def obtain_grant(ctx: CheckContext, challenge: Challenge, cred: Credential) -> Grant:
-    """Step 2: turn the credential into what the token service will take for access tokens."""
+def obtain_grant(
+    ctx: CheckContext, challenge: Challenge, cred: Credential, scope: str | None = None
+) -> Grant:
+    """Step 2: turn the credential into what the token service will take for access tokens.
+
+    With a password the scope is asked for in the same request, as docker does: the answer
+    carries the access token too, and step 3 then needs no request of its own."""
     realm, service = challenge.realm or "", challenge.service or ""
     if cred.anonymous:
         return Grant("anonymous", evidence={"method": "anonymous"})
@@ -204,10 +214,12 @@ def obtain_grant(ctx: CheckContext, challenge: Challenge, cred: Credential) -> G
                 "service": service,
                 "client_id": CLIENT_ID,
                 "access_type": "offline",
+                **({"scope": scope} if scope else {}),
             },
         )
         refresh = data.get("refresh_token")
         if isinstance(refresh, str) and refresh:
+            access = data.get("access_token")
             return Grant(
                 "refresh",
                 refresh_token=Secret(refresh),
@@ -217,32 +229,43 @@ def obtain_grant(ctx: CheckContext, challenge: Challenge, cred: Credential) -> G
                     "url": _safe(realm),
                     "ms": round(ms, 2),
                 },
+                access_token=Secret(access) if isinstance(access, str) and access else None,
+                access_scope=scope,
+                access_expires_in=data.get("expires_in"),
             )
     except TokenError as exc:
         if exc.kind != "http" or exc.status not in (400, 404, 405):
             raise
     # the plain Docker token flow: GET the realm with basic auth
-    _, data, ms = _call(
-        ctx,
-        "GET",
-        realm,
-        params={"service": service, "client_id": CLIENT_ID},
-        auth=(user, password.reveal()),
-    )
-    _token(data, "token", "access_token")
+    params = {"service": service, "client_id": CLIENT_ID}
+    if scope:
+        params["scope"] = scope
+    _, data, ms = _call(ctx, "GET", realm, params=params, auth=(user, password.reveal()))
+    token = _token(data, "token", "access_token")
     return Grant(
         "basic",
         username=user,
         password=password,
         evidence={"method": "GET realm with basic auth", "url": _safe(realm), "ms": round(ms, 2)},
+        access_token=token,
+        access_scope=scope,
+        access_expires_in=data.get("expires_in"),
     )
 
 
 def obtain_access_token(
     ctx: CheckContext, challenge: Challenge, grant: Grant, scope: str | None
 ) -> tuple[Secret, dict[str, Any]]:
-    """Step 3: an access token for scope, the way docker asks for one."""
+    """Step 3: an access token for scope, the way docker asks for one (none asked for when the
+    login already returned one for this scope)."""
     realm, service = challenge.realm or "", challenge.service or ""
+    if grant.access_token is not None and grant.access_scope == scope:
+        return grant.access_token, {
+            "method": f"{grant.evidence.get('method', 'login')} (the same request)",
+            "scope": scope,
+            "ms": grant.evidence.get("ms"),
+            "expires_in": grant.access_expires_in,
+        }
     if grant.mode == "refresh":
         assert grant.refresh_token is not None
         form = {

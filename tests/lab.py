@@ -121,6 +121,7 @@ def start_registry(
     *,
     extra: str = "",
     storage_extra: str = "",
+    log_requests: bool = False,
     host: str = "127.0.0.1",
     netns: str | None = None,
     port: int | None = None,
@@ -135,9 +136,9 @@ def start_registry(
     config.write_text(
         f"""version: 0.1
 log:
-  level: error
+  level: {"info" if log_requests else "error"}
   accesslog:
-    disabled: true
+    disabled: {"false" if log_requests else "true"}
 storage:
   filesystem:
     rootdirectory: {directory / "data"}
