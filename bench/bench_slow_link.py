@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import statistics
 import subprocess
@@ -29,9 +28,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from delayproxy import DelayProxy  # noqa: E402
+from delayproxy import DelayProxy
 
-from tests import lab, tokenserver  # noqa: E402
+from tests import lab, tokenserver
 
 REQUEST = re.compile(r'"(GET|HEAD|POST|PUT|PATCH|DELETE) (\S+) HTTP/1\.1" (\d{3})')
 
@@ -183,7 +182,7 @@ def main() -> int:
                                     False,
                                 ),
                             }
-                            for name, (cmd, reg, token) in scenarios.items():
+                            for name, (cmd, reg, _token) in scenarios.items():
                                 for i in range(args.runs):
                                     since = reg.log.stat().st_size
                                     with ts.lock:
