@@ -261,7 +261,8 @@ def obtain_access_token(
     realm, service = challenge.realm or "", challenge.service or ""
     if grant.access_token is not None and grant.access_scope == scope:
         return grant.access_token, {
-            "method": f"{grant.evidence.get('method', 'login')} (the same request)",
+            "method": grant.evidence.get("method", "login"),
+            "same_request_as_login": True,
             "scope": scope,
             "ms": grant.evidence.get("ms"),
             "expires_in": grant.access_expires_in,

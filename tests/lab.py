@@ -477,6 +477,37 @@ def diagnose(*args: str, env: dict[str, str], timeout: float = 90, stdin: str | 
 
 
 # ------------------------------------------------------------------------ registry content
+def upload_blob(
+    session: Any,
+    base: str,
+    repo: str,
+    data: bytes,
+    *,
+    headers: dict[str, str] | None = None,
+    auth: tuple[str, str] | None = None,
+) -> str:
+    """A monolithic blob upload (POST, then PUT with the digest); the blob's digest."""
+    import hashlib
+
+    import requests
+
+    hdrs = dict(headers or {})
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    r = session.post(f"{base}/v2/{repo}/blobs/uploads/", headers=hdrs, auth=auth, timeout=10)
+    assert r.status_code == 202, (r.status_code, r.text)
+    loc = requests.compat.urljoin(base, r.headers["Location"])
+    sep = "&" if "?" in loc else "?"
+    r = session.put(
+        f"{loc}{sep}digest={digest}",
+        data=data,
+        auth=auth,
+        headers={**hdrs, "Content-Type": "application/octet-stream"},
+        timeout=60,
+    )
+    assert r.status_code == 201, (r.status_code, r.text)
+    return digest
+
+
 def push_image(
     base: str,
     repo: str,
@@ -487,14 +518,8 @@ def push_image(
     auth: tuple[str, str] | None = None,
     layers: list[bytes] | None = None,
     foreign: bool = False,
-    os_: str = "linux",
-    arch: str = "amd64",
-    by_digest: bool = False,
 ) -> dict[str, Any]:
-    """Push a small image with the registry API (monolithic blob uploads, schema2 manifest).
-    With by_digest the manifest is put under its digest (for an index to list) and the
-    returned dict also holds `_digest` and `_size`."""
-    import hashlib
+    """Push a small image with the registry API (monolithic blob uploads, schema2 manifest)."""
 
     import requests
 
@@ -504,24 +529,11 @@ def push_image(
     s.trust_env = False
 
     def put_blob(data: bytes) -> str:
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        r = s.post(f"{base}/v2/{repo}/blobs/uploads/", headers=hdrs, auth=auth, timeout=10)
-        assert r.status_code == 202, (r.status_code, r.text)
-        loc = requests.compat.urljoin(base, r.headers["Location"])
-        sep = "&" if "?" in loc else "?"
-        r = s.put(
-            f"{loc}{sep}digest={digest}",
-            data=data,
-            auth=auth,
-            headers={**hdrs, "Content-Type": "application/octet-stream"},
-            timeout=30,
-        )
-        assert r.status_code == 201, (r.status_code, r.text)
-        return digest
+        return upload_blob(s, base, repo, data, headers=hdrs, auth=auth)
 
     layers = layers if layers is not None else [b"layer-" + tag.encode() * 64]
     config = json.dumps(
-        {"architecture": arch, "os": os_, "rootfs": {"type": "layers", "diff_ids": []}}
+        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}
     ).encode()
     cfg_digest = put_blob(config)
     layer_desc = []
@@ -552,68 +564,15 @@ def push_image(
         },
         "layers": layer_desc,
     }
-    raw = json.dumps(manifest).encode()
-    ref = ("sha256:" + hashlib.sha256(raw).hexdigest()) if by_digest else tag
     r = s.put(
-        f"{base}/v2/{repo}/manifests/{ref}",
-        data=raw,
+        f"{base}/v2/{repo}/manifests/{tag}",
+        data=json.dumps(manifest).encode(),
         auth=auth,
         headers={**hdrs, "Content-Type": manifest["mediaType"]},
         timeout=10,
     )
     assert r.status_code == 201, (r.status_code, r.text)
-    if by_digest:
-        return {**manifest, "_digest": ref, "_size": len(raw)}
     return manifest
-
-
-def push_index(
-    base: str,
-    repo: str,
-    tag: str,
-    platforms: list[tuple[str, str]],
-    *,
-    ca_file: Path,
-    headers: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    """An OCI image index whose entries are small images for the given (os, arch) pairs."""
-    import requests
-
-    entries = []
-    for os_, arch in platforms:
-        m = push_image(
-            base,
-            repo,
-            f"{os_}-{arch}",
-            ca_file=ca_file,
-            headers=headers,
-            os_=os_,
-            arch=arch,
-            by_digest=True,
-            layers=[f"layer for {os_}/{arch}".encode() * 32],
-        )
-        entries.append(
-            {
-                "mediaType": m["mediaType"],
-                "digest": m["_digest"],
-                "size": m["_size"],
-                "platform": {"os": os_, "architecture": arch},
-            }
-        )
-    index = {
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": entries,
-    }
-    r = requests.put(
-        f"{base}/v2/{repo}/manifests/{tag}",
-        data=json.dumps(index),
-        headers={**(headers or {}), "Content-Type": index["mediaType"]},
-        verify=str(ca_file),
-        timeout=10,
-    )
-    assert r.status_code == 201, (r.status_code, r.text)
-    return index
 
 
 def htpasswd_file(path: Path, users: dict[str, str]) -> Path:
@@ -789,19 +748,7 @@ def push_real_image(
     hdrs = dict(headers or {})
 
     def put_blob(data: bytes) -> str:
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        r = s.post(f"{base}/v2/{repo}/blobs/uploads/", headers=hdrs, timeout=10)
-        assert r.status_code == 202, (r.status_code, r.text)
-        loc = requests.compat.urljoin(base, r.headers["Location"])
-        sep = "&" if "?" in loc else "?"
-        r = s.put(
-            f"{loc}{sep}digest={digest}",
-            data=data,
-            headers={**hdrs, "Content-Type": "application/octet-stream"},
-            timeout=60,
-        )
-        assert r.status_code == 201, (r.status_code, r.text)
-        return digest
+        return upload_blob(s, base, repo, data, headers=hdrs)
 
     manifest = {
         "schemaVersion": 2,
@@ -1027,3 +974,60 @@ def start_tinyproxy(
         proc.kill()
         raise RuntimeError(f"tinyproxy did not start: {log.read_text()[-2000:]}") from None
     return Proc(port, proc, log)
+
+
+@contextlib.contextmanager
+def private_dockerd(directory: Path, config_file: Path) -> Iterator[str]:
+    """dockerd (Debian docker.io) with its own data root, exec root and socket; yields the
+    DOCKER_HOST to reach it. No bridge, no iptables: it only pulls and pushes."""
+    dockerd = shutil.which("dockerd")
+    if dockerd is None:
+        raise RuntimeError("dockerd is not installed (Debian package docker.io)")
+    sock = directory / "docker.sock"
+    log = (directory / "dockerd.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            dockerd,
+            "--host",
+            f"unix://{sock}",
+            "--data-root",
+            str(directory / "data"),
+            "--exec-root",
+            str(directory / "exec"),
+            "--pidfile",
+            str(directory / "docker.pid"),
+            "--iptables=false",
+            "--ip6tables=false",
+            "--bridge=none",
+            "--storage-driver=vfs",
+            "--config-file",
+            str(config_file),
+        ],
+        stdout=log,
+        stderr=log,
+    )
+    host = f"unix://{sock}"
+    try:
+        for _ in range(150):
+            if (
+                sock.exists()
+                and subprocess.run(
+                    ["docker", "-H", host, "version"], capture_output=True, timeout=20
+                ).returncode
+                == 0
+            ):
+                break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError(
+                f"dockerd did not start: {(directory / 'dockerd.log').read_text()[-2000:]}"
+            )
+        yield host
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()

@@ -347,41 +347,8 @@ def real_dockerd(tmp_path_factory, registry):
             }
         ),
     )
-    sock = d / "docker.sock"
-    log = (d / "dockerd.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            DOCKERD,
-            "--host",
-            f"unix://{sock}",
-            "--data-root",
-            str(d / "data"),
-            "--exec-root",
-            str(d / "exec"),
-            "--pidfile",
-            str(d / "docker.pid"),
-            "--iptables=false",
-            "--ip6tables=false",
-            "--bridge=none",
-            "--storage-driver=vfs",
-            "--config-file",
-            str(root / "etc" / "docker" / "daemon.json"),
-        ],
-        stdout=log,
-        stderr=log,
-    )
-    for _ in range(100):
-        if sock.exists():
-            break
-        time.sleep(0.1)
-    time.sleep(0.5)
-    yield f"unix://{sock}", root
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    with lab.private_dockerd(d, root / "etc" / "docker" / "daemon.json") as host:
+        yield host, root
 
 
 def test_real_daemon_is_found_and_agrees_with_its_files(

@@ -15,7 +15,6 @@ import os
 import platform
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -87,45 +86,11 @@ def dockerd(tmp_path_factory):
         pytest.skip("dockerd, the docker CLI and root are needed")
     d = tmp_path_factory.mktemp("dockerd-image")
     (d / "daemon.json").write_text("{}")
-    sock = d / "docker.sock"
-    log = (d / "dockerd.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            DOCKERD,
-            "--host",
-            f"unix://{sock}",
-            "--data-root",
-            str(d / "data"),
-            "--exec-root",
-            str(d / "exec"),
-            "--pidfile",
-            str(d / "docker.pid"),
-            "--iptables=false",
-            "--ip6tables=false",
-            "--bridge=none",
-            "--storage-driver=vfs",
-            "--config-file",
-            str(d / "daemon.json"),
-        ],
-        stdout=log,
-        stderr=log,
-    )
-    host = f"unix://{sock}"
-    for _ in range(150):
-        ping = subprocess.run(["docker", "-H", host, "version"], capture_output=True, timeout=20)
-        if ping.returncode == 0:
-            break
-        time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.skip("the private dockerd did not start")
-    yield host
-    proc.terminate()
     try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        with lab.private_dockerd(d, d / "daemon.json") as host:
+            yield host
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
 
 
 def docker(host: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -567,7 +532,7 @@ def test_image_through_the_token_flow_and_no_secret_leaks(tokens, pki, env, tmp_
     server, reg = tokens
     ref = f"127.0.0.1:{reg.port}/team/app:1.0"
     outputs = []
-    for user, want_push in (("alice", "pass"), ("bob", "blocked by authorized-request")):
+    for user, want_push in (("alice", "pass"), ("bob", "blocked by scope")):
         r = lab.diagnose(
             "check-health",
             ref,
