@@ -87,6 +87,7 @@ class DockerDaemonCheck(Check):
     title = "Docker daemon"
     order = 200
     scope = "host"
+    runtimes = ("docker",)
     timeout_s = 10.0
     faq_keys = ("client-timeout", "docker-debug-logs", "cli-in-container")
     codes = ("DOCKER_DAEMON_ERROR", "DOCKER_SOCKET_PERMISSION")
@@ -223,6 +224,7 @@ class DockerVersionCheck(Check):
     title = "Docker versions"
     order = 210
     scope = "host"
+    runtimes = ("docker",)
     depends_on = ("docker-daemon",)
     timeout_s = 15.0
     faq_keys = ("tls12",)
@@ -297,6 +299,7 @@ class DaemonLogCheck(Check):
     title = "Docker daemon log"
     order = 260
     scope = "host"
+    runtimes = ("docker",)
     depends_on = ("docker-daemon",)
     timeout_s = 15.0
     faq_keys = tuple(faq.load())

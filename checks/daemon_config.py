@@ -6,7 +6,6 @@ docker trusts for a registry. Merged from the daemon's command line, /etc/docker
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,20 +22,11 @@ from diagnose.dockerhost import (
     registry_listed,
     systemd_proxy_env,
 )
-from diagnose.models import Finding, Status, passed, problem, skipped
+from diagnose.models import Finding, Issue, Status, combine, passed, problem, skipped
 from diagnose.net import ConnectError, connect
 from diagnose.resolve import ResolveError
 
 RESTART = "sudo systemctl restart docker"
-
-
-@dataclass
-class Issue:
-    status: Status
-    code: str
-    faq: list[str]
-    text: str
-    steps: list[str] = field(default_factory=list)
 
 
 def _daemon_args(ctx: CheckContext) -> list[str]:
@@ -64,6 +54,7 @@ class DaemonOptionsCheck(Check):
     title = "Docker daemon options"
     order = 220
     scope = "host"
+    runtimes = ("docker",)
     depends_on = ("docker-daemon",)
     timeout_s = 15.0
     faq_keys = (
@@ -188,19 +179,7 @@ class DaemonOptionsCheck(Check):
                 faq=() if debug else ("docker-debug-logs",),
                 evidence=evidence,
             )
-        worst = max(issues, key=lambda i: {Status.FAIL: 2, Status.WARN: 1}.get(i.status, 0))
-        faq_keys = list(dict.fromkeys(k for i in issues for k in i.faq))
-        steps = [s for i in issues for s in i.steps]
-        summary = "; ".join(i.text for i in issues)
-        evidence["codes"] = [i.code for i in issues]
-        return problem(
-            worst.status,
-            summary,
-            code=worst.code,
-            faq=faq_keys,
-            remediation=list(dict.fromkeys(steps)),
-            evidence=evidence,
-        )
+        return combine(issues, evidence)
 
     def _signature(
         self, release: dict[str, str], sc: Any, data: dict[str, Any], args: list[str]
@@ -378,6 +357,7 @@ class NondistributableCheck(Check):
     id = "nondistributable-artifacts"
     title = "Foreign (non-distributable) layers"
     order = 230
+    runtimes = ("docker",)
     depends_on = ("authorized-request", "docker-daemon")
     timeout_s = 15.0
     faq_keys = ("nondistributable-artifacts",)
@@ -457,6 +437,7 @@ class DockerCertsCheck(Check):
     id = "docker-certs"
     title = "CA docker trusts for the registry"
     order = 240
+    runtimes = ("docker",)
     depends_on = ("tls", "docker-daemon")
     timeout_s = 10.0
     faq_keys = ("certificate-trust", "network-connectivity")

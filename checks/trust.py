@@ -16,6 +16,7 @@ class ContentTrustCheck(Check):
     title = "Content trust"
     order = 250
     scope = "host"
+    runtimes = ("docker",)
     timeout_s = 5.0
     faq_keys = ("content-trust",)
 

@@ -29,6 +29,9 @@ class Check:
     # "registry": once per registry checked; "host": once per run, about this machine.
     scope: ClassVar[Scope] = "registry"
     acr_only: ClassVar[bool] = False
+    # the container runtimes whose pulls this check is about (docker, podman, crio,
+    # containerd); empty: every client's. `--runtime` leaves out checks about other runtimes.
+    runtimes: ClassVar[tuple[str, ...]] = ()
     faq_keys: ClassVar[tuple[str, ...]] = ()
     codes: ClassVar[tuple[str, ...]] = ()
     # whether `explain` may suggest running it to tell causes apart (False for measurements
@@ -39,6 +42,9 @@ class Check:
         """Why this check does not apply here, or None when it does."""
         if self.acr_only and (ctx.registry is None or not ctx.registry.is_acr):
             return "applies to Azure Container Registry login servers only"
+        chosen = ctx.options.runtimes
+        if chosen and self.runtimes and not set(chosen) & set(self.runtimes):
+            return f"about {', '.join(self.runtimes)}, not the runtime chosen ({', '.join(chosen)})"
         return None
 
     def time_limit(self, options: Options) -> float:

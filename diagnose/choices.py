@@ -13,3 +13,14 @@ class FailOn(StrEnum):
 class Need(StrEnum):
     pull = "pull"
     push = "push"
+
+
+class Runtime(StrEnum):
+    """Which client's view of a pull to take: the one that pulls on this machine."""
+
+    auto = "auto"
+    docker = "docker"
+    podman = "podman"
+    crio = "crio"
+    containerd = "containerd"
+    all = "all"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 import typer
 
 from diagnose import __version__
-from diagnose.choices import FailOn, Need
+from diagnose.choices import FailOn, Need, Runtime
 
 if TYPE_CHECKING:
     from diagnose.context import Options
@@ -31,6 +31,7 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,  # never print locals: they may hold secrets
+    rich_markup_mode=None,  # plain help: rendering it with rich costs more than the run
 )
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
@@ -153,6 +154,14 @@ PlatformOpt = Annotated[
     str | None,
     typer.Option(metavar="OS/ARCH", help="Platform to resolve an index for (this host's)."),
 ]
+RuntimeOpt = Annotated[
+    list[Runtime] | None,
+    typer.Option(
+        metavar="RUNTIME",
+        help="Whose pull to diagnose: docker, podman, crio, containerd, all (repeatable; "
+        "default auto: every runtime found on the host).",
+    ),
+]
 StreamsOpt = Annotated[
     int | None, typer.Option(min=1, max=16, metavar="N", help="Parallel pull streams (3).")
 ]
@@ -206,6 +215,7 @@ class RunSettings:
     throughput: bool | None = None
     image: str | None = None
     platform: str | None = None
+    runtime: list[Runtime] | None = None
     streams: int | None = None
     throughput_seconds: float | None = None
     slow_below: float | None = None
@@ -291,6 +301,7 @@ def _run_options(
     throughput: ThroughputOpt = None,
     image: ImageOpt = None,
     platform: PlatformOpt = None,
+    runtime: RuntimeOpt = None,
     streams: StreamsOpt = None,
     throughput_seconds: ThroughputSecondsOpt = None,
     slow_below: SlowBelowOpt = None,
@@ -639,6 +650,7 @@ def _options(s: RunSettings) -> Options:
         throughput=bool(s.throughput),
         image=s.image,
         platform=_platform(s.platform),
+        runtimes=_runtimes(s.runtime),
         streams=int(s.streams) if s.streams else 3,
         throughput_seconds=float(s.throughput_seconds) if s.throughput_seconds else 10.0,
         slow_below_mbs=float(s.slow_below) if s.slow_below is not None else 2.0,
@@ -647,6 +659,16 @@ def _options(s: RunSettings) -> Options:
         speedtest_mini=s.speedtest_mini,
         speedtest_server=s.speedtest_server,
     )
+
+
+def _runtimes(given: list[Runtime] | None) -> tuple[str, ...]:
+    """() for auto (each runtime found on the host); every runtime for `all`."""
+    chosen = [Runtime(r) for r in given or []]
+    if not chosen or Runtime.auto in chosen:
+        return ()
+    if Runtime.all in chosen:
+        return tuple(r.value for r in Runtime if r not in (Runtime.auto, Runtime.all))
+    return tuple(dict.fromkeys(r.value for r in chosen))
 
 
 def _platform(text: str | None) -> str | None:
@@ -852,10 +874,27 @@ def _github_summary(report: Report, path: Path, fail_on_warn: bool) -> None:
         typer.echo(f"diagnose: warning: cannot write the job summary: {exc.strerror}", err=True)
 
 
+def _leave(done: SystemExit) -> NoReturn:
+    """Exit now when checks abandoned at the deadline (or speculative work no longer needed)
+    are still running: the report is out, and the interpreter's teardown would wait on them."""
+    import threading
+
+    if threading.active_count() > 1:
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        if done.code is not None and not isinstance(done.code, int):
+            typer.echo(str(done.code), err=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise done
+
+
 def main() -> None:
     """Console entry point: no traceback ever reaches the user unless asked for."""
     try:
         app()
+    except SystemExit as done:
+        _leave(done)
     except KeyboardInterrupt:
         typer.echo("diagnose: interrupted", err=True)
         sys.exit(130)

@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from diagnose.choices import FailOn, Need
+from diagnose.choices import FailOn, Need, Runtime
 
 MAX_BYTES = 1024 * 1024
 
@@ -54,7 +54,7 @@ def _duration(v: Any) -> str:
     return str(v)
 
 
-def _choice(kind: type[FailOn] | type[Need]) -> Any:
+def _choice(kind: type[FailOn] | type[Need] | type[Runtime]) -> Any:
     def convert(v: Any) -> Any:
         try:
             return kind(v)
@@ -88,6 +88,7 @@ KEYS: dict[str, tuple[str, Any]] = {
     "throughput": ("throughput", _bool),
     "image": ("image", _text),
     "platform": ("platform", _text),
+    "runtime": ("runtime", lambda v: [_choice(Runtime)(x) for x in _strings(v)]),
     "streams": ("streams", _int),
     "throughput-seconds": ("throughput_seconds", _number),
     "slow-below": ("slow_below", _number),

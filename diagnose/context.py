@@ -48,6 +48,8 @@ class Options:
     image: str | None = None
     # the platform an index is resolved for ("os/arch[/variant]"; None: this host's)
     platform: str | None = None
+    # the runtimes whose pulls are diagnosed (): every one found on the host
+    runtimes: tuple[str, ...] = ()
     streams: int = 3
     throughput_seconds: float = 10.0
     slow_below_mbs: float = 2.0

@@ -100,6 +100,31 @@ def problem(
     return Finding(status, summary, code, tuple(faq), tuple(remediation), dict(evidence or {}))
 
 
+@dataclass
+class Issue:
+    """One thing wrong among several a check found; `combine` turns them into one finding."""
+
+    status: Status
+    code: str
+    faq: list[str]
+    text: str
+    steps: list[str] = field(default_factory=list)
+
+
+def combine(issues: Sequence[Issue], evidence: dict[str, Any]) -> Finding:
+    """The worst issue sets status and code; every text, FAQ key and step is kept, in order."""
+    top = max(issues, key=lambda i: _SEVERITY[i.status])
+    evidence["codes"] = [i.code for i in issues]
+    return problem(
+        top.status,
+        "; ".join(i.text for i in issues),
+        code=top.code,
+        faq=list(dict.fromkeys(k for i in issues for k in i.faq)),
+        remediation=list(dict.fromkeys(s for i in issues for s in i.steps)),
+        evidence=evidence,
+    )
+
+
 @dataclass(frozen=True)
 class CheckResult:
     """A finding placed in the run: which check, for which registry, when and how long."""

@@ -1,0 +1,660 @@
+"""What podman, CRI-O, skopeo and buildah decide before and during a pull, from their own
+configuration (containers/image): the [[registry]] that applies (blocked, insecure, location
+rewrite, mirrors), short-name resolution, the signature policy, and which credentials they
+find. Each endpoint the pull would go to is walked with the trust those clients have
+(/etc/containers/certs.d and /etc/docker/certs.d), not the trust this tool was given."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from diagnose.check import Check
+from diagnose.containers import (
+    DEFAULT_LOOKASIDE,
+    PullSource,
+    RegistriesConf,
+    auth_keys_for,
+    find_registry,
+    in_play,
+    line_of,
+    load_policy,
+    load_registries_conf,
+    lookaside_for,
+    normalize_auth_key,
+    podman_auth_files,
+    pull_sources,
+    requirement_for,
+    user_home,
+)
+from diagnose.context import CheckContext
+from diagnose.dockerhost import read_text
+from diagnose.endpoint import Probe, probe
+from diagnose.models import Finding, ImageRef, Issue, Status, combine, passed, skipped
+from diagnose.reference import DEFAULT_DOMAIN, LEGACY_DOMAINS
+
+RUNTIMES = ("podman", "crio")
+NOT_HERE = "neither podman, CRI-O, skopeo nor buildah is on this host (--runtime podman to check)"
+
+
+def _home(ctx: CheckContext) -> Path:
+    return user_home(ctx.options.host_root, dict(os.environ), ctx.live_host)
+
+
+def _ref(ctx: CheckContext) -> tuple[str, str, ImageRef | None]:
+    """(fully qualified reference, repository name host/path, the image) as containers/image
+    sees them; without an image, the registry itself."""
+    reg = ctx.registry
+    assert reg is not None
+    image = reg.image
+    if image is None:
+        return reg.login_server, reg.login_server, None
+    name = f"{image.domain}/{image.path.lower()}"
+    full = name + (f"@{image.digest}" if image.digest else f":{image.tag or 'latest'}")
+    return full, name, image
+
+
+def _is_short(image: ImageRef | None) -> bool:
+    if image is None or image.domain != DEFAULT_DOMAIN:
+        return False
+    first = image.given.split("/", 1)[0]
+    return "/" not in image.given or first not in (DEFAULT_DOMAIN, *LEGACY_DOMAINS)
+
+
+def _cert_dirs(ctx: CheckContext, endpoint: str) -> tuple[str, ...]:
+    """The CA files containers/image adds for host[:port]: certs.d of containers and docker."""
+    host = endpoint.split("/", 1)[0]
+    root = ctx.options.host_root
+    out: list[str] = []
+    for base in ("etc/containers/certs.d", "etc/docker/certs.d"):
+        d = root / base / host
+        try:
+            out += sorted(str(p) for p in d.glob("*.crt") if p.is_file())
+        except OSError:
+            continue
+    return tuple(out)
+
+
+def _walk(ctx: CheckContext, source: PullSource) -> Probe:
+    host = source.endpoint.split("/", 1)[0]
+    cas = _cert_dirs(ctx, source.endpoint)
+    result = probe(ctx, f"https://{host}/v2/", ca_files=cas, skip_verify=source.insecure)
+    if not result.ok and source.insecure and result.step == "tls":
+        # an insecure registry is tried over plain HTTP when TLS fails
+        plain = probe(ctx, f"http://{host}/v2/")
+        if plain.ok:
+            return plain
+    return result
+
+
+def _fix_for(result: Probe, source: PullSource, conf_file: str) -> list[str]:
+    host = source.endpoint.split("/", 1)[0]
+    if result.step == "tls" and "not trusted" in result.detail:
+        return [
+            f"Put the registry's CA certificate in /etc/containers/certs.d/{host}/ca.crt "
+            "(podman, CRI-O and skopeo read it there; the system store works too: "
+            "update-ca-certificates).",
+        ]
+    if result.step == "tls":
+        return [
+            f"If {host} is meant to be plain HTTP, mark it `insecure = true` in its "
+            f"[[registry]] of {conf_file}; otherwise give it a certificate.",
+        ]
+    if source.mirror:
+        return [
+            f"Bring the mirror {source.endpoint} back, or remove its [[registry.mirror]] from "
+            f"{conf_file} so pulls stop trying it first.",
+        ]
+    return [f"Make {host} reachable from this host (DNS, firewall, proxy), or correct the name."]
+
+
+class RegistriesConfCheck(Check):
+    id = "registries-conf"
+    title = "registries.conf (podman, CRI-O, skopeo)"
+    order = 250
+    runtimes = RUNTIMES
+    depends_on = ("container-runtimes",)
+    timeout_s = 20.0
+    faq_keys = (
+        "registries-conf",
+        "short-name-resolution",
+        "insecure-registry",
+        "certificate-trust",
+    )
+    codes = (
+        "CONTAINERS_CONFIG_ERROR",
+        "REGISTRY_BLOCKED",
+        "SHORT_NAME_ENFORCING",
+        "MIRROR_UNREACHABLE",
+        "RUNTIME_ENDPOINT_ERROR",
+    )
+
+    def run(self, ctx: CheckContext) -> Finding:
+        if not in_play(ctx, *RUNTIMES):
+            return skipped(NOT_HERE)
+        conf = load_registries_conf(ctx.options.host_root, _home(ctx))
+        full, _name, image = _ref(ctx)
+        evidence: dict[str, Any] = {"files": conf.files, "reference": full}
+        issues: list[Issue] = [
+            Issue(
+                Status.FAIL,
+                "CONTAINERS_CONFIG_ERROR",
+                ["registries-conf"],
+                err,
+                ["Fix that file: podman, CRI-O and skopeo refuse to pull while it does not parse."],
+            )
+            for err in conf.errors
+        ]
+        if issues:
+            return combine(issues, evidence)
+        candidates = [full]
+        if _is_short(image):
+            assert image is not None
+            candidates, issue = self._short_name(conf, image, evidence)
+            if issue is not None:
+                return combine([issue], evidence)
+        by_digest = image is not None and image.digest is not None
+        tried: list[dict[str, Any]] = []
+        for cand in candidates:
+            entry = find_registry(conf, cand)
+            if entry is not None:
+                evidence.setdefault("registry_entries", []).append(
+                    {
+                        "prefix": entry.prefix,
+                        "location": entry.location,
+                        "insecure": entry.insecure,
+                        "blocked": entry.blocked,
+                        "mirrors": [m.location for m in entry.mirrors],
+                        "file": entry.source,
+                        "line": line_of(Path(entry.source), f'"{entry.prefix}"'),
+                    }
+                )
+            if entry is not None and entry.blocked:
+                line = line_of(Path(entry.source), f'"{entry.prefix}"')
+                where = f"{entry.source}" + (f" line {line}" if line else "")
+                issues.append(
+                    Issue(
+                        Status.FAIL,
+                        "REGISTRY_BLOCKED",
+                        ["registries-conf"],
+                        f"{cand} is blocked by the [[registry]] with prefix {entry.prefix!r} in "
+                        f"{where} (blocked = true): podman and CRI-O refuse to pull it",
+                        [
+                            f"Set `blocked = false` (or remove the entry) in {where}, if this "
+                            "registry is meant to be used here.",
+                        ],
+                    )
+                )
+                continue
+            sources = pull_sources(entry, cand, by_digest)
+            conf_file = entry.source if entry is not None else "/etc/containers/registries.conf"
+            for source in sources:
+                result = _walk(ctx, source)
+                tried.append(
+                    {**result.to_dict(), "mirror": source.mirror, "pull": source.reference}
+                )
+                if result.ok:
+                    failed = [t for t in tried if not t["ok"]]
+                    evidence["tried"] = tried
+                    evidence["pulls_from"] = source.reference
+                    if failed:
+                        first = failed[0]
+                        issues.append(
+                            Issue(
+                                Status.WARN,
+                                "MIRROR_UNREACHABLE",
+                                ["registries-conf"],
+                                f"the pull works from {source.reference}, after "
+                                f"{len(failed)} failed attempt(s) first: {first['detail']}",
+                                [
+                                    f"Bring {first['url']} back, or remove it from {conf_file}: "
+                                    "every pull tries it first and waits for it.",
+                                ],
+                            )
+                        )
+                    if source.insecure:
+                        evidence["insecure"] = True
+                    return (
+                        combine(issues, evidence)
+                        if issues
+                        else passed(
+                            f"podman and CRI-O pull {cand} from {source.reference}"
+                            + (" (insecure = true: TLS not verified)" if source.insecure else "")
+                            + (
+                                f" ({len(conf.files)} configuration file(s) read)"
+                                if conf.files
+                                else ""
+                            ),
+                            **evidence,
+                        )
+                    )
+            if tried:
+                last_source = sources[-1]
+                last = Probe(**{k: tried[-1][k] for k in ("url", "ok", "step", "detail", "status")})
+                issues.append(
+                    Issue(
+                        Status.FAIL,
+                        "RUNTIME_ENDPOINT_ERROR",
+                        ["registries-conf", "certificate-trust", "network-connectivity"],
+                        "podman and CRI-O cannot pull "
+                        f"{cand}: " + "; ".join(str(t["detail"]) for t in tried),
+                        _fix_for(last, last_source, conf_file),
+                    )
+                )
+        evidence["tried"] = tried
+        if issues:
+            return combine(issues, evidence)
+        return passed("no registries.conf entry applies", **evidence)
+
+    def _short_name(
+        self, conf: RegistriesConf, image: ImageRef, evidence: dict[str, Any]
+    ) -> tuple[list[str], Issue | None]:
+        """The references a short name becomes, as containers/image resolves it, or the issue
+        that stops it."""
+        short = image.given.split("@")[0]
+        name = short.rsplit(":", 1)[0] if ":" in short.split("/")[-1] else short
+        suffix = f"@{image.digest}" if image.digest else f":{image.tag or 'latest'}"
+        evidence["short_name"] = name
+        alias = conf.aliases.get(name)
+        if alias is not None:
+            evidence["alias"] = {"value": alias[0], "file": alias[1]}
+            return [alias[0] + suffix], None
+        mode = conf.short_name_mode or "permissive"
+        evidence["short_name_mode"] = mode
+        evidence["unqualified_search_registries"] = conf.search
+        fq = f"docker.io/{image.path}{suffix}"
+        if not conf.search:
+            where = conf.search_source or (conf.files[0] if conf.files else "registries.conf")
+            return [], Issue(
+                Status.FAIL,
+                "SHORT_NAME_ENFORCING",
+                ["short-name-resolution"],
+                f"{name!r} is a short name, no alias resolves it and no "
+                f"unqualified-search-registries are set ({where}): podman cannot pull it",
+                [f"Use the fully qualified name, e.g. {fq}.", self._alias_step(name, image)],
+            )
+        if mode == "enforcing" and len(conf.search) > 1 and not os.isatty(0):
+            source = conf.short_name_source
+            line = line_of(Path(source), "short-name-mode")
+            return [], Issue(
+                Status.FAIL,
+                "SHORT_NAME_ENFORCING",
+                ["short-name-resolution"],
+                f"{name!r} is a short name and short-name-mode is enforcing ({source}"
+                + (f" line {line}" if line else "")
+                + f") with {len(conf.search)} search registries and no TTY to ask on: the "
+                "clients stop with 'short-name resolution enforced but cannot prompt "
+                "without a TTY'",
+                [f"Use the fully qualified name, e.g. {fq}.", self._alias_step(name, image)],
+            )
+        base = image.path[len("library/") :] if name.count("/") == 0 else image.path
+        return [f"{reg}/{base}{suffix}" for reg in conf.search], None
+
+    @staticmethod
+    def _alias_step(name: str, image: ImageRef) -> str:
+        return (
+            "Or add an alias in /etc/containers/registries.conf.d/000-aliases.conf: "
+            f'`[aliases]` then `"{name}" = "docker.io/{image.path}"` (or the registry it '
+            "really comes from)."
+        )
+
+
+def _signature_present(
+    ctx: CheckContext, name: str, digest: str | None, lookaside: str | None
+) -> tuple[bool | None, str]:
+    """(found?, where looked) for simple-signing signatures of name@digest."""
+    if digest is None:
+        return None, "the manifest digest is unknown"
+    base = lookaside or "file:///" + DEFAULT_LOOKASIDE
+    repo = name.split("/", 1)[1] if "/" in name else name
+    leaf = f"{repo}@{digest.replace(':', '=')}/signature-1"
+    if base.startswith("file://"):
+        path = Path(base[len("file://") :].lstrip("/"))
+        here = ctx.options.host_root / path / leaf
+        return here.is_file(), str(Path("/") / path / leaf)
+    url = base.rstrip("/") + "/" + leaf
+    try:
+        r = ctx.http(verify=True).get(url, timeout=(ctx.budget(5), ctx.budget(5)))
+        return r.status_code == 200, url
+    except Exception as exc:
+        return False, f"{url} ({type(exc).__name__})"
+
+
+def _attachment_present(
+    ctx: CheckContext, name: str, digest: str | None
+) -> tuple[bool | None, str]:
+    """Whether the registry holds a sigstore attachment (tag sha256-<hex>.sig) for digest."""
+    from diagnose.registryapi import auth_for
+
+    if digest is None:
+        return None, "the manifest digest is unknown"
+    reg = ctx.registry
+    assert reg is not None
+    repo = name.split("/", 1)[1]
+    tag = digest.replace(":", "-") + ".sig"
+    scheme = "http" if reg.scheme == "http" else "https"
+    url = f"{scheme}://{reg.login_server}/v2/{repo}/manifests/{tag}"
+    headers, auth = auth_for(ctx)
+    try:
+        r = ctx.http(verify=not ctx.options.insecure).head(
+            url,
+            headers={**headers, "Accept": "application/vnd.oci.image.manifest.v1+json"},
+            auth=auth,
+            timeout=(ctx.budget(5), ctx.budget(5)),
+        )
+        return r.status_code == 200, f"tag {tag} in {repo}"
+    except Exception as exc:
+        return False, f"tag {tag} in {repo} ({type(exc).__name__})"
+
+
+class SignaturePolicyCheck(Check):
+    id = "signature-policy"
+    title = "Signature policy (policy.json)"
+    order = 255
+    runtimes = RUNTIMES
+    depends_on = ("container-runtimes", "manifest")
+    timeout_s = 15.0
+    faq_keys = ("signature-policy", "signature-verification")
+    codes = ("POLICY_ERROR", "POLICY_REJECT", "SIGNATURE_KEY_MISSING", "SIGNATURE_MISSING")
+
+    def run(self, ctx: CheckContext) -> Finding:
+        if not in_play(ctx, *RUNTIMES):
+            return skipped(NOT_HERE)
+        root, home = ctx.options.host_root, _home(ctx)
+        policy = load_policy(root, home)
+        full, name, image = _ref(ctx)
+        evidence: dict[str, Any] = {"file": policy.path, "reference": full}
+        if not policy.exists:
+            return Finding(
+                Status.FAIL,
+                f"{policy.path} does not exist: podman, CRI-O and skopeo refuse to pull without "
+                "a signature policy",
+                "POLICY_ERROR",
+                ("signature-policy",),
+                (
+                    "Install the default policy: "
+                    '`{"default": [{"type": "insecureAcceptAnything"}]}` '
+                    f"in {policy.path} (Debian and Fedora ship it in containers-common).",
+                ),
+                evidence,
+            )
+        if policy.error:
+            return Finding(
+                Status.FAIL,
+                f"{policy.path} {policy.error}",
+                "POLICY_ERROR",
+                ("signature-policy",),
+                ("Fix the file; `podman image trust show` reads it as the clients do.",),
+                evidence,
+            )
+        req = requirement_for(policy, name, full if image is not None else "")
+        types = [str(r.get("type")) for r in req.requirements]
+        scope = req.scope or "(the docker transport's default)"
+        evidence.update(scope=req.scope, requirements=types)
+        line = (
+            line_of(Path(policy.path), f'"{req.scope}"')
+            if req.scope not in ("", "default")
+            else None
+        )
+        where = f"{policy.path}" + (f" line {line}" if line else "")
+        accept = f'"transports": {{"docker": {{"{name}": [{{"type": "insecureAcceptAnything"}}]}}}}'
+        issues: list[Issue] = []
+        if not req.requirements:
+            issues.append(
+                Issue(
+                    Status.FAIL,
+                    "POLICY_ERROR",
+                    ["signature-policy"],
+                    f"the requirement list for {scope} in {where} is empty: the clients refuse it",
+                    [f"Give it at least one requirement, e.g. {accept}."],
+                )
+            )
+        for r in req.requirements:
+            kind = r.get("type")
+            if kind == "reject":
+                issues.append(
+                    Issue(
+                        Status.FAIL,
+                        "POLICY_REJECT",
+                        ["signature-policy"],
+                        f"policy.json rejects {full}: scope {scope} in {where} is "
+                        '[{"type": "reject"}] (the clients say "Running image … is rejected by '
+                        'policy")',
+                        [
+                            f"If this image is meant to run here, add a more specific scope in "
+                            f"{policy.path}: {accept}, or a signedBy requirement for its key.",
+                        ],
+                    )
+                )
+            elif kind == "signedBy":
+                issues += self._signed_by(ctx, r, name, where, scope, image)
+            elif kind == "sigstoreSigned":
+                issues += self._sigstore(ctx, r, name, where, scope, image)
+        if issues:
+            return combine(issues, evidence)
+        return passed(f"policy.json accepts {full} ({', '.join(types)} for {scope})", **evidence)
+
+    def _digest(self, ctx: CheckContext) -> str | None:
+        m = ctx.result("manifest")
+        d = m.evidence.get("content_digest") if m is not None else None
+        return d if isinstance(d, str) else None
+
+    def _keys(self, ctx: CheckContext, r: dict[str, Any]) -> tuple[list[str], bool]:
+        paths = [r["keyPath"]] if isinstance(r.get("keyPath"), str) else []
+        if isinstance(r.get("keyPaths"), list):
+            paths += [p for p in r["keyPaths"] if isinstance(p, str)]
+        return paths, isinstance(r.get("keyData"), str) or isinstance(r.get("keyDatas"), list)
+
+    def _missing_keys(self, ctx: CheckContext, paths: list[str]) -> list[str]:
+        root = ctx.options.host_root
+        return [p for p in paths if not (root / p.lstrip("/")).is_file()]
+
+    def _signed_by(
+        self,
+        ctx: CheckContext,
+        r: dict[str, Any],
+        name: str,
+        where: str,
+        scope: str,
+        image: ImageRef | None,
+    ) -> list[Issue]:
+        paths, inline = self._keys(ctx, r)
+        missing = self._missing_keys(ctx, paths)
+        if missing or not (paths or inline):
+            return [
+                Issue(
+                    Status.FAIL,
+                    "SIGNATURE_KEY_MISSING",
+                    ["signature-policy"],
+                    f"the signedBy requirement for {scope} in {where} names the key "
+                    f"{', '.join(missing) or '(none)'}, which is not on this host: every pull "
+                    "in that scope fails",
+                    [
+                        f"Install the public key at {', '.join(missing) or 'the keyPath'} "
+                        "(the registry's or the image publisher's GPG public key).",
+                    ],
+                )
+            ]
+        if image is None:
+            return []
+        root, home = ctx.options.host_root, _home(ctx)
+        lookaside, attachments, src = lookaside_for(root, home, name)
+        found, looked = _signature_present(ctx, name, self._digest(ctx), lookaside)
+        if not found and attachments:
+            found, looked = _attachment_present(ctx, name, self._digest(ctx))
+        if found is None or found:
+            return []
+        return [
+            Issue(
+                Status.FAIL,
+                "SIGNATURE_MISSING",
+                ["signature-policy"],
+                f"{where} requires a signature for {scope} (signedBy), and none exists for "
+                f"this image (looked at {looked}"
+                + (f", from {src}" if src else "; no registries.d entry names a lookaside")
+                + "): the clients stop with 'A signature was required, but no signature exists'",
+                [
+                    "Sign the image with the key the policy names (`skopeo copy --sign-by KEYID` "
+                    "or `podman push --sign-by KEYID`) and publish the signature where "
+                    "registries.d says (lookaside).",
+                    "Or, if this scope is meant to take unsigned images, give it "
+                    f'[{{"type": "insecureAcceptAnything"}}] in {where}.',
+                ],
+            )
+        ]
+
+    def _sigstore(
+        self,
+        ctx: CheckContext,
+        r: dict[str, Any],
+        name: str,
+        where: str,
+        scope: str,
+        image: ImageRef | None,
+    ) -> list[Issue]:
+        paths = [r["keyPath"]] if isinstance(r.get("keyPath"), str) else []
+        missing = self._missing_keys(ctx, paths)
+        if missing:
+            return [
+                Issue(
+                    Status.FAIL,
+                    "SIGNATURE_KEY_MISSING",
+                    ["signature-policy"],
+                    f"the sigstoreSigned requirement for {scope} in {where} names the key "
+                    f"{', '.join(missing)}, which is not on this host",
+                    [f"Install the cosign public key at {', '.join(missing)}."],
+                )
+            ]
+        if image is None:
+            return []
+        _look, attachments, _src = lookaside_for(ctx.options.host_root, _home(ctx), name)
+        found, looked = (
+            _attachment_present(ctx, name, self._digest(ctx))
+            if attachments
+            else (False, "nowhere: use-sigstore-attachments is not true in registries.d")
+        )
+        if found is None or found:
+            return []
+        return [
+            Issue(
+                Status.FAIL,
+                "SIGNATURE_MISSING",
+                ["signature-policy"],
+                f"{where} requires a sigstore signature for {scope}, and none was found ({looked})",
+                [
+                    "Sign the image (`cosign sign` or `podman push --sign-by-sigstore`), and set "
+                    "`use-sigstore-attachments: true` for the registry in "
+                    "/etc/containers/registries.d/*.yaml.",
+                ],
+            )
+        ]
+
+
+class PodmanCredentialsCheck(Check):
+    id = "podman-credentials"
+    title = "Credentials podman and CRI-O use"
+    order = 257
+    runtimes = RUNTIMES
+    depends_on = ("container-runtimes",)
+    timeout_s = 5.0
+    faq_keys = ("runtime-credentials",)
+    codes = ("CREDENTIALS_ERROR", "CREDENTIALS_DISAGREE")
+
+    def run(self, ctx: CheckContext) -> Finding:
+        if not in_play(ctx, *RUNTIMES):
+            return skipped(NOT_HERE)
+        _full, name, _image = _ref(ctx)
+        files = podman_auth_files(
+            _home(ctx), dict(os.environ), ctx.options.host_root, ctx.live_host
+        )
+        keys = auth_keys_for(name)
+        evidence: dict[str, Any] = {"files": [str(f) for f in files], "keys": keys}
+        used: dict[str, Any] | None = None
+        seen: list[dict[str, Any]] = []
+        issues: list[Issue] = []
+        for path in files:
+            text = read_text(path)
+            if text is None:
+                continue
+            try:
+                doc = json.loads(text)
+            except (json.JSONDecodeError, RecursionError) as exc:
+                where = f"line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else ""
+                issues.append(
+                    Issue(
+                        Status.FAIL,
+                        "CREDENTIALS_ERROR",
+                        ["runtime-credentials"],
+                        f"{path} does not parse ({where}): podman stops at it",
+                        [f"Fix or remove {path}; `podman login` rewrites it."],
+                    )
+                )
+                break
+            hit = _auth_entry(doc if isinstance(doc, dict) else {}, keys, path)
+            if hit is not None:
+                seen.append(hit)
+                if used is None:
+                    used = hit
+        evidence["found"] = seen
+        if issues:
+            return combine(issues, evidence)
+        if used is None:
+            return passed(
+                "no stored credentials for it: podman and CRI-O pull anonymously", **evidence
+            )
+        others = [s for s in seen[1:] if s.get("username") != used.get("username")]
+        summary = (
+            f"podman uses {used['source']} from {used['file']} (key {used['key']}"
+            + (f", user {used['username']}" if used.get("username") else "")
+            + ")"
+        )
+        if others:
+            o = others[0]
+            return combine(
+                [
+                    Issue(
+                        Status.WARN,
+                        "CREDENTIALS_DISAGREE",
+                        ["runtime-credentials"],
+                        summary
+                        + f"; {o['file']} holds another login for it"
+                        + (f" (user {o['username']})" if o.get("username") else "")
+                        + ", which docker or another tool would use",
+                        [
+                            "Log in once more with the identity you mean "
+                            f"(`podman login {name.split('/')[0]}`), "
+                            "or remove the stale entry, so every client uses the same one.",
+                        ],
+                    )
+                ],
+                evidence,
+            )
+        return passed(summary, **evidence)
+
+
+def _auth_entry(doc: dict[str, Any], keys: list[str], path: Path) -> dict[str, Any] | None:
+    """The entry of one auth file that applies, most specific key first; never the secret."""
+    helpers = doc.get("credHelpers") if isinstance(doc.get("credHelpers"), dict) else {}
+    auths = doc.get("auths") if isinstance(doc.get("auths"), dict) else {}
+    assert isinstance(helpers, dict) and isinstance(auths, dict)
+    by_key = {normalize_auth_key(str(k)): v for k, v in auths.items()}
+    for key in keys:
+        if key in helpers and isinstance(helpers[key], str):
+            return {"file": str(path), "key": key, "source": f"credential helper {helpers[key]}"}
+        entry = by_key.get(key)
+        if isinstance(entry, dict) and (entry.get("auth") or entry.get("identitytoken")):
+            user = None
+            if isinstance(entry.get("auth"), str):
+                try:
+                    user = base64.b64decode(entry["auth"], validate=False).decode().split(":", 1)[0]
+                except (ValueError, UnicodeDecodeError):
+                    user = None
+            kind = "an identity token" if entry.get("identitytoken") else "a stored login"
+            return {"file": str(path), "key": key, "source": kind, "username": user}
+    store = doc.get("credsStore")
+    if isinstance(store, str) and store and path.name == "config.json":
+        return {"file": str(path), "key": keys[-1], "source": f"credential store {store}"}
+    return None

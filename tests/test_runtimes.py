@@ -1,0 +1,577 @@
+"""Hosts that pull without dockerd: podman/skopeo (registries.conf, policy.json, auth.json) and
+containerd (hosts.toml), each verdict set beside what the real client does with the same host
+files, the same reference and the same real registry: skopeo copy, podman pull, podman login
+--get-login, and ctr against a private containerd."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import lab
+from tests.conftest import validate_report
+
+SKOPEO = shutil.which("skopeo")
+PODMAN = shutil.which("podman")
+CONTAINERD = shutil.which("containerd")
+CTR = shutil.which("ctr")
+ACCEPT = {"default": [{"type": "insecureAcceptAnything"}]}
+CHECKS = "container-runtimes,registries-conf,signature-policy,podman-credentials,containerd-hosts"
+
+
+@pytest.fixture(scope="module")
+def image_registry(tmp_path_factory, pki):
+    reg = lab.start_registry(
+        tmp_path_factory.mktemp("rt-registry"), *pki.leaf("good", *lab.GOOD_NAMES)
+    )
+    base = f"https://127.0.0.1:{reg.port}"
+    m = lab.push_real_image(base, "team/app", "1.0", ca_file=pki.ca_file)
+    yield reg, m["_digest"]
+    reg.stop()
+
+
+def make_root(tmp: Path, files: dict[str, str | dict]) -> Path:
+    root = tmp / "hostroot"
+    (root / "etc").mkdir(parents=True, exist_ok=True)
+    (root / "etc/hosts").write_text("127.0.0.1 localhost\n")
+    for rel, content in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(content) if isinstance(content, dict) else content)
+    return root
+
+
+def with_ca(root: Path, pki, hostport: str, base: str = "etc/containers/certs.d") -> None:
+    d = root / base / hostport
+    d.mkdir(parents=True, exist_ok=True)
+    shutil.copy(pki.ca_file, d / "ca.crt")
+
+
+def ours(root: Path, ref: str, env, pki, *extra: str, runtime: str = "podman") -> lab.Run:
+    r = lab.diagnose(
+        "check-health",
+        ref,
+        "--host-root",
+        str(root),
+        "--runtime",
+        runtime,
+        "--ca-bundle",
+        str(pki.ca_file),
+        "--checks",
+        CHECKS,
+        "-f",
+        "json",
+        *extra,
+        env=env,
+    )
+    assert r.rc in (0, 1), r.out + r.err
+    return r
+
+
+def pulls(check: dict) -> bool:
+    """Our verdict as a yes/no about the pull: pass and warn pull, fail does not."""
+    return check["status"] in ("pass", "warn")
+
+
+def skopeo_copy(root: Path, ref: str, tmp: Path) -> subprocess.CompletedProcess[str]:
+    """skopeo with exactly the host root's containers configuration and CA folder."""
+    if SKOPEO is None:
+        pytest.skip("skopeo is not installed")
+    conf = root / "etc/containers/registries.conf"
+    args = [SKOPEO, "--policy", str(root / "etc/containers/policy.json")]
+    if conf.exists():
+        args += ["--registries-conf", str(conf)]
+    args += ["--registries.d", str(root / "etc/containers/registries.d")]
+    host = ref.split("/", 1)[0]
+    out = tmp / f"copy-{time.monotonic_ns()}"
+    args += ["copy", "--src-cert-dir", str(root / "etc/containers/certs.d" / host)]
+    args += [f"docker://{ref}", f"dir:{out}"]
+    # skopeo has no option for the drop-in folder: the user's one (under HOME) stands in for it
+    home = tmp / f"skopeo-home-{time.monotonic_ns()}"
+    (home / ".config/containers").mkdir(parents=True)
+    if (root / "etc/containers/registries.conf.d").is_dir():
+        shutil.copytree(
+            root / "etc/containers/registries.conf.d", home / ".config/containers/registries.conf.d"
+        )
+    return subprocess.run(
+        args,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        env={"PATH": os.environ["PATH"], "HOME": str(home)},
+    )
+
+
+# --------------------------------------------------------------- registries.conf / policy.json
+def test_healthy_podman_host_passes_and_skopeo_pulls(image_registry, pki, env, tmp_path, schema):
+    reg, _ = image_registry
+    hp = f"127.0.0.1:{reg.port}"
+    root = make_root(
+        tmp_path,
+        {
+            "etc/containers/registries.conf": 'unqualified-search-registries = ["docker.io"]\n',
+            "etc/containers/policy.json": ACCEPT,
+            "usr/bin/podman": "",
+        },
+    )
+    with_ca(root, pki, hp)
+    ref = f"{hp}/team/app:1.0"
+    r = ours(root, ref, env, pki)
+    validate_report(r.report, schema)
+    assert r.rc == 0, r.out
+    rt = r.check("container-runtimes")
+    assert rt["evidence"]["runtimes"]["podman"]["present"], rt
+    for cid in ("registries-conf", "signature-policy", "podman-credentials"):
+        assert r.check(cid)["status"] == "pass", r.check(cid)
+    assert r.check("containerd-hosts")["status"] == "skip"
+    assert skopeo_copy(root, ref, tmp_path).returncode == 0
+
+
+def test_blocked_registry_fails_like_skopeo(image_registry, pki, env, tmp_path):
+    reg, _ = image_registry
+    hp = f"127.0.0.1:{reg.port}"
+    root = make_root(
+        tmp_path,
+        {
+            "etc/containers/registries.conf": "",
+            "etc/containers/registries.conf.d/50-block.conf": (
+                f'# our registry is off limits\n[[registry]]\nlocation = "{hp}"\nblocked = true\n'
+            ),
+            "etc/containers/policy.json": ACCEPT,
+        },
+    )
+    with_ca(root, pki, hp)
+    ref = f"{hp}/team/app:1.0"
+    r = ours(root, ref, env, pki)
+    c = r.check("registries-conf")
+    assert (c["status"], c["code"]) == ("fail", "REGISTRY_BLOCKED"), c
+    assert "50-block.conf line 3" in c["summary"] and c["faq"][0] == "registries-conf"
+    assert any("blocked = false" in s for s in c["remediation"])
+    theirs = skopeo_copy(root, ref, tmp_path)
+    assert theirs.returncode != 0 and "blocked" in theirs.stderr, theirs.stderr
+
+
+def test_mirror_down_warns_and_skopeo_falls_back(image_registry, pki, env, tmp_path):
+    reg, _ = image_registry
+    hp = f"127.0.0.1:{reg.port}"
+    dead = lab.closed_port()
+    root = make_root(
+        tmp_path,
+        {
+            "etc/containers/registries.conf": (
+                f'[[registry]]\nlocation = "{hp}"\n\n[[registry.mirror]]\n'
+                f'location = "127.0.0.1:{dead}"\n'
+            ),
+            "etc/containers/policy.json": ACCEPT,
+        },
+    )
+    with_ca(root, pki, hp)
+    ref = f"{hp}/team/app:1.0"
+    r = ours(root, ref, env, pki)
+    c = r.check("registries-conf")
+    assert (c["status"], c["code"]) == ("warn", "MIRROR_UNREACHABLE"), c
+    assert f"127.0.0.1:{dead}" in c["summary"] and r.rc == 0
+    assert skopeo_copy(root, ref, tmp_path).returncode == 0
+
+
+def test_location_rewritten_to_a_dead_host_fails_like_skopeo(image_registry, pki, env, tmp_path):
+    reg, _ = image_registry
+    hp = f"127.0.0.1:{reg.port}"
+    dead = lab.closed_port()
+    root = make_root(
+        tmp_path,
+        {
+            "etc/containers/registries.conf": (
+                f'[[registry]]\nprefix = "{hp}/team"\nlocation = "127.0.0.1:{dead}/team"\n'
+            ),
+            "etc/containers/policy.json": ACCEPT,
+        },
+    )
+    with_ca(root, pki, hp)
+    ref = f"{hp}/team/app:1.0"
+    r = ours(root, ref, env, pki)
+    c = r.check("registries-conf")
+    assert (c["status"], c["code"]) == ("fail", "RUNTIME_ENDPOINT_ERROR"), c
+    assert f"127.0.0.1:{dead}" in c["summary"] and "refused" in c["summary"]
+    theirs = skopeo_copy(root, ref, tmp_path)
+    assert theirs.returncode != 0 and str(dead) in theirs.stderr, theirs.stderr
+
+
+def test_ca_missing_from_containers_certs_d_fails_like_skopeo(image_registry, pki, env, tmp_path):
+    """Our --ca-bundle trusts the registry; podman's certs.d does not: the podman verdict
+    follows podman's trust."""
+    reg, _ = image_registry
+    hp = f"127.0.0.1:{reg.port}"
+    root = make_root(
+        tmp_path,
+        {"etc/containers/registries.conf": "", "etc/containers/policy.json": ACCEPT},
+    )
+    (root / "etc/containers/certs.d" / hp).mkdir(parents=True)
+    ref = f"{hp}/team/app:1.0"
+    r = ours(root, ref, env, pki)
+    c = r.check("registries-conf")
+    assert (c["status"], c["code"]) == ("fail", "RUNTIME_ENDPOINT_ERROR"), c
+    assert "not trusted" in c["summary"]
+    assert any(f"/etc/containers/certs.d/{hp}/ca.crt" in s for s in c["remediation"])
+    theirs = skopeo_copy(root, ref, tmp_path)
+    assert theirs.returncode != 0 and "x509" in theirs.stderr, theirs.stderr
+    # marked insecure, both pull without the CA
+    (root / "etc/containers/registries.conf").write_text(
+        f'[[registry]]\nlocation = "{hp}"\ninsecure = true\n'
+    )
+    r = ours(root, ref, env, pki)
+    c = r.check("registries-conf")
+    assert c["status"] == "pass" and "insecure" in c["summary"], c
+    assert skopeo_copy(root, ref, tmp_path).returncode == 0
+
+
+def test_policy_reject_fails_like_skopeo(image_registry, pki, env, tmp_path):
+    reg, _ = image_registry
+    hp = f"127.0.0.1:{reg.port}"
+    policy = {
+        "default": [{"type": "insecureAcceptAnything"}],
+        "transports": {"docker": {f"{hp}/team": [{"type": "reject"}]}},
+    }
+    root = make_root(tmp_path, {"etc/containers/policy.json": policy})
+    with_ca(root, pki, hp)
+    ref = f"{hp}/team/app:1.0"
+    r = ours(root, ref, env, pki)
+    c = r.check("signature-policy")
+    assert (c["status"], c["code"]) == ("fail", "POLICY_REJECT"), c
+    assert c["evidence"]["scope"] == f"{hp}/team" and "policy.json" in c["summary"]
+    assert any("insecureAcceptAnything" in s for s in c["remediation"])
+    theirs = skopeo_copy(root, ref, tmp_path)
+    assert theirs.returncode != 0 and "rejected" in theirs.stderr, theirs.stderr
+    # a more specific scope that accepts wins over the namespace's reject, for both
+    policy["transports"]["docker"][f"{hp}/team/app"] = [{"type": "insecureAcceptAnything"}]
+    (root / "etc/containers/policy.json").write_text(json.dumps(policy))
+    assert ours(root, ref, env, pki).check("signature-policy")["status"] == "pass"
+    assert skopeo_copy(root, ref, tmp_path).returncode == 0
+
+
+def test_signed_by_with_missing_key_fails_like_skopeo(image_registry, pki, env, tmp_path):
+    reg, _ = image_registry
+    hp = f"127.0.0.1:{reg.port}"
+    policy = {
+        "default": [{"type": "insecureAcceptAnything"}],
+        "transports": {
+            "docker": {
+                hp: [{"type": "signedBy", "keyType": "GPGKeys", "keyPath": "/etc/pki/team.gpg"}]
+            }
+        },
+    }
+    root = make_root(tmp_path, {"etc/containers/policy.json": policy})
+    with_ca(root, pki, hp)
+    ref = f"{hp}/team/app:1.0"
+    r = ours(root, ref, env, pki)
+    c = r.check("signature-policy")
+    assert (c["status"], c["code"]) == ("fail", "SIGNATURE_KEY_MISSING"), c
+    assert "/etc/pki/team.gpg" in c["summary"]
+    # skopeo reads the key from the real path in policy.json: point it into the root
+    theirs_policy = tmp_path / "theirs-policy.json"
+    p2 = json.loads(json.dumps(policy))
+    p2["transports"]["docker"][hp][0]["keyPath"] = str(root / "etc/pki/team.gpg")
+    theirs_policy.write_text(json.dumps(p2))
+    shutil.copy(theirs_policy, root / "etc/containers/policy.json")
+    theirs = skopeo_copy(root, ref, tmp_path)
+    assert theirs.returncode != 0, theirs.stderr
+
+
+def test_signed_by_on_an_unsigned_image_fails_like_skopeo(image_registry, pki, env, tmp_path):
+    reg, _ = image_registry
+    hp = f"127.0.0.1:{reg.port}"
+    root = make_root(tmp_path, {"etc/pki/team.gpg": "not a real key, but present\n"})
+    policy = {
+        "default": [{"type": "insecureAcceptAnything"}],
+        "transports": {
+            "docker": {
+                hp: [
+                    {
+                        "type": "signedBy",
+                        "keyType": "GPGKeys",
+                        "keyPath": str(root / "etc/pki/team.gpg"),
+                    }
+                ]
+            }
+        },
+    }
+    # the path in policy.json is the real one, for skopeo; ours reads it under the root too
+    (root / str(root / "etc/pki/team.gpg").lstrip("/")).parent.mkdir(parents=True)
+    shutil.copy(root / "etc/pki/team.gpg", root / str(root / "etc/pki/team.gpg").lstrip("/"))
+    (root / "etc/containers").mkdir(parents=True, exist_ok=True)
+    (root / "etc/containers/policy.json").write_text(json.dumps(policy))
+    look = tmp_path / "sigstore"
+    look.mkdir()
+    (root / "etc/containers/registries.d").mkdir(parents=True)
+    (root / "etc/containers/registries.d/default.yaml").write_text(
+        f"default-docker:\n  lookaside: file://{look}\n"
+    )
+    with_ca(root, pki, hp)
+    ref = f"{hp}/team/app:1.0"
+    r = ours(root, ref, env, pki)
+    c = r.check("signature-policy")
+    assert (c["status"], c["code"]) == ("fail", "SIGNATURE_MISSING"), c
+    assert "no signature exists" in c["summary"] and str(look) in c["summary"]
+    theirs = skopeo_copy(root, ref, tmp_path)
+    assert theirs.returncode != 0, theirs.stderr
+    assert "A signature was required, but no signature exists" in theirs.stderr, theirs.stderr
+
+
+def test_short_name_enforcing_fails_like_podman(pki, env, tmp_path, dns_server):
+    if PODMAN is None:
+        pytest.skip("podman is not installed")
+    conf = (
+        'unqualified-search-registries = ["registry.test:5000", "alias.test:5000"]\n'
+        'short-name-mode = "enforcing"\n'
+    )
+    root = make_root(
+        tmp_path,
+        {"etc/containers/registries.conf": conf, "etc/containers/policy.json": ACCEPT},
+    )
+    r = lab.diagnose(
+        "check-health",
+        "rd-probe-app:3.19",
+        "--host-root",
+        str(root),
+        "--runtime",
+        "podman",
+        "--nameserver",
+        dns_server.nameserver,
+        "--checks",
+        "registries-conf",
+        "-f",
+        "json",
+        env=env,
+    )
+    c = r.check("registries-conf")
+    assert (c["status"], c["code"]) == ("fail", "SHORT_NAME_ENFORCING"), c
+    assert "registries.conf line 2" in c["summary"]
+    assert any("docker.io/library/rd-probe-app:3.19" in s for s in c["remediation"])
+    assert any("[aliases]" in s for s in c["remediation"])
+    import tempfile
+
+    store = Path(tempfile.mkdtemp(prefix="rdp"))  # podman wants a short runroot
+    # an empty user drop-in folder hides this machine's own (its short-name aliases)
+    podhome = tmp_path / "podhome"
+    (podhome / ".config/containers/registries.conf.d").mkdir(parents=True)
+    theirs = subprocess.run(
+        [PODMAN, "--root", str(store / "root"), "--runroot", str(store / "run")]
+        + ["--storage-driver", "vfs", "pull", "rd-probe-app:3.19"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        env={
+            **env,
+            "CONTAINERS_REGISTRIES_CONF": str(root / "etc/containers/registries.conf"),
+            "HOME": str(podhome),
+        },
+    )
+    shutil.rmtree(store, ignore_errors=True)
+    assert theirs.returncode != 0
+    assert "short-name resolution enforced but cannot prompt without a TTY" in theirs.stderr
+    # an alias resolves it without a prompt, for both: the verdict moves on to the registry
+    (root / "etc/containers/registries.conf.d").mkdir()
+    (root / "etc/containers/registries.conf.d/000-aliases.conf").write_text(
+        '[aliases]\n"rd-probe-app" = "registry.test:5000/library/rd-probe-app"\n'
+    )
+    r = lab.diagnose(
+        "check-health",
+        "rd-probe-app:3.19",
+        "--host-root",
+        str(root),
+        "--runtime",
+        "podman",
+        "--nameserver",
+        dns_server.nameserver,
+        "--checks",
+        "registries-conf",
+        "-f",
+        "json",
+        env=env,
+    )
+    c = r.check("registries-conf")
+    assert c["code"] != "SHORT_NAME_ENFORCING" and c["evidence"]["alias"]["value"].startswith(
+        "registry.test:5000/"
+    ), c
+
+
+def test_broken_registries_conf_names_the_line(pki, env, tmp_path):
+    root = make_root(
+        tmp_path,
+        {
+            "etc/containers/registries.conf": '[[registry]]\nlocation = "x.io"\nblocked = maybe\n',
+            "etc/containers/policy.json": ACCEPT,
+        },
+    )
+    r = ours(root, "registry.test/team/app:1", env, pki)
+    c = r.check("registries-conf")
+    assert (c["status"], c["code"]) == ("fail", "CONTAINERS_CONFIG_ERROR"), c
+    assert "line 3" in c["summary"] and "Traceback" not in r.err
+
+
+# ------------------------------------------------------------------------------ auth.json
+def test_podman_credentials_precedence_matches_podman(tmp_path, env):
+    """Our answer to 'which login does podman use' against podman's own (--get-login), as the
+    files are added one by one, most preferred last."""
+    if PODMAN is None:
+        pytest.skip("podman is not installed")
+    home = tmp_path / "h"
+    xdg = tmp_path / "xdg"
+    (home / ".docker").mkdir(parents=True)
+    (home / ".config/containers").mkdir(parents=True)
+    (xdg / "containers").mkdir(parents=True)
+    server = "registry.test:5000"
+
+    def auth(user: str) -> dict:
+        secret = f"{user}-s3cret-pw"
+        return {"auths": {server: {"auth": base64.b64encode(f"{user}:{secret}".encode()).decode()}}}
+
+    e = {**env, "HOME": str(home), "XDG_RUNTIME_DIR": str(xdg)}
+    files = [
+        (home / ".docker/config.json", "dockeruser"),
+        (home / ".config/containers/auth.json", "homeuser"),
+        (xdg / "containers/auth.json", "xdguser"),
+    ]
+    outputs = []
+    for path, user in files:
+        path.write_text(json.dumps(auth(user)))
+        theirs = subprocess.run(
+            [PODMAN, "login", "--get-login", server],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=e,
+            stdin=subprocess.DEVNULL,
+        )
+        r = lab.diagnose(
+            "check-health",
+            f"{server}/team/app:1",
+            "--host-root",
+            "/",
+            "--runtime",
+            "podman",
+            "--checks",
+            "podman-credentials",
+            "-f",
+            "json",
+            env=e,
+        )
+        outputs += [r.out, r.err]
+        c = r.check("podman-credentials")
+        assert theirs.stdout.strip() == user, theirs.stdout + theirs.stderr
+        assert f"user {user}" in c["summary"], c
+        if user != "dockeruser":
+            assert (c["status"], c["code"]) == ("warn", "CREDENTIALS_DISAGREE"), c
+    blob = "\n".join(outputs)
+    for _, user in files:
+        assert f"{user}-s3cret-pw" not in blob
+        assert base64.b64encode(f"{user}:{user}-s3cret-pw".encode()).decode() not in blob
+
+
+# ------------------------------------------------------------------------ containerd / ctr
+@pytest.fixture(scope="module")
+def containerd(tmp_path_factory):
+    if CONTAINERD is None or CTR is None or os.geteuid() != 0:
+        pytest.skip("containerd, ctr and root are needed")
+    d = tmp_path_factory.mktemp("containerd")
+    cfg = d / "config.toml"
+    cfg.write_text(
+        f'version = 2\nroot = "{d}/root"\nstate = "{d}/state"\n'
+        'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+        f'[grpc]\n  address = "{d}/containerd.sock"\n'
+    )
+    log = (d / "containerd.log").open("wb")
+    proc = subprocess.Popen([CONTAINERD, "--config", str(cfg)], stdout=log, stderr=log)
+    sock = d / "containerd.sock"
+    try:
+        for _ in range(150):
+            if sock.exists():
+                break
+            time.sleep(0.1)
+        else:
+            pytest.skip(f"containerd did not start: {(d / 'containerd.log').read_text()[-500:]}")
+        yield sock
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def ctr_pull(sock: Path, root: Path, ref: str) -> subprocess.CompletedProcess[str]:
+    ns = f"t{time.monotonic_ns()}"
+    return subprocess.run(
+        [CTR, "--address", str(sock), "-n", ns, "images", "pull"]
+        + ["--hosts-dir", str(root / "etc/containerd/certs.d"), ref],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def hosts_root(tmp: Path, pki, hp: str, hosts_toml: str | None, ca: bool = True) -> Path:
+    files: dict[str, str | dict] = {"etc/containerd/config.toml": "version = 2\n"}
+    if hosts_toml is not None:
+        files[f"etc/containerd/certs.d/{hp}/hosts.toml"] = hosts_toml
+    root = make_root(tmp, files)
+    if ca:
+        with_ca(root, pki, hp, "etc/containerd/certs.d")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("case", "want_status", "want_code", "ctr_ok", "needle"),
+    [
+        ("ca", "pass", None, True, None),
+        ("dead-mirror-first", "warn", "MIRROR_UNREACHABLE", True, "refused"),
+        ("dead-mirror-untrusted-server", "fail", "CONTAINERD_HOSTS_ERROR", False, "not trusted"),
+        ("missing-ca", "fail", "CONTAINERD_CA_MISSING", False, "/nonexistent/ca.crt"),
+        ("skip-verify", "warn", "TLS_VERIFY_DISABLED", True, "skip_verify"),
+        ("no-hosts-toml", "fail", "CONTAINERD_HOSTS_ERROR", False, "HTTP 400"),
+    ],
+)
+def test_containerd_hosts_agree_with_ctr(
+    containerd, image_registry, pki, env, tmp_path, case, want_status, want_code, ctr_ok, needle
+):
+    reg, _ = image_registry
+    hp = f"127.0.0.1:{reg.port}"
+    base = f"https://{hp}"
+    dead = f"https://127.0.0.1:{lab.closed_port()}"
+    toml = {
+        "ca": f'server = "{base}"\n[host."{base}"]\n  ca = "ca.crt"\n',
+        "dead-mirror-first": (
+            f'server = "{base}"\n[host."{dead}"]\n  capabilities = ["pull", "resolve"]\n'
+            f'  ca = "ca.crt"\n[host."{base}"]\n  ca = "ca.crt"\n'
+        ),
+        "dead-mirror-untrusted-server": (
+            f'server = "{base}"\n[host."{dead}"]\n  capabilities = ["pull", "resolve"]\n'
+        ),
+        "missing-ca": f'server = "{base}"\n[host."{base}"]\n  ca = "/nonexistent/ca.crt"\n',
+        "skip-verify": f'server = "{base}"\n[host."{base}"]\n  skip_verify = true\n',
+        "no-hosts-toml": None,
+    }[case]
+    root = hosts_root(tmp_path, pki, hp, toml)
+    ref = f"{hp}/team/app:1.0"
+    r = ours(root, ref, env, pki, runtime="containerd")
+    c = r.check("containerd-hosts")
+    assert (c["status"], c["code"]) == (want_status, want_code), c
+    if needle:
+        assert needle in c["summary"], c
+    if want_status != "pass":
+        assert c["faq"][0] == "containerd-hosts" and c["remediation"], c
+    theirs = ctr_pull(containerd, root, ref)
+    assert (theirs.returncode == 0) == ctr_ok, theirs.stdout + theirs.stderr
+    assert pulls(c) == (theirs.returncode == 0)
+    assert r.check("registries-conf")["status"] == "skip"
