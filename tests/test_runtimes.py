@@ -363,8 +363,17 @@ def test_short_name_enforcing_fails_like_podman(pki, env, tmp_path, dns_server):
     podhome = tmp_path / "podhome"
     (podhome / ".config/containers/registries.conf.d").mkdir(parents=True)
     theirs = subprocess.run(
-        [PODMAN, "--root", str(store / "root"), "--runroot", str(store / "run")]
-        + ["--storage-driver", "vfs", "pull", "rd-probe-app:3.19"],
+        [
+            PODMAN,
+            "--root",
+            str(store / "root"),
+            "--runroot",
+            str(store / "run"),
+            "--storage-driver",
+            "vfs",
+            "pull",
+            "rd-probe-app:3.19",
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -512,8 +521,18 @@ def containerd(tmp_path_factory):
 def ctr_pull(sock: Path, root: Path, ref: str) -> subprocess.CompletedProcess[str]:
     ns = f"t{time.monotonic_ns()}"
     return subprocess.run(
-        [CTR, "--address", str(sock), "-n", ns, "images", "pull"]
-        + ["--hosts-dir", str(root / "etc/containerd/certs.d"), ref],
+        [
+            CTR,
+            "--address",
+            str(sock),
+            "-n",
+            ns,
+            "images",
+            "pull",
+            "--hosts-dir",
+            str(root / "etc/containerd/certs.d"),
+            ref,
+        ],
         capture_output=True,
         text=True,
         timeout=60,
