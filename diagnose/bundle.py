@@ -126,6 +126,7 @@ def host_files(options: Options, report: Report) -> dict[str, str]:
         text = _read(root / rel)
         if text is not None:
             files[name] = text
+    files.update(_runtime_files(root, live))
     hosts = _read(root / "etc/hosts")
     if hosts is not None:
         names = {r.host for r in report.registries}
@@ -152,6 +153,51 @@ def host_files(options: Options, report: Report) -> dict[str, str]:
     if log is not None:
         files["logs/docker-daemon.log"] = log
     return files
+
+
+def _runtime_files(root: Path, live: bool) -> dict[str, str]:
+    """The configuration podman, CRI-O and containerd pull by; auth files go in as JSON so the
+    redactor removes their secrets by key."""
+    from diagnose.containers import (
+        CONTAINERD_CONFIG,
+        SYSTEM_LOOKASIDE_D,
+        SYSTEM_POLICY,
+        SYSTEM_REGISTRIES_CONF,
+        SYSTEM_REGISTRIES_D,
+        hosts_directories,
+        load_containerd_config,
+        podman_auth_files,
+        user_home,
+    )
+
+    out: dict[str, str] = {}
+    wanted: list[tuple[Path, str]] = [
+        (root / SYSTEM_REGISTRIES_CONF, "host/containers/registries.conf"),
+        (root / SYSTEM_POLICY, "host/containers/policy.json"),
+        (root / CONTAINERD_CONFIG, "host/containerd/config.toml"),
+    ]
+    for folder, dest, pattern in (
+        (root / SYSTEM_REGISTRIES_D, "host/containers/registries.conf.d", "*.conf"),
+        (root / SYSTEM_LOOKASIDE_D, "host/containers/registries.d", "*.yaml"),
+    ):
+        with contextlib.suppress(OSError):
+            wanted += [(p, f"{dest}/{p.name}") for p in sorted(folder.glob(pattern))[:50]]
+    for d in hosts_directories(root, load_containerd_config(root)):
+        with contextlib.suppress(OSError):
+            wanted += [
+                (p, f"host/containerd/certs.d/{p.parent.name}/hosts.toml")
+                for p in sorted(d.glob("*/hosts.toml"))[:50]
+            ]
+    home = user_home(root, dict(os.environ), live)
+    for n, p in enumerate(podman_auth_files(home, dict(os.environ), root, live), 1):
+        if p.name == "config.json":
+            continue  # the docker config is written on its own
+        wanted.append((p, f"host/containers/auth-{n}-{p.name}"))
+    for path, dest in wanted:
+        text = _read(path)
+        if text is not None:
+            out[dest] = text
+    return out
 
 
 def _daemon_log(root: Path, live: bool) -> str | None:

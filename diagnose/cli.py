@@ -162,6 +162,30 @@ RuntimeOpt = Annotated[
         "default auto: every runtime found on the host).",
     ),
 ]
+PullSecretOpt = Annotated[
+    Path | None,
+    typer.Option(
+        metavar="FILE",
+        help="An image pull secret (Secret manifest, YAML or JSON, or its .dockerconfigjson): "
+        "the credential the kubelet would use.",
+    ),
+]
+ProviderConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--image-credential-provider-config",
+        metavar="FILE",
+        help="The kubelet's CredentialProviderConfig (default: looked for on the host).",
+    ),
+]
+ProviderBinDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--image-credential-provider-bin-dir",
+        metavar="DIR",
+        help="Where the kubelet finds credential provider binaries.",
+    ),
+]
 StreamsOpt = Annotated[
     int | None, typer.Option(min=1, max=16, metavar="N", help="Parallel pull streams (3).")
 ]
@@ -216,6 +240,9 @@ class RunSettings:
     image: str | None = None
     platform: str | None = None
     runtime: list[Runtime] | None = None
+    pull_secret: Path | None = None
+    image_credential_provider_config: Path | None = None
+    image_credential_provider_bin_dir: Path | None = None
     streams: int | None = None
     throughput_seconds: float | None = None
     slow_below: float | None = None
@@ -302,6 +329,9 @@ def _run_options(
     image: ImageOpt = None,
     platform: PlatformOpt = None,
     runtime: RuntimeOpt = None,
+    pull_secret: PullSecretOpt = None,
+    image_credential_provider_config: ProviderConfigOpt = None,
+    image_credential_provider_bin_dir: ProviderBinDirOpt = None,
     streams: StreamsOpt = None,
     throughput_seconds: ThroughputSecondsOpt = None,
     slow_below: SlowBelowOpt = None,
@@ -651,6 +681,13 @@ def _options(s: RunSettings) -> Options:
         image=s.image,
         platform=_platform(s.platform),
         runtimes=_runtimes(s.runtime),
+        pull_secret=_existing(s.pull_secret, "--pull-secret"),
+        provider_config=_existing(
+            s.image_credential_provider_config, "--image-credential-provider-config"
+        ),
+        provider_bin_dir=Path(s.image_credential_provider_bin_dir)
+        if s.image_credential_provider_bin_dir
+        else None,
         streams=int(s.streams) if s.streams else 3,
         throughput_seconds=float(s.throughput_seconds) if s.throughput_seconds else 10.0,
         slow_below_mbs=float(s.slow_below) if s.slow_below is not None else 2.0,
@@ -659,6 +696,14 @@ def _options(s: RunSettings) -> Options:
         speedtest_mini=s.speedtest_mini,
         speedtest_server=s.speedtest_server,
     )
+
+
+def _existing(path: Path | None, option: str) -> Path | None:
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        die(f"{option} {shown(str(path))} is not a file")
+    return Path(path)
 
 
 def _runtimes(given: list[Runtime] | None) -> tuple[str, ...]:

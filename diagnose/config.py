@@ -88,6 +88,15 @@ KEYS: dict[str, tuple[str, Any]] = {
     "throughput": ("throughput", _bool),
     "image": ("image", _text),
     "platform": ("platform", _text),
+    "pull-secret": ("pull_secret", lambda v: Path(_text(v))),
+    "image-credential-provider-config": (
+        "image_credential_provider_config",
+        lambda v: Path(_text(v)),
+    ),
+    "image-credential-provider-bin-dir": (
+        "image_credential_provider_bin_dir",
+        lambda v: Path(_text(v)),
+    ),
     "runtime": ("runtime", lambda v: [_choice(Runtime)(x) for x in _strings(v)]),
     "streams": ("streams", _int),
     "throughput-seconds": ("throughput_seconds", _number),

@@ -338,58 +338,45 @@ def requirement_for(policy: Policy, ref_name: str, ref_full: str = "") -> Requir
 
 def lookaside_for(root: Path, home: Path, ref_name: str) -> tuple[str | None, bool, str]:
     """(lookaside URL, use-sigstore-attachments, the file that said so) for a repository, from
-    registries.d: the most specific `docker:` key, else `default-docker`."""
+    registries.d: the most specific `docker:` key, else `default-docker`. The user's folder,
+    when it exists, is read instead of the system one. An unreadable file counts as absent."""
+    from diagnose.yamlish import YamlError, loads
+
     best: tuple[int, str | None, bool, str] = (-1, None, False, "")
     default: tuple[str | None, bool, str] = (None, False, "")
-    for d in (home / ".config/containers/registries.d", root / SYSTEM_LOOKASIDE_D):
+    user = home / ".config/containers/registries.d"
+    folder = user if user.is_dir() else root / SYSTEM_LOOKASIDE_D
+    try:
+        files = sorted(folder.glob("*.yaml"))[:MAX_DROPINS] if folder.is_dir() else []
+    except OSError:
+        files = []
+
+    def facts(section: Any) -> tuple[str | None, bool]:
+        if not isinstance(section, dict):
+            return None, False
+        look = section.get("lookaside") or section.get("sigstore")
+        return (look if isinstance(look, str) else None), section.get(
+            "use-sigstore-attachments"
+        ) is True
+
+    for f in files:
         try:
-            files = sorted(d.glob("*.yaml"))[:MAX_DROPINS] if d.is_dir() else []
-        except OSError:
-            files = []
-        for f in files:
-            for section, key, values in _registries_d_sections(read_text(f) or ""):
-                look = values.get("lookaside") or values.get("sigstore")
-                att = values.get("use-sigstore-attachments", "").lower() == "true"
-                if section == "default-docker":
-                    default = (look, att, str(f))
-                elif section == "docker" and key:
-                    n = _prefix_match(ref_name, key)
-                    if n > best[0]:
-                        best = (n, look, att, str(f))
-        if best[0] >= 0 or default[2]:
-            break  # the user's directory, when it has any file, replaces the system one
+            doc = loads(read_text(f) or "")
+        except YamlError:
+            continue
+        if not isinstance(doc, dict):
+            continue
+        if "default-docker" in doc:
+            default = (*facts(doc["default-docker"]), str(f))
+        docker = doc.get("docker")
+        if isinstance(docker, dict):
+            for key, section in docker.items():
+                n = _prefix_match(ref_name, str(key))
+                if n > best[0]:
+                    best = (n, *facts(section), str(f))
     if best[0] >= 0:
         return best[1], best[2], best[3]
     return default
-
-
-def _registries_d_sections(text: str) -> Iterator[tuple[str, str, dict[str, str]]]:
-    """The few shapes registries.d files take (`docker:` → `<scope>:` → `key: value`, and
-    `default-docker:` → `key: value`), read by indentation. Anything else is ignored."""
-    section, key = "", ""
-    values: dict[str, str] = {}
-    indent_key = -1
-    for raw in text.splitlines()[:5000]:
-        line = raw.split(" #")[0].rstrip()
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        indent = len(line) - len(line.lstrip())
-        name, _, value = line.strip().partition(":")
-        name, value = name.strip().strip("'\""), value.strip().strip("'\"")
-        if indent == 0:
-            if section:
-                yield section, key, values
-            section, key, values, indent_key = name, "", {}, -1
-            continue
-        if section == "docker" and not value and (indent_key < 0 or indent <= indent_key):
-            if key:
-                yield section, key, values
-            key, values, indent_key = name, {}, indent
-            continue
-        if value:
-            values[name] = value
-    if section:
-        yield section, key, values
 
 
 # ------------------------------------------------------------------------ credentials

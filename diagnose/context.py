@@ -50,6 +50,10 @@ class Options:
     platform: str | None = None
     # the runtimes whose pulls are diagnosed (): every one found on the host
     runtimes: tuple[str, ...] = ()
+    # Kubernetes nodes: an image pull secret, the kubelet's credential provider settings
+    pull_secret: Path | None = None
+    provider_config: Path | None = None
+    provider_bin_dir: Path | None = None
     streams: int = 3
     throughput_seconds: float = 10.0
     slow_below_mbs: float = 2.0
@@ -136,6 +140,7 @@ class RunState:
                 registry.login_server,
                 self.options.credentials,
                 config_dir(self.options.docker_config),
+                pull_secret=self.options.pull_secret,
             ),
         )
 

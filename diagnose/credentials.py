@@ -14,12 +14,12 @@ import os
 import shutil
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from diagnose.dockerconfig import ConfigError, load_config
+from diagnose.dockerconfig import ConfigError, load_config, load_pull_secret
 from diagnose.secrets import Secret, register, scrub
 
 HELPER_TIMEOUT_S = 10.0
@@ -191,8 +191,16 @@ def find_credential(
     given: UserInput,
     config_dir: Path,
     environ: Mapping[str, str] | None = None,
+    pull_secret: Path | None = None,
 ) -> Credential:
-    """The credential docker would present for login_server (raises CredentialError)."""
+    """The credential docker would present for login_server (raises CredentialError); with an
+    image pull secret, the one the kubelet would take from it instead."""
+    if pull_secret is not None and not (given.username or given.identity_token or given.aad_token):
+        cred = _from_config(login_server, pull_secret, environ, pull_secret=True)
+        source = "pull-secret" if cred.source == "auths" else cred.source
+        return replace(
+            cred, source=source, notes=(*cred.notes, f"from the pull secret {pull_secret}")
+        )
     if given.aad_token:
         return Credential("aad-token", "aad-token", None, given.aad_token)
     if given.identity_token:
@@ -205,9 +213,15 @@ def find_credential(
             "--username was given without a password "
             "(--password-stdin or REGISTRY_DIAGNOSE_PASSWORD)",
         )
-    path = config_dir / "config.json"
+    return _from_config(login_server, config_dir / "config.json", environ)
+
+
+def _from_config(
+    login_server: str, path: Path, environ: Mapping[str, str] | None, pull_secret: bool = False
+) -> Credential:
+    """The credential a docker config file (or a pull secret's) holds for login_server."""
     try:
-        config = load_config(path)
+        config = load_pull_secret(path) if pull_secret else load_config(path)
     except ConfigError as exc:
         raise CredentialError("config-invalid", str(exc), config=str(path)) from None
     if config is None:

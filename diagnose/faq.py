@@ -116,6 +116,14 @@ TRIGGERS = (
     "writing response",
     "current time",
     "rejected",
+    "blocked",
+    "registries",
+    "hosts.toml",
+    "config_path",
+    "ca cert",
+    "cannot be set",
+    "auth.json",
+    "registry_auth",
 )
 
 

@@ -66,6 +66,12 @@ RULES: list[Rule] = [
         re.compile(rf"(?i)\b({SECRET_KEYS})(=|\"\s*:\s*\")[^\s\"&,;}}]{{4,}}"),
         lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}",
     ),
+    # `password = "x"` in TOML (containerd's config.toml, hosts.toml headers)
+    (
+        "key-value",
+        re.compile(rf"(?i)\b({SECRET_KEYS})(\s*=\s*[\"'])[^\"'\n]{{4,}}"),
+        lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}",
+    ),
     # "password: x" in YAML, logs and env dumps; not for words as common as "auth" or "token"
     (
         "key-value",

@@ -244,3 +244,68 @@ def test_bundle_is_readable_without_the_tool(tokens, pki, env, tmp_path):
     assert "TOKEN_SCOPE_ERROR" in html and "AcrPush" in html
     assert "<script" not in html and "http-equiv" not in html
     assert time.time()  # keep the import used
+
+
+def test_runtime_files_go_in_without_their_secrets(registry, pki, env, host_root, tmp_path):
+    """podman's auth.json, containerd's legacy registry auth and a hosts.toml header are in the
+    bundle as files a support engineer can read, with every planted secret removed."""
+    planted = {
+        "podman-auth": base64.b64encode(b"pod:PLANTED-podman-pw-7781").decode(),
+        "podman-token": "PLANTED-podman-idtoken-1180",
+        "ctrd-password": "PLANTED-ctrd-pw-3390",
+        "ctrd-auth": base64.b64encode(b"ctr:PLANTED-ctrd-auth-5521").decode(),
+        "hosts-header": "PLANTEDhostsheaderbasic8812",
+    }
+    files_in = {
+        "etc/containers/registries.conf": 'unqualified-search-registries = ["docker.io"]\n',
+        "etc/containers/policy.json": json.dumps({"default": [{"type": "insecureAcceptAnything"}]}),
+        "run/containers/0/auth.json": json.dumps(
+            {"auths": {"registry.test": {"auth": planted["podman-auth"]}}}
+        ),
+        "root/.config/containers/auth.json": json.dumps(
+            {"auths": {"registry.test": {"identitytoken": planted["podman-token"]}}}
+        ),
+        "etc/containerd/config.toml": (
+            "version = 2\n"
+            '[plugins."io.containerd.grpc.v1.cri".registry.configs."registry.test".auth]\n'
+            f'  username = "ctr"\n  password = "{planted["ctrd-password"]}"\n'
+            f'  auth = "{planted["ctrd-auth"]}"\n'
+        ),
+        "etc/containerd/certs.d/registry.test/hosts.toml": (
+            'server = "https://registry.test"\n[host."https://registry.test"]\n'
+            f'  [host."https://registry.test".header]\n    Authorization = "Basic {planted["hosts-header"]}"\n'
+        ),
+    }
+    for rel, text in files_in.items():
+        p = host_root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    archive = tmp_path / "rt.tar.gz"
+    r = lab.diagnose(
+        "bundle",
+        f"127.0.0.1:{registry.port}",
+        "--ca-bundle",
+        str(pki.ca_file),
+        "--host-root",
+        str(host_root),
+        "--runtime",
+        "all",
+        "-o",
+        str(archive),
+        "--quiet",
+        env=env,
+    )
+    assert r.rc in (0, 1), r.out + r.err
+    files = _all_bytes(_unpack(archive, tmp_path / "out"))
+    for name in (
+        "host/containers/registries.conf",
+        "host/containers/policy.json",
+        "host/containerd/config.toml",
+        "host/containerd/certs.d/registry.test/hosts.toml",
+    ):
+        assert name in files, sorted(files)
+    assert sum(1 for n in files if n.startswith("host/containers/auth-")) == 2, sorted(files)
+    blob = b"\n".join(files.values()) + r.out.encode() + r.err.encode()
+    for kind, secret in planted.items():
+        assert secret.encode() not in blob, f"{kind} leaked"
+    assert b"PLANTED" not in blob
