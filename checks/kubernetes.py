@@ -81,6 +81,7 @@ class CredentialProviderCheck(Check):
         assert reg is not None
         image = reg.image.normalized if reg.image is not None else reg.login_server
         evidence: dict[str, Any] = {"config": str(path), "image": image}
+        error: str | None
         try:
             doc = loads(read_text(path) or "")
         except YamlError as exc:
