@@ -429,10 +429,8 @@ class SignaturePolicyCheck(Check):
                         ],
                     )
                 )
-            elif kind == "signedBy":
-                issues += self._signed_by(ctx, r, name, where, scope, image)
-            elif kind == "sigstoreSigned":
-                issues += self._sigstore(ctx, r, name, where, scope, image)
+            elif kind in ("signedBy", "sigstoreSigned"):
+                issues += self._signature(ctx, r, name, where, scope, image)
         if issues:
             return combine(issues, evidence)
         return passed(f"policy.json accepts {full} ({', '.join(types)} for {scope})", **evidence)
@@ -442,17 +440,7 @@ class SignaturePolicyCheck(Check):
         d = m.evidence.get("content_digest") if m is not None else None
         return d if isinstance(d, str) else None
 
-    def _keys(self, ctx: CheckContext, r: dict[str, Any]) -> tuple[list[str], bool]:
-        paths = [r["keyPath"]] if isinstance(r.get("keyPath"), str) else []
-        if isinstance(r.get("keyPaths"), list):
-            paths += [p for p in r["keyPaths"] if isinstance(p, str)]
-        return paths, isinstance(r.get("keyData"), str) or isinstance(r.get("keyDatas"), list)
-
-    def _missing_keys(self, ctx: CheckContext, paths: list[str]) -> list[str]:
-        root = ctx.options.host_root
-        return [p for p in paths if not (root / p.lstrip("/")).is_file()]
-
-    def _signed_by(
+    def _signature(
         self,
         ctx: CheckContext,
         r: dict[str, Any],
@@ -461,94 +449,71 @@ class SignaturePolicyCheck(Check):
         scope: str,
         image: ImageRef | None,
     ) -> list[Issue]:
-        paths, inline = self._keys(ctx, r)
-        missing = self._missing_keys(ctx, paths)
-        if missing or not (paths or inline):
+        """A signedBy or sigstoreSigned requirement: its key on this host, then a signature
+        where the clients would look (the lookaside, then sigstore attachments)."""
+        sigstore = r.get("type") == "sigstoreSigned"
+        paths = [r["keyPath"]] if isinstance(r.get("keyPath"), str) else []
+        if not sigstore and isinstance(r.get("keyPaths"), list):
+            paths += [p for p in r["keyPaths"] if isinstance(p, str)]
+        inline = any(isinstance(r.get(k), str | list) for k in ("keyData", "keyDatas"))
+        root = ctx.options.host_root
+        missing = [p for p in paths if not (root / p.lstrip("/")).is_file()]
+        if missing or not (paths or inline or sigstore):
             return [
                 Issue(
                     Status.FAIL,
                     "SIGNATURE_KEY_MISSING",
                     ["signature-policy"],
-                    f"the signedBy requirement for {scope} in {where} names the key "
+                    f"the {r.get('type')} requirement for {scope} in {where} names the key "
                     f"{', '.join(missing) or '(none)'}, which is not on this host: every pull "
                     "in that scope fails",
                     [
                         f"Install the public key at {', '.join(missing) or 'the keyPath'} "
-                        "(the registry's or the image publisher's GPG public key).",
+                        "(the image publisher's "
+                        + ("cosign" if sigstore else "GPG")
+                        + " public key).",
                     ],
                 )
             ]
         if image is None:
             return []
-        root, home = ctx.options.host_root, _home(ctx)
-        lookaside, attachments, src = lookaside_for(root, home, name)
-        found, looked = _signature_present(ctx, name, self._digest(ctx), lookaside)
+        digest = self._digest(ctx)
+        lookaside, attachments, src = lookaside_for(root, _home(ctx), name)
+        found: bool | None = False
+        looked = "nowhere: use-sigstore-attachments is not true in registries.d"
+        if not sigstore:
+            found, looked = _signature_present(ctx, name, digest, lookaside)
+            looked += f", from {src}" if src else "; no registries.d entry names a lookaside"
         if not found and attachments:
-            found, looked = _attachment_present(ctx, name, self._digest(ctx))
+            found, looked = _attachment_present(ctx, name, digest)
         if found is None or found:
             return []
-        return [
-            Issue(
-                Status.FAIL,
-                "SIGNATURE_MISSING",
-                ["signature-policy"],
-                f"{where} requires a signature for {scope} (signedBy), and none exists for "
-                f"this image (looked at {looked}"
-                + (f", from {src}" if src else "; no registries.d entry names a lookaside")
-                + "): the clients stop with 'A signature was required, but no signature exists'",
-                [
-                    "Sign the image with the key the policy names (`skopeo copy --sign-by KEYID` "
-                    "or `podman push --sign-by KEYID`) and publish the signature where "
-                    "registries.d says (lookaside).",
-                    "Or, if this scope is meant to take unsigned images, give it "
-                    f'[{{"type": "insecureAcceptAnything"}}] in {where}.',
-                ],
-            )
-        ]
-
-    def _sigstore(
-        self,
-        ctx: CheckContext,
-        r: dict[str, Any],
-        name: str,
-        where: str,
-        scope: str,
-        image: ImageRef | None,
-    ) -> list[Issue]:
-        paths = [r["keyPath"]] if isinstance(r.get("keyPath"), str) else []
-        missing = self._missing_keys(ctx, paths)
-        if missing:
-            return [
-                Issue(
-                    Status.FAIL,
-                    "SIGNATURE_KEY_MISSING",
-                    ["signature-policy"],
-                    f"the sigstoreSigned requirement for {scope} in {where} names the key "
-                    f"{', '.join(missing)}, which is not on this host",
-                    [f"Install the cosign public key at {', '.join(missing)}."],
-                )
+        steps = (
+            [
+                "Sign the image (`cosign sign` or `podman push --sign-by-sigstore`), and set "
+                "`use-sigstore-attachments: true` for the registry in "
+                "/etc/containers/registries.d/*.yaml.",
             ]
-        if image is None:
-            return []
-        _look, attachments, _src = lookaside_for(ctx.options.host_root, _home(ctx), name)
-        found, looked = (
-            _attachment_present(ctx, name, self._digest(ctx))
-            if attachments
-            else (False, "nowhere: use-sigstore-attachments is not true in registries.d")
+            if sigstore
+            else [
+                "Sign the image with the key the policy names (`skopeo copy --sign-by KEYID` "
+                "or `podman push --sign-by KEYID`) and publish the signature where "
+                "registries.d says (lookaside).",
+            ]
         )
-        if found is None or found:
-            return []
+        steps.append(
+            "Or, if this scope is meant to take unsigned images, give it "
+            f'[{{"type": "insecureAcceptAnything"}}] in {where}.'
+        )
         return [
             Issue(
                 Status.FAIL,
                 "SIGNATURE_MISSING",
                 ["signature-policy"],
-                f"{where} requires a sigstore signature for {scope}, and none was found ({looked})",
-                [
-                    "Sign the image (`cosign sign` or `podman push --sign-by-sigstore`), and set "
-                    "`use-sigstore-attachments: true` for the registry in "
-                    "/etc/containers/registries.d/*.yaml.",
-                ],
+                f"{where} requires a signature for {scope} ({r.get('type')}), and none exists "
+                f"for this image (looked at {looked}): the clients stop with 'A signature was "
+                "required, but no signature exists'",
+                steps,
             )
         ]
 

@@ -10,7 +10,6 @@ specific, containerd tries the hosts of hosts.toml in file order and the server 
 
 from __future__ import annotations
 
-import json
 import re
 import tomllib
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from diagnose.dockerhost import read_text
+from diagnose.dockerhost import json_object, read_text
 
 if TYPE_CHECKING:
     from diagnose.context import CheckContext
@@ -285,16 +284,8 @@ def load_policy(root: Path, home: Path) -> Policy:
     if text is None:
         return out
     out.exists = True
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        out.error = f"line {exc.lineno} column {exc.colno}: {exc.msg}"
-        return out
-    except RecursionError:
-        out.error = "nested too deeply"
-        return out
-    if not isinstance(data, dict):
-        out.error = "the top level must be a JSON object"
+    data, out.error = json_object(text)
+    if out.error:
         return out
     if not isinstance(data.get("default"), list) or not data["default"]:
         out.error = 'has no "default" requirement list: the clients refuse the whole file'

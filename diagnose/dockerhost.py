@@ -54,6 +54,19 @@ class DaemonJson:
     type_errors: list[str] = field(default_factory=list)
 
 
+def json_object(text: str) -> tuple[dict[str, Any], str | None]:
+    """A JSON object from a host file, or ({}, "line L column C: why"); never raises."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return {}, f"line {exc.lineno} column {exc.colno}: {exc.msg}"
+    except RecursionError:
+        return {}, "nested too deeply"
+    if not isinstance(data, dict):
+        return {}, "line 1 column 1: the top level must be a JSON object"
+    return data, None
+
+
 def parse_daemon_json(path: Path) -> DaemonJson:
     out = DaemonJson(path)
     text = read_text(path)
@@ -62,16 +75,8 @@ def parse_daemon_json(path: Path) -> DaemonJson:
     out.exists = True
     if not text.strip():
         return out
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        out.error = f"line {exc.lineno} column {exc.colno}: {exc.msg}"
-        return out
-    except RecursionError:
-        out.error = "nested too deeply"
-        return out
-    if not isinstance(data, dict):
-        out.error = "line 1 column 1: the top level must be a JSON object"
+    data, out.error = json_object(text)
+    if out.error:
         return out
     out.data = data
     for key, kind in DAEMON_JSON_TYPES.items():

@@ -325,17 +325,7 @@ def test_signed_by_on_an_unsigned_image_fails_like_skopeo(image_registry, pki, e
     assert "A signature was required, but no signature exists" in theirs.stderr, theirs.stderr
 
 
-def test_short_name_enforcing_fails_like_podman(pki, env, tmp_path, dns_server):
-    if PODMAN is None:
-        pytest.skip("podman is not installed")
-    conf = (
-        'unqualified-search-registries = ["registry.test:5000", "alias.test:5000"]\n'
-        'short-name-mode = "enforcing"\n'
-    )
-    root = make_root(
-        tmp_path,
-        {"etc/containers/registries.conf": conf, "etc/containers/policy.json": ACCEPT},
-    )
+def short_name_verdict(root: Path, dns_server, env) -> dict:
     r = lab.diagnose(
         "check-health",
         "rd-probe-app:3.19",
@@ -351,7 +341,21 @@ def test_short_name_enforcing_fails_like_podman(pki, env, tmp_path, dns_server):
         "json",
         env=env,
     )
-    c = r.check("registries-conf")
+    return r.check("registries-conf")
+
+
+def test_short_name_enforcing_fails_like_podman(pki, env, tmp_path, dns_server):
+    if PODMAN is None:
+        pytest.skip("podman is not installed")
+    conf = (
+        'unqualified-search-registries = ["registry.test:5000", "alias.test:5000"]\n'
+        'short-name-mode = "enforcing"\n'
+    )
+    root = make_root(
+        tmp_path,
+        {"etc/containers/registries.conf": conf, "etc/containers/policy.json": ACCEPT},
+    )
+    c = short_name_verdict(root, dns_server, env)
     assert (c["status"], c["code"]) == ("fail", "SHORT_NAME_ENFORCING"), c
     assert "registries.conf line 2" in c["summary"]
     assert any("docker.io/library/rd-probe-app:3.19" in s for s in c["remediation"])
@@ -392,22 +396,7 @@ def test_short_name_enforcing_fails_like_podman(pki, env, tmp_path, dns_server):
     (root / "etc/containers/registries.conf.d/000-aliases.conf").write_text(
         '[aliases]\n"rd-probe-app" = "registry.test:5000/library/rd-probe-app"\n'
     )
-    r = lab.diagnose(
-        "check-health",
-        "rd-probe-app:3.19",
-        "--host-root",
-        str(root),
-        "--runtime",
-        "podman",
-        "--nameserver",
-        dns_server.nameserver,
-        "--checks",
-        "registries-conf",
-        "-f",
-        "json",
-        env=env,
-    )
-    c = r.check("registries-conf")
+    c = short_name_verdict(root, dns_server, env)
     assert c["code"] != "SHORT_NAME_ENFORCING" and c["evidence"]["alias"]["value"].startswith(
         "registry.test:5000/"
     ), c
