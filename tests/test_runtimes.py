@@ -111,6 +111,17 @@ def skopeo_copy(root: Path, ref: str, tmp: Path) -> subprocess.CompletedProcess[
 
 
 # --------------------------------------------------------------- registries.conf / policy.json
+def podman_case(tmp: Path, pki, reg, env, files: dict[str, str | dict], check: str):
+    """A host root with these files and the registry's CA in containers' certs.d; our verdict
+    on team/app:1.0 from it: (root, reference, the check's result, the run's exit code)."""
+    hp = f"127.0.0.1:{reg.port}"
+    root = make_root(tmp, {"etc/containers/policy.json": ACCEPT, **files})
+    with_ca(root, pki, hp)
+    ref = f"{hp}/team/app:1.0"
+    r = ours(root, ref, env, pki)
+    return root, ref, r.check(check), r.rc
+
+
 def test_healthy_podman_host_passes_and_skopeo_pulls(image_registry, pki, env, tmp_path, schema):
     reg, _ = image_registry
     hp = f"127.0.0.1:{reg.port}"
@@ -138,20 +149,12 @@ def test_healthy_podman_host_passes_and_skopeo_pulls(image_registry, pki, env, t
 def test_blocked_registry_fails_like_skopeo(image_registry, pki, env, tmp_path):
     reg, _ = image_registry
     hp = f"127.0.0.1:{reg.port}"
-    root = make_root(
-        tmp_path,
-        {
-            "etc/containers/registries.conf": "",
-            "etc/containers/registries.conf.d/50-block.conf": (
-                f'# our registry is off limits\n[[registry]]\nlocation = "{hp}"\nblocked = true\n'
-            ),
-            "etc/containers/policy.json": ACCEPT,
-        },
-    )
-    with_ca(root, pki, hp)
-    ref = f"{hp}/team/app:1.0"
-    r = ours(root, ref, env, pki)
-    c = r.check("registries-conf")
+    block = f'# our registry is off limits\n[[registry]]\nlocation = "{hp}"\nblocked = true\n'
+    files = {
+        "etc/containers/registries.conf": "",
+        "etc/containers/registries.conf.d/50-block.conf": block,
+    }
+    root, ref, c, rc = podman_case(tmp_path, pki, reg, env, files, "registries-conf")
     assert (c["status"], c["code"]) == ("fail", "REGISTRY_BLOCKED"), c
     assert "50-block.conf line 3" in c["summary"] and c["faq"][0] == "registries-conf"
     assert any("blocked = false" in s for s in c["remediation"])
@@ -163,22 +166,14 @@ def test_mirror_down_warns_and_skopeo_falls_back(image_registry, pki, env, tmp_p
     reg, _ = image_registry
     hp = f"127.0.0.1:{reg.port}"
     dead = lab.closed_port()
-    root = make_root(
-        tmp_path,
-        {
-            "etc/containers/registries.conf": (
-                f'[[registry]]\nlocation = "{hp}"\n\n[[registry.mirror]]\n'
-                f'location = "127.0.0.1:{dead}"\n'
-            ),
-            "etc/containers/policy.json": ACCEPT,
-        },
+    conf = (
+        f'[[registry]]\nlocation = "{hp}"\n\n[[registry.mirror]]\nlocation = "127.0.0.1:{dead}"\n'
     )
-    with_ca(root, pki, hp)
-    ref = f"{hp}/team/app:1.0"
-    r = ours(root, ref, env, pki)
-    c = r.check("registries-conf")
+    root, ref, c, rc = podman_case(
+        tmp_path, pki, reg, env, {"etc/containers/registries.conf": conf}, "registries-conf"
+    )
     assert (c["status"], c["code"]) == ("warn", "MIRROR_UNREACHABLE"), c
-    assert f"127.0.0.1:{dead}" in c["summary"] and r.rc == 0
+    assert f"127.0.0.1:{dead}" in c["summary"] and rc == 0
     assert skopeo_copy(root, ref, tmp_path).returncode == 0
 
 
@@ -186,19 +181,10 @@ def test_location_rewritten_to_a_dead_host_fails_like_skopeo(image_registry, pki
     reg, _ = image_registry
     hp = f"127.0.0.1:{reg.port}"
     dead = lab.closed_port()
-    root = make_root(
-        tmp_path,
-        {
-            "etc/containers/registries.conf": (
-                f'[[registry]]\nprefix = "{hp}/team"\nlocation = "127.0.0.1:{dead}/team"\n'
-            ),
-            "etc/containers/policy.json": ACCEPT,
-        },
+    conf = f'[[registry]]\nprefix = "{hp}/team"\nlocation = "127.0.0.1:{dead}/team"\n'
+    root, ref, c, rc = podman_case(
+        tmp_path, pki, reg, env, {"etc/containers/registries.conf": conf}, "registries-conf"
     )
-    with_ca(root, pki, hp)
-    ref = f"{hp}/team/app:1.0"
-    r = ours(root, ref, env, pki)
-    c = r.check("registries-conf")
     assert (c["status"], c["code"]) == ("fail", "RUNTIME_ENDPOINT_ERROR"), c
     assert f"127.0.0.1:{dead}" in c["summary"] and "refused" in c["summary"]
     theirs = skopeo_copy(root, ref, tmp_path)
@@ -240,11 +226,9 @@ def test_policy_reject_fails_like_skopeo(image_registry, pki, env, tmp_path):
         "default": [{"type": "insecureAcceptAnything"}],
         "transports": {"docker": {f"{hp}/team": [{"type": "reject"}]}},
     }
-    root = make_root(tmp_path, {"etc/containers/policy.json": policy})
-    with_ca(root, pki, hp)
-    ref = f"{hp}/team/app:1.0"
-    r = ours(root, ref, env, pki)
-    c = r.check("signature-policy")
+    root, ref, c, rc = podman_case(
+        tmp_path, pki, reg, env, {"etc/containers/policy.json": policy}, "signature-policy"
+    )
     assert (c["status"], c["code"]) == ("fail", "POLICY_REJECT"), c
     assert c["evidence"]["scope"] == f"{hp}/team" and "policy.json" in c["summary"]
     assert any("insecureAcceptAnything" in s for s in c["remediation"])
@@ -268,11 +252,9 @@ def test_signed_by_with_missing_key_fails_like_skopeo(image_registry, pki, env, 
             }
         },
     }
-    root = make_root(tmp_path, {"etc/containers/policy.json": policy})
-    with_ca(root, pki, hp)
-    ref = f"{hp}/team/app:1.0"
-    r = ours(root, ref, env, pki)
-    c = r.check("signature-policy")
+    root, ref, c, rc = podman_case(
+        tmp_path, pki, reg, env, {"etc/containers/policy.json": policy}, "signature-policy"
+    )
     assert (c["status"], c["code"]) == ("fail", "SIGNATURE_KEY_MISSING"), c
     assert "/etc/pki/team.gpg" in c["summary"]
     # skopeo reads the key from the real path in policy.json: point it into the root
@@ -499,11 +481,7 @@ def containerd(tmp_path_factory):
             pytest.skip(f"containerd did not start: {(d / 'containerd.log').read_text()[-500:]}")
         yield sock
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        lab.stop_process(proc)
         log.close()
 
 
