@@ -156,6 +156,7 @@ def test_blocked_registry_fails_like_skopeo(image_registry, pki, env, tmp_path):
     }
     root, ref, c, rc = podman_case(tmp_path, pki, reg, env, files, "registries-conf")
     assert (c["status"], c["code"]) == ("fail", "REGISTRY_BLOCKED"), c
+    assert rc == 1
     assert "50-block.conf line 3" in c["summary"] and c["faq"][0] == "registries-conf"
     assert any("blocked = false" in s for s in c["remediation"])
     theirs = skopeo_copy(root, ref, tmp_path)
@@ -186,6 +187,7 @@ def test_location_rewritten_to_a_dead_host_fails_like_skopeo(image_registry, pki
         tmp_path, pki, reg, env, {"etc/containers/registries.conf": conf}, "registries-conf"
     )
     assert (c["status"], c["code"]) == ("fail", "RUNTIME_ENDPOINT_ERROR"), c
+    assert rc == 1
     assert f"127.0.0.1:{dead}" in c["summary"] and "refused" in c["summary"]
     theirs = skopeo_copy(root, ref, tmp_path)
     assert theirs.returncode != 0 and str(dead) in theirs.stderr, theirs.stderr
@@ -230,6 +232,7 @@ def test_policy_reject_fails_like_skopeo(image_registry, pki, env, tmp_path):
         tmp_path, pki, reg, env, {"etc/containers/policy.json": policy}, "signature-policy"
     )
     assert (c["status"], c["code"]) == ("fail", "POLICY_REJECT"), c
+    assert rc == 1
     assert c["evidence"]["scope"] == f"{hp}/team" and "policy.json" in c["summary"]
     assert any("insecureAcceptAnything" in s for s in c["remediation"])
     theirs = skopeo_copy(root, ref, tmp_path)
@@ -256,6 +259,7 @@ def test_signed_by_with_missing_key_fails_like_skopeo(image_registry, pki, env, 
         tmp_path, pki, reg, env, {"etc/containers/policy.json": policy}, "signature-policy"
     )
     assert (c["status"], c["code"]) == ("fail", "SIGNATURE_KEY_MISSING"), c
+    assert rc == 1
     assert "/etc/pki/team.gpg" in c["summary"]
     # skopeo reads the key from the real path in policy.json: point it into the root
     theirs_policy = tmp_path / "theirs-policy.json"
