@@ -212,6 +212,15 @@ def load_registries_conf(root: Path, home: Path) -> RegistriesConf:
                 source=str(path),
             )
     conf.registries = list(by_prefix.values())
+    # aliases podman recorded after a prompt: used when no configuration file has one
+    for cache in (home / ".cache/containers", root / "var/cache/containers"):
+        doc, _ = _toml(cache / "short-name-aliases.conf")
+        aliases = doc.get("aliases") if doc else None
+        if isinstance(aliases, dict):
+            for k, v in aliases.items():
+                if isinstance(v, str):
+                    conf.aliases.setdefault(str(k), (v, str(cache / "short-name-aliases.conf")))
+            break
     return conf
 
 

@@ -565,3 +565,73 @@ def test_containerd_hosts_agree_with_ctr(
     assert (theirs.returncode == 0) == ctr_ok, theirs.stdout + theirs.stderr
     assert pulls(c) == (theirs.returncode == 0)
     assert r.check("registries-conf")["status"] == "skip"
+
+
+def test_registries_conf_merge_order(tmp_path):
+    """Drop-ins in name order replace an entry of the same prefix; the user's drop-in folder
+    replaces the system one; the alias cache fills in only what no file sets."""
+    from diagnose.containers import find_registry, load_registries_conf
+
+    root = make_root(
+        tmp_path,
+        {
+            "etc/containers/registries.conf": (
+                'unqualified-search-registries = ["a.io"]\n[[registry]]\nprefix = "x.io"\n'
+                'location = "first.io"\n[aliases]\n"app" = "a.io/team/app"\n'
+            ),
+            "etc/containers/registries.conf.d/20-b.conf": (
+                '[[registry]]\nprefix = "x.io"\nlocation = "second.io"\n'
+            ),
+            "etc/containers/registries.conf.d/10-a.conf": (
+                'unqualified-search-registries = ["b.io", "c.io"]\n'
+            ),
+            "var/cache/containers/short-name-aliases.conf": (
+                '[aliases]\n"app" = "cache.io/app"\n"tool" = "cache.io/tool"\n'
+            ),
+        },
+    )
+    home = root / "root"
+    conf = load_registries_conf(root, home)
+    assert find_registry(conf, "x.io/team/app:1").location == "second.io"
+    assert conf.search == ["b.io", "c.io"]
+    assert conf.aliases["app"][0] == "a.io/team/app"
+    assert conf.aliases["tool"][0] == "cache.io/tool"
+    assert find_registry(conf, "x.iox/app") is None
+    (home / ".config/containers/registries.conf.d").mkdir(parents=True)
+    conf = load_registries_conf(root, home)
+    assert find_registry(conf, "x.io/team/app:1").location == "first.io"
+
+
+def test_broken_auth_file_fails_like_podman(tmp_path, env):
+    if PODMAN is None:
+        pytest.skip("podman is not installed")
+    home, xdg = tmp_path / "h", tmp_path / "xdg"
+    (xdg / "containers").mkdir(parents=True)
+    home.mkdir()
+    (xdg / "containers/auth.json").write_text('{"auths": {"registry.test:5000": {"auth": "eA=="')
+    e = {**env, "HOME": str(home), "XDG_RUNTIME_DIR": str(xdg)}
+    r = lab.diagnose(
+        "check-health",
+        "registry.test:5000/team/app:1",
+        "--host-root",
+        "/",
+        "--runtime",
+        "podman",
+        "--checks",
+        "podman-credentials",
+        "-f",
+        "json",
+        env=e,
+    )
+    c = r.check("podman-credentials")
+    assert (c["status"], c["code"]) == ("fail", "CREDENTIALS_ERROR"), c
+    assert str(xdg / "containers/auth.json") in c["summary"] and r.rc == 1
+    theirs = subprocess.run(
+        [PODMAN, "login", "--get-login", "registry.test:5000"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=e,
+        stdin=subprocess.DEVNULL,
+    )
+    assert theirs.returncode != 0, theirs.stdout
