@@ -30,17 +30,12 @@ UNIT_FILES = (
 )
 
 
-def daemon_processes() -> list[dict[str, Any]]:
+def daemon_processes(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """dockerd, and Red Hat's docker-current / `docker daemon`, from the process table."""
-    import psutil
-
     found = []
-    for proc in psutil.process_iter(["pid", "name", "cmdline"]):
-        try:
-            name = proc.info["name"] or ""
-            cmd = list(proc.info["cmdline"] or [])
-        except (psutil.Error, OSError):
-            continue
+    for proc in table:
+        name = proc["name"]
+        cmd = proc["cmdline"]
         heads = [Path(c).name for c in cmd[:2]]
         is_daemon = (
             name in DAEMON_NAMES
@@ -53,7 +48,7 @@ def daemon_processes() -> list[dict[str, Any]]:
             )
             found.append(
                 {
-                    "pid": proc.info["pid"],
+                    "pid": proc["pid"],
                     "name": name,
                     "args": [scrub(a) for a in cmd[start + 1 :]][:200],
                 }
@@ -97,7 +92,7 @@ class DockerDaemonCheck(Check):
         docker_host = ctx.options.docker_host
         if docker_host is None and ctx.live_host:
             docker_host = os.environ.get("DOCKER_HOST") or DEFAULT_HOST
-        processes = daemon_processes() if ctx.live_host else []
+        processes = daemon_processes(ctx.processes())
         installed = _installed(ctx)
         evidence: dict[str, Any] = {
             "docker_host": docker_host,

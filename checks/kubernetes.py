@@ -25,20 +25,14 @@ BIN_DIRS = ("var/lib/kubelet/credential-provider", "usr/local/bin", "opt/cni/bin
 ACR_PROVIDER = "acr-credential-provider"
 
 
-def _kubelet_flags() -> tuple[str | None, str | None]:
-    import psutil
-
-    for proc in psutil.process_iter(["name", "cmdline"]):
-        try:
-            if proc.info["name"] != "kubelet":
-                continue
-            args = [str(a) for a in proc.info["cmdline"] or []]
-        except (psutil.Error, OSError):
-            continue
-        return (
-            flag_value(args, "--image-credential-provider-config"),
-            flag_value(args, "--image-credential-provider-bin-dir"),
-        )
+def _kubelet_flags(table: list[dict[str, Any]]) -> tuple[str | None, str | None]:
+    for proc in table:
+        if proc["name"] == "kubelet":
+            args = proc["cmdline"]
+            return (
+                flag_value(args, "--image-credential-provider-config"),
+                flag_value(args, "--image-credential-provider-bin-dir"),
+            )
     return None, None
 
 
@@ -69,7 +63,7 @@ class CredentialProviderCheck(Check):
 
     def run(self, ctx: CheckContext) -> Finding:
         root = ctx.options.host_root
-        flag_config, flag_bin = _kubelet_flags() if ctx.live_host else (None, None)
+        flag_config, flag_bin = _kubelet_flags(ctx.processes())
         path: Path | None = ctx.options.provider_config
         if path is None and flag_config:
             path = root / flag_config.lstrip("/")

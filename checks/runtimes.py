@@ -49,24 +49,14 @@ PROCESS_NAMES = {
 }
 
 
-def _processes() -> dict[str, list[int]]:
-    import psutil
-
-    found: dict[str, list[int]] = {}
-    for proc in psutil.process_iter(["pid", "name"]):
-        try:
-            runtime = PROCESS_NAMES.get(proc.info["name"] or "")
-        except (psutil.Error, OSError):
-            continue
-        if runtime:
-            found.setdefault(runtime, []).append(int(proc.info["pid"]))
-    return found
-
-
-def detect(root: Path, live: bool) -> dict[str, dict[str, Any]]:
+def detect(root: Path, live: bool, table: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """For each runtime, the signs of it found (files under root; on this very machine also
     the process table and PATH)."""
-    procs = _processes() if live else {}
+    procs: dict[str, list[int]] = {}
+    for proc in table:
+        runtime = PROCESS_NAMES.get(proc["name"])
+        if runtime:
+            procs.setdefault(runtime, []).append(int(proc["pid"]))
     out: dict[str, dict[str, Any]] = {}
     for runtime, kinds in SIGNS.items():
         signs: dict[str, list[str]] = {}
@@ -93,7 +83,7 @@ class ContainerRuntimesCheck(Check):
     timeout_s = 5.0
 
     def run(self, ctx: CheckContext) -> Finding:
-        found = detect(ctx.options.host_root, ctx.live_host)
+        found = detect(ctx.options.host_root, ctx.live_host, ctx.processes())
         chosen = list(ctx.options.runtimes)
         present = [r for r in RUNTIMES if found[r]["present"]]
         active = chosen or present

@@ -201,6 +201,24 @@ class RunState:
         return ctx
 
 
+def _process_table() -> list[dict[str, Any]]:
+    import psutil
+
+    out = []
+    for proc in psutil.process_iter(["pid", "name", "cmdline"]):
+        try:
+            out.append(
+                {
+                    "pid": proc.info["pid"],
+                    "name": proc.info["name"] or "",
+                    "cmdline": [str(a) for a in proc.info["cmdline"] or []],
+                }
+            )
+        except (psutil.Error, OSError):
+            continue
+    return out
+
+
 class CheckContext:
     """The view of the run one check gets."""
 
@@ -264,6 +282,13 @@ class CheckContext:
     def once(self, key: str, compute: Callable[[], T]) -> T:
         """compute() once per run for this registry and key (see RunState.once)."""
         return self._state.once(self.registry.login_server if self.registry else None, key, compute)
+
+    def processes(self) -> list[dict[str, Any]]:
+        """This machine's process table ({pid, name, cmdline}), read once per run for every
+        check that looks at it; empty under --host-root (the processes are not that host's)."""
+        if not self.live_host:
+            return []
+        return self._state.once(None, "processes", _process_table)
 
     def credential(self) -> Credential:
         """The credential docker would use for this registry (raises CredentialError)."""
