@@ -33,6 +33,12 @@ def main() -> int:
     ap.add_argument("--this", help="the Python whose diagnose is this tree (default: this one)")
     args = ap.parse_args()
     pythons = [args.this or sys.executable, *args.python]
+    # an installed release has its bytecode compiled by pip; give this tree the same (an
+    # environment with PYTHONDONTWRITEBYTECODE would otherwise compile it on every run)
+    import compileall
+
+    for pkg in ("diagnose", "checks", "reports"):
+        compileall.compile_dir(str(Path(__file__).resolve().parent.parent / pkg), quiet=1)
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
         pki = lab.make_pki(tmp / "pki")
