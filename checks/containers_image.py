@@ -210,7 +210,8 @@ class RegistriesConfCheck(Check):
                                 f"the pull works from {source.reference}, after "
                                 f"{len(failed)} failed attempt(s) first: {first['detail']}",
                                 [
-                                    f"Bring the mirror {str(first['url']).split('/')[2]} back, or remove "
+                                    "Bring the mirror "
+                                    f"{str(first['url']).split('/')[2]} back, or remove "
                                     f"it from {conf_file}: "
                                     "every pull tries it first and waits for it.",
                                 ],
