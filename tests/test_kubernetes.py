@@ -57,14 +57,8 @@ def skopeo_inspect(ref: str, authfile: Path, pki, tmp: Path) -> subprocess.Compl
     )
 
 
-@pytest.mark.parametrize("good", [True, False])
-def test_pull_secret_is_the_credential_and_skopeo_agrees(basic_image, pki, env, tmp_path, good):
-    ref = basic_image
-    server = ref.split("/", 1)[0]
-    password = USERS["alice"] if good else "PLANTED-wrong-pw-4471"
-    secret = tmp_path / "regcred.yaml"
-    secret.write_text(secret_yaml(server, "alice", password))
-    r = lab.diagnose(
+def with_pull_secret(ref: str, secret: Path, pki, env) -> lab.Run:
+    return lab.diagnose(
         "check-health",
         ref,
         "--ca-bundle",
@@ -75,6 +69,16 @@ def test_pull_secret_is_the_credential_and_skopeo_agrees(basic_image, pki, env, 
         "json",
         env=env,
     )
+
+
+@pytest.mark.parametrize("good", [True, False])
+def test_pull_secret_is_the_credential_and_skopeo_agrees(basic_image, pki, env, tmp_path, good):
+    ref = basic_image
+    server = ref.split("/", 1)[0]
+    password = USERS["alice"] if good else "PLANTED-wrong-pw-4471"
+    secret = tmp_path / "regcred.yaml"
+    secret.write_text(secret_yaml(server, "alice", password))
+    r = with_pull_secret(ref, secret, pki, env)
     cred = r.check("credentials")
     assert cred["evidence"]["source"] == "pull-secret", cred
     # the same credential, handed to skopeo as an auth file
@@ -113,17 +117,7 @@ def test_pull_secret_is_the_credential_and_skopeo_agrees(basic_image, pki, env, 
 def test_bad_pull_secret_is_a_finding_not_a_crash(basic_image, pki, env, tmp_path, text, needle):
     secret = tmp_path / "s.yaml"
     secret.write_text(text)
-    r = lab.diagnose(
-        "check-health",
-        basic_image,
-        "--ca-bundle",
-        str(pki.ca_file),
-        "--pull-secret",
-        str(secret),
-        "-f",
-        "json",
-        env=env,
-    )
+    r = with_pull_secret(basic_image, secret, pki, env)
     assert r.rc == 1 and "Traceback" not in r.err, r.err
     cred = r.check("credentials")
     assert cred["status"] == "fail" and needle in cred["summary"], cred

@@ -403,6 +403,23 @@ def test_broken_registries_conf_names_the_line(pki, env, tmp_path):
 
 
 # ------------------------------------------------------------------------------ auth.json
+def podman_credentials_live(ref: str, env) -> lab.Run:
+    """Our podman-credentials verdict on this very machine (HOME and XDG_RUNTIME_DIR from env)."""
+    return lab.diagnose(
+        "check-health",
+        ref,
+        "--host-root",
+        "/",
+        "--runtime",
+        "podman",
+        "--checks",
+        "podman-credentials",
+        "-f",
+        "json",
+        env=env,
+    )
+
+
 def test_podman_credentials_precedence_matches_podman(tmp_path, env):
     """Our answer to 'which login does podman use' against podman's own (--get-login), as the
     files are added one by one, most preferred last."""
@@ -436,19 +453,7 @@ def test_podman_credentials_precedence_matches_podman(tmp_path, env):
             env=e,
             stdin=subprocess.DEVNULL,
         )
-        r = lab.diagnose(
-            "check-health",
-            f"{server}/team/app:1",
-            "--host-root",
-            "/",
-            "--runtime",
-            "podman",
-            "--checks",
-            "podman-credentials",
-            "-f",
-            "json",
-            env=e,
-        )
+        r = podman_credentials_live(f"{server}/team/app:1", e)
         outputs += [r.out, r.err]
         c = r.check("podman-credentials")
         assert theirs.stdout.strip() == user, theirs.stdout + theirs.stderr
@@ -610,19 +615,7 @@ def test_broken_auth_file_fails_like_podman(tmp_path, env):
     home.mkdir()
     (xdg / "containers/auth.json").write_text('{"auths": {"registry.test:5000": {"auth": "eA=="')
     e = {**env, "HOME": str(home), "XDG_RUNTIME_DIR": str(xdg)}
-    r = lab.diagnose(
-        "check-health",
-        "registry.test:5000/team/app:1",
-        "--host-root",
-        "/",
-        "--runtime",
-        "podman",
-        "--checks",
-        "podman-credentials",
-        "-f",
-        "json",
-        env=e,
-    )
+    r = podman_credentials_live("registry.test:5000/team/app:1", e)
     c = r.check("podman-credentials")
     assert (c["status"], c["code"]) == ("fail", "CREDENTIALS_ERROR"), c
     assert str(xdg / "containers/auth.json") in c["summary"] and r.rc == 1
