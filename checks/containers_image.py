@@ -15,13 +15,17 @@ from typing import Any
 from diagnose.check import Check
 from diagnose.containers import (
     DEFAULT_LOOKASIDE,
+    SYSTEM_POLICY,
+    Policy,
     PullSource,
     RegistriesConf,
     auth_keys_for,
     find_registry,
     in_play,
     line_of,
+    load_crio_conf,
     load_policy,
+    load_policy_file,
     load_registries_conf,
     lookaside_for,
     normalize_auth_key,
@@ -135,7 +139,8 @@ class RegistriesConfCheck(Check):
     def run(self, ctx: CheckContext) -> Finding:
         if not in_play(ctx, *RUNTIMES):
             return skipped(NOT_HERE)
-        conf = load_registries_conf(ctx.options.host_root, _home(ctx))
+        root = ctx.options.host_root
+        conf = load_registries_conf(root, _home(ctx))
         full, _name, image = _ref(ctx)
         evidence: dict[str, Any] = {"files": conf.files, "reference": full}
         issues: list[Issue] = [
@@ -146,7 +151,7 @@ class RegistriesConfCheck(Check):
                 err,
                 ["Fix that file: podman, CRI-O and skopeo refuse to pull while it does not parse."],
             )
-            for err in conf.errors
+            for err in conf.errors + (load_crio_conf(root).errors if in_play(ctx, "crio") else [])
         ]
         if issues:
             return combine(issues, evidence)
@@ -366,32 +371,61 @@ class SignaturePolicyCheck(Check):
         if not in_play(ctx, *RUNTIMES):
             return skipped(NOT_HERE)
         root, home = ctx.options.host_root, _home(ctx)
-        policy = load_policy(root, home)
+        policies: dict[str, list[str]] = {}
+        if in_play(ctx, "podman"):
+            policies.setdefault(load_policy(root, home).path, []).append("podman")
+        if in_play(ctx, "crio"):
+            crio = load_crio_conf(root)
+            path = crio.signature_policy or "/" + SYSTEM_POLICY
+            policies.setdefault(str(root / path.lstrip("/")), []).append("CRI-O")
+        full, _name, _image = _ref(ctx)
+        evidence: dict[str, Any] = {"reference": full, "policies": {}}
+        issues: list[Issue] = []
+        accepted: list[str] = []
+        for path, clients in policies.items():
+            found, facts = self._evaluate(ctx, load_policy_file(Path(path)), " and ".join(clients))
+            evidence["policies"][path] = facts
+            if isinstance(found, list):
+                issues += found
+            else:
+                accepted.append(found)
+        evidence["file"] = next(iter(policies))
+        evidence.update(next(iter(evidence["policies"].values())))
+        if issues:
+            return combine(issues, evidence)
+        return passed("; ".join(accepted), **evidence)
+
+    def _evaluate(
+        self, ctx: CheckContext, policy: Policy, clients: str
+    ) -> tuple[list[Issue] | str, dict[str, Any]]:
+        """The issues one policy file raises for the image, or what it accepts it by."""
         full, name, image = _ref(ctx)
-        evidence: dict[str, Any] = {"file": policy.path, "reference": full}
+        evidence: dict[str, Any] = {"file": policy.path, "clients": clients}
         if not policy.exists:
-            return Finding(
-                Status.FAIL,
-                f"{policy.path} does not exist: podman, CRI-O and skopeo refuse to pull without "
-                "a signature policy",
-                "POLICY_ERROR",
-                ("signature-policy",),
-                (
-                    "Install the default policy: "
-                    '`{"default": [{"type": "insecureAcceptAnything"}]}` '
-                    f"in {policy.path} (Debian and Fedora ship it in containers-common).",
-                ),
-                evidence,
-            )
+            return [
+                Issue(
+                    Status.FAIL,
+                    "POLICY_ERROR",
+                    ["signature-policy"],
+                    f"{policy.path} does not exist: {clients} refuse to pull without a "
+                    "signature policy",
+                    [
+                        "Install the default policy: "
+                        '`{"default": [{"type": "insecureAcceptAnything"}]}` '
+                        f"in {policy.path} (Debian and Fedora ship it in containers-common).",
+                    ],
+                )
+            ], evidence
         if policy.error:
-            return Finding(
-                Status.FAIL,
-                f"{policy.path} {policy.error}",
-                "POLICY_ERROR",
-                ("signature-policy",),
-                ("Fix the file; `podman image trust show` reads it as the clients do.",),
-                evidence,
-            )
+            return [
+                Issue(
+                    Status.FAIL,
+                    "POLICY_ERROR",
+                    ["signature-policy"],
+                    f"{policy.path} {policy.error}",
+                    ["Fix the file; `podman image trust show` reads it as the clients do."],
+                )
+            ], evidence
         req = requirement_for(policy, name, full if image is not None else "")
         types = [str(r.get("type")) for r in req.requirements]
         scope = req.scope or "(the docker transport's default)"
@@ -434,8 +468,11 @@ class SignaturePolicyCheck(Check):
             elif kind in ("signedBy", "sigstoreSigned"):
                 issues += self._signature(ctx, r, name, where, scope, image)
         if issues:
-            return combine(issues, evidence)
-        return passed(f"policy.json accepts {full} ({', '.join(types)} for {scope})", **evidence)
+            return issues, evidence
+        return (
+            f"policy.json accepts {full} for {clients} ({', '.join(types)} for {scope})",
+            evidence,
+        )
 
     def _digest(self, ctx: CheckContext) -> str | None:
         m = ctx.result("manifest")
@@ -534,9 +571,13 @@ class PodmanCredentialsCheck(Check):
         if not in_play(ctx, *RUNTIMES):
             return skipped(NOT_HERE)
         _full, name, _image = _ref(ctx)
-        files = podman_auth_files(
-            _home(ctx), dict(os.environ), ctx.options.host_root, ctx.live_host
-        )
+        root = ctx.options.host_root
+        files = podman_auth_files(_home(ctx), dict(os.environ), root, ctx.live_host)
+        if in_play(ctx, "crio"):
+            crio_auth = load_crio_conf(root).global_auth_file
+            if crio_auth:
+                # CRI-O reads its global_auth_file before anything else
+                files.insert(0, root / crio_auth.lstrip("/"))
         keys = auth_keys_for(name)
         evidence: dict[str, Any] = {"files": [str(f) for f in files], "keys": keys}
         used: dict[str, Any] | None = None

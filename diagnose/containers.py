@@ -285,9 +285,12 @@ class Policy:
 
 
 def load_policy(root: Path, home: Path) -> Policy:
-    """The user's policy.json when it exists, else the system one (as the clients choose)."""
+    """The user's policy.json when it exists, else the system one (as podman chooses)."""
     user = home / ".config/containers/policy.json"
-    path = user if user.is_file() else root / SYSTEM_POLICY
+    return load_policy_file(user if user.is_file() else root / SYSTEM_POLICY)
+
+
+def load_policy_file(path: Path) -> Policy:
     out = Policy(str(path))
     text = read_text(path)
     if text is None:
@@ -377,6 +380,45 @@ def lookaside_for(root: Path, home: Path, ref_name: str) -> tuple[str | None, bo
     if best[0] >= 0:
         return best[1], best[2], best[3]
     return default
+
+
+# ------------------------------------------------------------------------------ CRI-O
+@dataclass
+class CrioConf:
+    files: list[str] = field(default_factory=list)
+    signature_policy: str | None = None
+    global_auth_file: str | None = None
+    insecure_registries: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def load_crio_conf(root: Path) -> CrioConf:
+    """CRI-O's [crio.image] settings from crio.conf and crio.conf.d/*.conf (in name order, a
+    later file wins): the policy file and auth file it uses instead of the shared ones."""
+    out = CrioConf()
+    paths = [root / "etc/crio/crio.conf", *_dropins(root / "etc/crio/crio.conf.d")]
+    for path in paths:
+        doc, err = _toml(path)
+        if err:
+            out.files.append(str(path))
+            out.errors.append(f"{path} {err}")
+            continue
+        if doc is None:
+            continue
+        out.files.append(str(path))
+        crio = doc.get("crio")
+        image = crio.get("image") if isinstance(crio, dict) else None
+        if not isinstance(image, dict):
+            continue
+        if isinstance(image.get("signature_policy"), str) and image["signature_policy"]:
+            out.signature_policy = image["signature_policy"]
+        if isinstance(image.get("global_auth_file"), str) and image["global_auth_file"]:
+            out.global_auth_file = image["global_auth_file"]
+        if isinstance(image.get("insecure_registries"), list):
+            out.insecure_registries = [
+                x for x in image["insecure_registries"] if isinstance(x, str)
+            ]
+    return out
 
 
 # ------------------------------------------------------------------------ credentials

@@ -628,3 +628,45 @@ def test_broken_auth_file_fails_like_podman(tmp_path, env):
         stdin=subprocess.DEVNULL,
     )
     assert theirs.returncode != 0, theirs.stdout
+
+
+def test_crio_reads_its_own_policy_and_auth_file(image_registry, pki, env, tmp_path):
+    """CRI-O's crio.conf.d can point at another policy.json and a global auth file: the
+    verdict for --runtime crio follows them, not podman's files."""
+    reg, _ = image_registry
+    hp = f"127.0.0.1:{reg.port}"
+    reject = {
+        "default": [{"type": "insecureAcceptAnything"}],
+        "transports": {"docker": {hp: [{"type": "reject"}]}},
+    }
+    login = base64.b64encode(b"crio-user:PLANTED-crio-pw-2290").decode()
+    root = make_root(
+        tmp_path,
+        {
+            "etc/containers/policy.json": ACCEPT,
+            "etc/crio/crio.conf": "[crio]\n[crio.image]\n",
+            "etc/crio/crio.conf.d/10-image.conf": (
+                '[crio.image]\nsignature_policy = "/etc/crio/policy.json"\n'
+                'global_auth_file = "/etc/crio/auth.json"\n'
+            ),
+            "etc/crio/policy.json": reject,
+            "etc/crio/auth.json": {"auths": {hp: {"auth": login}}},
+        },
+    )
+    with_ca(root, pki, hp)
+    ref = f"{hp}/team/app:1.0"
+    r = ours(root, ref, env, pki, runtime="crio")
+    c = r.check("signature-policy")
+    assert (c["status"], c["code"]) == ("fail", "POLICY_REJECT"), c
+    assert "/etc/crio/policy.json" in c["summary"], c
+    cred = r.check("podman-credentials")
+    assert "crio-user" in cred["summary"] and "/etc/crio/auth.json" in cred["summary"], cred
+    assert "PLANTED-crio-pw-2290" not in r.out + r.err
+    # podman on the same host keeps the shared, accepting policy
+    r = ours(root, ref, env, pki, runtime="podman")
+    assert r.check("signature-policy")["status"] == "pass"
+    # a crio.conf that does not parse names its line
+    (root / "etc/crio/crio.conf.d/20-broken.conf").write_text("[crio.image\n")
+    c = ours(root, ref, env, pki, runtime="crio").check("registries-conf")
+    assert (c["status"], c["code"]) == ("fail", "CONTAINERS_CONFIG_ERROR"), c
+    assert "20-broken.conf line 1" in c["summary"], c
