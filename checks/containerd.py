@@ -25,6 +25,7 @@ from diagnose.containers import (
 from diagnose.context import CheckContext
 from diagnose.endpoint import probe
 from diagnose.models import Finding, Issue, Status, combine, passed, skipped
+from diagnose.reference import hub_domain
 
 NOT_HERE = "containerd is not on this host (--runtime containerd to check)"
 
@@ -64,9 +65,7 @@ class ContainerdHostsCheck(Check):
         assert reg is not None
         root = ctx.options.host_root
         cfg = load_containerd_config(root)
-        host, port = reg.host, reg.port
-        if host in ("registry-1.docker.io", "index.docker.io"):
-            host = "docker.io"
+        host, port = hub_domain(reg.host), reg.port
         name = hosts_dir_name(host, port)
         evidence: dict[str, Any] = {"config": cfg.path if cfg.exists else None, "host": name}
         if cfg.error:

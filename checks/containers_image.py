@@ -38,7 +38,7 @@ from diagnose.context import CheckContext
 from diagnose.dockerhost import read_text
 from diagnose.endpoint import Probe, probe
 from diagnose.models import Finding, ImageRef, Issue, Status, combine, passed, skipped
-from diagnose.reference import DEFAULT_DOMAIN, LEGACY_DOMAINS
+from diagnose.reference import DEFAULT_DOMAIN, LEGACY_DOMAINS, api_host
 
 RUNTIMES = ("podman", "crio")
 NOT_HERE = "neither podman, CRI-O, skopeo nor buildah is on this host (--runtime podman to check)"
@@ -83,7 +83,7 @@ def _cert_dirs(ctx: CheckContext, endpoint: str) -> tuple[str, ...]:
 
 
 def _walk(ctx: CheckContext, source: PullSource) -> Probe:
-    host = source.endpoint.split("/", 1)[0]
+    host = api_host(source.endpoint.split("/", 1)[0])
     cas = _cert_dirs(ctx, source.endpoint)
     result = probe(ctx, f"https://{host}/v2/", ca_files=cas, skip_verify=source.insecure)
     if not result.ok and source.insecure and result.step == "tls":

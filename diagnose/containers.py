@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from diagnose.dockerhost import json_object, read_text
+from diagnose.reference import api_host, hub_domain
 
 if TYPE_CHECKING:
     from diagnose.context import CheckContext
@@ -452,7 +453,9 @@ def auth_keys_for(ref_name: str) -> list[str]:
 def normalize_auth_key(key: str) -> str:
     """An auths key as containers/image reads it: scheme and /v1/ or /v2/ dropped."""
     k = re.sub(r"^https?://", "", key.strip())
-    return re.sub(r"/v[12]/?$", "", k).rstrip("/")
+    k = re.sub(r"/v[12]/?$", "", k).rstrip("/")
+    host, slash, rest = k.partition("/")
+    return hub_domain(host) + slash + rest
 
 
 # ----------------------------------------------------------------------------- containerd
@@ -542,7 +545,7 @@ def hosts_dir_name(host: str, port: int | None) -> str:
 def default_server(host: str, port: int | None) -> str:
     """The server containerd uses with no `server` line: Docker Hub's API host for docker.io,
     plain HTTP for a loopback registry (containerd's own default), else HTTPS."""
-    name = "registry-1.docker.io" if host == "docker.io" else host
+    name = api_host(host)
     loopback = host == "localhost" or host.startswith("127.") or host in ("::1", "[::1]")
     return ("http://" if loopback else "https://") + name + (f":{port}" if port else "")
 

@@ -18,6 +18,7 @@ from diagnose.models import ImageRef
 
 DEFAULT_DOMAIN = "docker.io"
 LEGACY_DOMAINS = ("index.docker.io", "registry-1.docker.io")
+DOCKER_HUB_API = "registry-1.docker.io"
 OFFICIAL_PREFIX = "library/"
 NAME_TOTAL_LENGTH_MAX = 255
 MAX_INPUT = 512
@@ -36,6 +37,16 @@ _REFERENCE = re.compile(
 )
 _IDENTIFIER = re.compile(r"^[a-f0-9]{64}$")
 _DIGEST_HEX = {"sha256": 64, "sha384": 96, "sha512": 128}
+
+
+def hub_domain(host: str) -> str:
+    """docker.io for any of Docker Hub's names, else host: the name configuration files use."""
+    return DEFAULT_DOMAIN if host in LEGACY_DOMAINS else host
+
+
+def api_host(domain: str) -> str:
+    """Where the registry API of a reference's domain answers (Docker Hub's is elsewhere)."""
+    return DOCKER_HUB_API if hub_domain(domain) == DEFAULT_DOMAIN else domain
 
 
 class ReferenceError(ValueError):

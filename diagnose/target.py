@@ -11,6 +11,7 @@ import ipaddress
 import re
 
 from diagnose.models import ImageRef, Registry
+from diagnose.reference import DOCKER_HUB_API
 
 MAX_INPUT = 512
 ACR_SUFFIXES = {
@@ -20,7 +21,6 @@ ACR_SUFFIXES = {
 }
 # Docker Hub's login key is not where its registry API lives.
 DOCKER_HUB_ALIASES = {"docker.io", "index.docker.io", "registry.hub.docker.com"}
-DOCKER_HUB_API = "registry-1.docker.io"
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")

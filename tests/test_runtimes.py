@@ -670,3 +670,31 @@ def test_crio_reads_its_own_policy_and_auth_file(image_registry, pki, env, tmp_p
     c = ours(root, ref, env, pki, runtime="crio").check("registries-conf")
     assert (c["status"], c["code"]) == ("fail", "CONTAINERS_CONFIG_ERROR"), c
     assert "20-broken.conf line 1" in c["summary"], c
+
+
+def test_docker_hub_login_in_the_docker_config_is_podmans_too(tmp_path, env):
+    """docker writes Docker Hub's login under https://index.docker.io/v1/; podman reads it for
+    docker.io, and so do we."""
+    if PODMAN is None:
+        pytest.skip("podman is not installed")
+    home, xdg = tmp_path / "h", tmp_path / "xdg"
+    (home / ".docker").mkdir(parents=True)
+    xdg.mkdir()
+    auth = base64.b64encode(b"hubuser:PLANTED-hub-pw-6634").decode()
+    (home / ".docker/config.json").write_text(
+        json.dumps({"auths": {"https://index.docker.io/v1/": {"auth": auth}}})
+    )
+    e = {**env, "HOME": str(home), "XDG_RUNTIME_DIR": str(xdg)}
+    theirs = subprocess.run(
+        [PODMAN, "login", "--get-login", "docker.io"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=e,
+        stdin=subprocess.DEVNULL,
+    )
+    assert theirs.stdout.strip() == "hubuser", theirs.stdout + theirs.stderr
+    r = podman_credentials_live("docker.io/library/busybox:1", e)
+    c = r.check("podman-credentials")
+    assert c["status"] == "pass" and "user hubuser" in c["summary"], c
+    assert "PLANTED-hub-pw-6634" not in r.out + r.err
