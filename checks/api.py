@@ -8,7 +8,6 @@ from functools import partial
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from diagnose.challenge import ChallengeError, parse_challenge
 from diagnose.check import Check
 from diagnose.context import CheckContext
 from diagnose.models import Finding, Status, passed, problem
@@ -32,6 +31,7 @@ class ApiCheck(Check):
     title = "Registry API /v2/"
     order = 50
     depends_on = ("tls",)
+    starts_after = ("dns",)
     timeout_s = 15.0
     faq_keys = (
         "registry-api-v2",
@@ -50,6 +50,7 @@ class ApiCheck(Check):
     def run(self, ctx: CheckContext) -> Finding:
         import requests
 
+        from diagnose.challenge import ChallengeError, parse_challenge
         from diagnose.http import environ_proxies, safe_headers
 
         reg = ctx.registry

@@ -6,23 +6,18 @@ from __future__ import annotations
 import contextlib
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from diagnose.challenge import Challenge
 from diagnose.check import Check
 from diagnose.context import CheckContext, Options
 from diagnose.credentials import Credential, CredentialError, jwt_claims
 from diagnose.models import Finding, Status, passed, problem, skipped
 from diagnose.resolve import ResolveError
 from diagnose.secrets import Secret
-from diagnose.tokens import (
-    Grant,
-    TokenError,
-    granted_actions,
-    obtain_access_token,
-    obtain_grant,
-    scope_for,
-)
+
+if TYPE_CHECKING:
+    from diagnose.challenge import Challenge
+    from diagnose.tokens import TokenError
 
 RELOGIN = (
     "Log out and in again so docker stores a fresh credential: `docker logout {s}` then "
@@ -31,6 +26,8 @@ RELOGIN = (
 
 
 def _challenge(ctx: CheckContext) -> Challenge | None:
+    from diagnose.challenge import Challenge
+
     ctx.result("auth-challenge")
     kept = ctx.kept("challenge")
     return kept if isinstance(kept, Challenge) else None
@@ -158,11 +155,14 @@ class AuthChallengeCheck(Check):
     title = "Authentication challenge"
     order = 80
     depends_on = ("api",)
+    starts_after = ("dns",)
     timeout_s = 10.0
     faq_keys = ("network-connectivity", "registry-api-v2", "tls12")
     codes = ("CONNECTIVITY_REALM_ERROR",)
 
     def run(self, ctx: CheckContext) -> Finding:
+        from diagnose.challenge import Challenge
+
         reg = ctx.registry
         assert reg is not None
         api = ctx.result("api")
@@ -351,6 +351,7 @@ class RefreshTokenCheck(Check):
     title = "Refresh token (credential exchange)"
     order = 90
     depends_on = ("auth-challenge", "credentials")
+    starts_after = ("dns",)
     timeout_s = 15.0
     faq_keys = (
         "admin-credentials",
@@ -363,6 +364,8 @@ class RefreshTokenCheck(Check):
     codes = ("CONNECTIVITY_REFRESH_TOKEN_ERROR",)
 
     def run(self, ctx: CheckContext) -> Finding:
+        from diagnose.tokens import TokenError, obtain_grant, scope_for
+
         reg = ctx.registry
         assert reg is not None
         ch = _challenge(ctx)
@@ -408,11 +411,14 @@ class AccessTokenCheck(Check):
     title = "Access token for the scope"
     order = 100
     depends_on = ("refresh-token",)
+    starts_after = ("dns",)
     timeout_s = 15.0
     faq_keys = RefreshTokenCheck.faq_keys
     codes = ("CONNECTIVITY_ACCESS_TOKEN_ERROR",)
 
     def run(self, ctx: CheckContext) -> Finding:
+        from diagnose.tokens import Grant, TokenError, obtain_access_token, scope_for
+
         reg = ctx.registry
         assert reg is not None
         ch = _challenge(ctx)
@@ -448,6 +454,7 @@ class ScopeCheck(Check):
     title = "Permissions in the token"
     order = 110
     depends_on = ("access-token",)
+    starts_after = ("dns",)
     timeout_s = 10.0
     faq_keys = ("pull-push-roles", "permission-propagation")
     codes = ("TOKEN_SCOPE_ERROR",)
@@ -456,6 +463,8 @@ class ScopeCheck(Check):
         return options.propagation_timeout_s + 15.0 if options.wait_for else self.timeout_s
 
     def run(self, ctx: CheckContext) -> Finding:
+        from diagnose.tokens import granted_actions
+
         reg = ctx.registry
         assert reg is not None
         ctx.result("access-token")
@@ -513,6 +522,14 @@ class ScopeCheck(Check):
         )
 
     def _wait(self, ctx: CheckContext, required: set[str], evidence: dict[str, Any]) -> Finding:
+        from diagnose.tokens import (
+            TokenError,
+            granted_actions,
+            obtain_access_token,
+            obtain_grant,
+            scope_for,
+        )
+
         reg = ctx.registry
         assert reg is not None and reg.repository is not None
         ch = _challenge(ctx)
@@ -566,6 +583,7 @@ class AuthorizedRequestCheck(Check):
     title = "Authorized request"
     order = 120
     depends_on = ("scope",)
+    starts_after = ("dns",)
     timeout_s = 15.0
     faq_keys = (
         "permission-propagation",

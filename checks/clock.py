@@ -16,6 +16,7 @@ class ClockCheck(Check):
     title = "Clock skew"
     order = 60
     depends_on = ("api",)
+    starts_after = ("dns",)
     timeout_s = 2.0
     faq_keys = ("clock-skew",)
     codes = ("CLOCK_SKEW",)

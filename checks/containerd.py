@@ -23,7 +23,6 @@ from diagnose.containers import (
     v2_url,
 )
 from diagnose.context import CheckContext
-from diagnose.endpoint import probe
 from diagnose.models import Finding, Issue, Status, combine, passed, skipped
 from diagnose.reference import hub_domain
 
@@ -59,6 +58,8 @@ class ContainerdHostsCheck(Check):
     )
 
     def run(self, ctx: CheckContext) -> Finding:
+        from diagnose.endpoint import probe
+
         if not in_play(ctx, "containerd"):
             return skipped(NOT_HERE)
         reg = ctx.registry

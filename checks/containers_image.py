@@ -10,7 +10,7 @@ import base64
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from diagnose.check import Check
 from diagnose.containers import (
@@ -36,9 +36,11 @@ from diagnose.containers import (
 )
 from diagnose.context import CheckContext
 from diagnose.dockerhost import read_text
-from diagnose.endpoint import Probe, probe
 from diagnose.models import Finding, ImageRef, Issue, Status, combine, passed, skipped
 from diagnose.reference import DEFAULT_DOMAIN, LEGACY_DOMAINS, api_host
+
+if TYPE_CHECKING:
+    from diagnose.endpoint import Probe
 
 RUNTIMES = ("podman", "crio")
 NOT_HERE = "neither podman, CRI-O, skopeo nor buildah is on this host (--runtime podman to check)"
@@ -83,6 +85,8 @@ def _cert_dirs(ctx: CheckContext, endpoint: str) -> tuple[str, ...]:
 
 
 def _walk(ctx: CheckContext, source: PullSource) -> Probe:
+    from diagnose.endpoint import probe
+
     host = api_host(source.endpoint.split("/", 1)[0])
     cas = _cert_dirs(ctx, source.endpoint)
     result = probe(ctx, f"https://{host}/v2/", ca_files=cas, skip_verify=source.insecure)
@@ -137,6 +141,8 @@ class RegistriesConfCheck(Check):
     )
 
     def run(self, ctx: CheckContext) -> Finding:
+        from diagnose.endpoint import Probe
+
         if not in_play(ctx, *RUNTIMES):
             return skipped(NOT_HERE)
         root = ctx.options.host_root

@@ -226,8 +226,6 @@ class DockerVersionCheck(Check):
     codes = ("DOCKER_VERSION_ERROR",)
 
     def run(self, ctx: CheckContext) -> Finding:
-        from packaging.version import InvalidVersion, Version
-
         reason = docker_absent(ctx)
         daemon = ctx.result("docker-daemon")
         server = str(daemon.evidence.get("version") or "") if daemon else ""
@@ -260,6 +258,8 @@ class DockerVersionCheck(Check):
             return skipped(
                 reason or "no docker CLI and no daemon answered: no version to read", **evidence
             )
+        from packaging.version import InvalidVersion, Version
+
         floor = Version(MIN_VERSION)
         old = []
         for role, text in (("client", client), ("daemon", server)):
@@ -301,7 +301,7 @@ class DaemonLogCheck(Check):
     codes = ("DAEMON_LOG_ERRORS",)
 
     def run(self, ctx: CheckContext) -> Finding:
-        from diagnose.bundle import tail
+        from diagnose.dockerhost import tail
 
         root = ctx.options.host_root
         where, text = None, None

@@ -5,7 +5,6 @@ docker trusts for a registry. Merged from the daemon's command line, /etc/docker
 
 from __future__ import annotations
 
-import ssl
 from pathlib import Path
 from typing import Any
 
@@ -359,6 +358,7 @@ class NondistributableCheck(Check):
     order = 230
     runtimes = ("docker",)
     depends_on = ("authorized-request", "docker-daemon")
+    starts_after = ("dns",)
     timeout_s = 15.0
     faq_keys = ("nondistributable-artifacts",)
     codes = ("NONDISTRIBUTABLE_NOT_ALLOWED",)
@@ -439,12 +439,14 @@ class DockerCertsCheck(Check):
     order = 240
     runtimes = ("docker",)
     depends_on = ("tls", "docker-daemon")
+    starts_after = ("dns",)
     timeout_s = 10.0
     faq_keys = ("certificate-trust", "network-connectivity")
     codes = ("DOCKER_CA_MISSING",)
 
     def run(self, ctx: CheckContext) -> Finding:
         import ipaddress
+        import ssl
 
         from diagnose.net import registry_addresses
 

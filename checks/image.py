@@ -10,32 +10,16 @@ hand, without the registry's Authorization header.
 
 from __future__ import annotations
 
-import difflib
-import hashlib
 import json
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 from diagnose.check import Check
 from diagnose.context import CheckContext, Options
 from diagnose.models import Finding, ImageRef, Registry, Status, passed, problem, skipped
-from diagnose.oci import (
-    INDEX_TYPES,
-    MANIFEST_ACCEPT,
-    SCHEMA1_TYPES,
-    RateLimit,
-    RegistryError,
-    choose,
-    describe_errors,
-    host_platform,
-    human_window,
-    parse_errors,
-    parse_platform,
-    platforms_in,
-    rate_limit,
-)
-from diagnose.registryapi import auth_for, base_url, requester
+
+if TYPE_CHECKING:
+    from diagnose.oci import RateLimit, RegistryError
 
 NO_IMAGE = "no image reference given (name one: REGISTRY/REPO:TAG, or --image)"
 MAX_BLOBS = 128
@@ -76,6 +60,8 @@ def _body(resp: Any) -> bytes:
 
 
 def _messages(errors: list[RegistryError]) -> str:
+    from diagnose.oci import describe_errors
+
     text = describe_errors(errors)
     return f": {text}" if text else ""
 
@@ -112,6 +98,8 @@ def rate_limited(
     errors: list[RegistryError] | None = None,
 ) -> Finding:
     """429 / TOOMANYREQUESTS, or a limit already at 0: what the window is and what to do."""
+    from diagnose.oci import human_window
+
     window = human_window(rl.window_s if rl else None)
     who = "anonymous requests from this address" if anonymous else "this account"
     counts = ""
@@ -188,6 +176,7 @@ class ManifestCheck(Check):
     title = "Image manifest"
     order = 140
     depends_on = ("image-reference", "authorized-request")
+    starts_after = ("dns",)
     timeout_s = 15.0
     faq_keys = (
         "manifest-unknown",
@@ -227,7 +216,19 @@ class ManifestCheck(Check):
         return None
 
     def run(self, ctx: CheckContext) -> Finding:
+        import hashlib
+
         import requests
+
+        from diagnose.oci import (
+            INDEX_TYPES,
+            MANIFEST_ACCEPT,
+            SCHEMA1_TYPES,
+            human_window,
+            parse_errors,
+            rate_limit,
+        )
+        from diagnose.registryapi import auth_for, base_url, requester
 
         reg, ref = _image(ctx)
         ctx.result("authorized-request")
@@ -366,6 +367,8 @@ class ManifestCheck(Check):
     ) -> Finding:
         import requests
 
+        from diagnose.oci import RateLimit, parse_errors, rate_limit
+
         reg, ref = _image(ctx)
         if answer is None:
             # HEAD answers carry no body: ask once more with GET for the registry's own error
@@ -411,7 +414,11 @@ class ManifestCheck(Check):
         errors: list[RegistryError],
         evidence: dict[str, Any],
     ) -> Finding:
+        import difflib
+
         import requests
+
+        from diagnose.registryapi import base_url
 
         reg, ref = _image(ctx)
         repo = reg.repository or ref.path
@@ -494,6 +501,8 @@ class ManifestCheck(Check):
         """The repository's tags and whether it exists (None: could not tell)."""
         import requests
 
+        from diagnose.registryapi import auth_for, base_url
+
         kept = ctx.kept("tags")
         if isinstance(kept, list):
             return [str(t) for t in kept], True
@@ -565,6 +574,8 @@ def denied(
     server: str, what: str, errors: list[RegistryError], evidence: dict[str, Any], code: str
 ) -> Finding:
     """403 / DENIED: a firewall rule, a role, or a lock; the registry's message says which."""
+    from diagnose.oci import describe_errors
+
     text = describe_errors(errors).lower()
     if "client with ip" in text or "firewall" in text or "network" in text:
         faq, steps = (
@@ -639,6 +650,7 @@ class PlatformCheck(Check):
     title = "Platform in the image"
     order = 150
     depends_on = ("manifest",)
+    starts_after = ("dns",)
     timeout_s = 15.0
     faq_keys = (
         "platform-mismatch",
@@ -657,6 +669,16 @@ class PlatformCheck(Check):
 
     def run(self, ctx: CheckContext) -> Finding:
         import requests
+
+        from diagnose.oci import (
+            MANIFEST_ACCEPT,
+            choose,
+            host_platform,
+            parse_errors,
+            parse_platform,
+            platforms_in,
+        )
+        from diagnose.registryapi import auth_for, base_url, requester
 
         _, ref = _image(ctx)
         ctx.result("manifest")
@@ -793,6 +815,8 @@ def fetch_blob(
 ) -> tuple[int, bytes | None, dict[str, Any]]:
     """GET (limit > 0: the body up to limit) or probe (limit 0: one byte) a blob, following a
     storage redirect by hand without the Authorization header. (status, body, facts)."""
+    from diagnose.registryapi import auth_for, base_url, requester
+
     headers, auth = auth_for(ctx)
     call = requester(ctx)
     url = f"{base_url(ctx)}/blobs/{digest}"
@@ -829,6 +853,7 @@ class ImageBlobsCheck(Check):
     title = "Image config and layers reachable"
     order = 160
     depends_on = ("platform",)
+    starts_after = ("dns",)
     timeout_s = 30.0
     faq_keys = (
         "manifest-unknown",
@@ -857,7 +882,11 @@ class ImageBlobsCheck(Check):
         return None
 
     def run(self, ctx: CheckContext) -> Finding:
+        from concurrent.futures import ThreadPoolExecutor
+
         import requests
+
+        from diagnose.registryapi import base_url
 
         _image(ctx)
         ctx.result("platform")
@@ -996,6 +1025,7 @@ class PushPathCheck(Check):
     order = 170
     # beside authorized-request, not after it: the upload needs the token, not the tag list
     depends_on = ("scope",)
+    starts_after = ("dns",)
     timeout_s = 30.0
     faq_keys = (
         "registry-read-only",
@@ -1037,6 +1067,8 @@ class PushPathCheck(Check):
 
     def run(self, ctx: CheckContext) -> Finding:
         import requests
+
+        from diagnose.registryapi import auth_for, base_url, requester
 
         reg = ctx.registry
         assert reg is not None and reg.repository is not None
@@ -1181,6 +1213,8 @@ class PushPathCheck(Check):
         anonymous: bool,
         evidence: dict[str, Any],
     ) -> Finding:
+        from diagnose.oci import describe_errors, parse_errors, rate_limit
+
         reg = ctx.registry
         assert reg is not None
         status = resp.status_code

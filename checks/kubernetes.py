@@ -14,7 +14,6 @@ from diagnose.check import Check
 from diagnose.context import CheckContext
 from diagnose.dockerhost import flag_value, read_text
 from diagnose.models import Finding, Issue, Status, combine, passed, skipped
-from diagnose.yamlish import YamlError, loads
 
 CONFIG_PLACES = (
     "var/lib/kubelet/credential-provider-config.yaml",
@@ -62,6 +61,8 @@ class CredentialProviderCheck(Check):
     codes = ("KUBELET_PROVIDER_CONFIG_ERROR", "KUBELET_PROVIDER_MISSING")
 
     def run(self, ctx: CheckContext) -> Finding:
+        from diagnose.yamlish import YamlError, loads
+
         root = ctx.options.host_root
         flag_config, flag_bin = _kubelet_flags(ctx.processes())
         path: Path | None = ctx.options.provider_config

@@ -4,9 +4,7 @@ appear."""
 
 from __future__ import annotations
 
-import http.client
-import ssl
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from diagnose.check import Check
 from diagnose.context import CheckContext
@@ -19,6 +17,9 @@ from diagnose.proxy import (
     proxy_for,
     safe_proxy_url,
 )
+
+if TYPE_CHECKING:
+    import http.client
 
 
 def daemon_proxy(ctx: CheckContext) -> dict[str, str]:
@@ -124,7 +125,9 @@ class ProxyCheck(Check):
     ) -> tuple[str, str, float | None]:
         """CONNECT through the proxy as the Go clients do; (kind, words, milliseconds)."""
         import base64
+        import http.client
         import os
+        import ssl
         import time
         from urllib.parse import unquote, urlsplit
 

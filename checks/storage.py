@@ -11,7 +11,6 @@ from urllib.parse import urljoin, urlsplit
 from diagnose.check import Check
 from diagnose.context import CheckContext
 from diagnose.models import Finding, Status, passed, problem, skipped
-from diagnose.registryapi import NotReadable, auth_for, base_url, getter, manifest_for
 from diagnose.resolve import ResolveError
 
 MANIFEST_TYPES = ", ".join(
@@ -36,6 +35,7 @@ class BlobRedirectCheck(Check):
     title = "Blob download and storage redirect"
     order = 130
     depends_on = ("authorized-request",)
+    starts_after = ("dns",)
     timeout_s = 20.0
     faq_keys = (
         "storage-endpoint",
@@ -47,7 +47,7 @@ class BlobRedirectCheck(Check):
     codes = ("STORAGE_REDIRECT_ERROR", "BLOB_DOWNLOAD_ERROR")
 
     def run(self, ctx: CheckContext) -> Finding:
-        import requests
+        from diagnose.registryapi import NotReadable, auth_for, base_url, getter
 
         reg = ctx.registry
         assert reg is not None
@@ -57,6 +57,8 @@ class BlobRedirectCheck(Check):
             return skipped(
                 "the image-blobs check fetches every blob of the image, redirects included"
             )
+        import requests
+
         ctx.result("authorized-request")
         headers, auth = auth_for(ctx)
         base = base_url(ctx)
@@ -158,6 +160,8 @@ class BlobRedirectCheck(Check):
         )
 
     def _a_blob(self, ctx: CheckContext) -> str:
+        from diagnose.registryapi import NotReadable, manifest_for
+
         doc = manifest_for(ctx)
         layers = [
             x

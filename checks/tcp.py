@@ -41,6 +41,7 @@ class TcpCheck(Check):
     title = "TCP connection"
     order = 30
     depends_on = ("dns",)
+    starts_after = ("dns",)
     timeout_s = 12.0
     faq_keys = ("network-connectivity", "firewall-propagation", "client-timeout")
     codes = (

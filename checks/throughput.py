@@ -3,7 +3,6 @@ and several, as docker does), an opt-in push, and this host's internet speed for
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from functools import partial
@@ -12,20 +11,13 @@ from typing import Any
 from diagnose.check import Check
 from diagnose.context import CheckContext, Options
 from diagnose.models import Finding, Status, passed, problem, skipped
-from diagnose.transfer import (
-    MB,
-    Transfer,
-    TransferError,
-    aggregate_rate,
-    download,
-    parallel,
-    phases_ms,
-)
 
 BYTE_BUDGET = 2 * 1024 * 1024 * 1024
 
 
 def _mbs(bytes_per_s: float) -> float:
+    from diagnose.transfer import MB
+
     return round(bytes_per_s / MB, 3)
 
 
@@ -72,6 +64,7 @@ class PullThroughputCheck(Check):
     title = "Pull throughput"
     order = 310
     depends_on = ("authorized-request", "internet-speed")
+    starts_after = ("dns",)
     timeout_s = 30.0
     faq_keys = ("slow-pull", "redirect-auth-header", "network-connectivity")
     codes = ("SLOW_PULL", "BLOB_DIGEST_MISMATCH", "BLOB_DOWNLOAD_ERROR")
@@ -89,6 +82,14 @@ class PullThroughputCheck(Check):
 
     def run(self, ctx: CheckContext) -> Finding:
         from diagnose.registryapi import NotReadable, auth_for, base_url, manifest_for
+        from diagnose.transfer import (
+            Transfer,
+            TransferError,
+            aggregate_rate,
+            download,
+            parallel,
+            phases_ms,
+        )
 
         reg = ctx.registry
         assert reg is not None
@@ -194,6 +195,8 @@ class PullThroughputCheck(Check):
         return self._verdict(ctx, best, evidence)
 
     def _verdict(self, ctx: CheckContext, best: float, evidence: dict[str, Any]) -> Finding:
+        from diagnose.transfer import MB
+
         mbs = best / MB
         internet = ctx.result("internet-speed")
         down = internet.evidence.get("download_mbps") if internet is not None else None
@@ -255,6 +258,7 @@ class PushThroughputCheck(Check):
     title = "Push throughput (opt-in)"
     order = 320
     depends_on = ("authorized-request",)
+    starts_after = ("dns",)
     timeout_s = 60.0
     faq_keys = ("slow-push", "pull-push-roles")
     codes = ("PUSH_ERROR",)
@@ -270,6 +274,8 @@ class PushThroughputCheck(Check):
         return None
 
     def run(self, ctx: CheckContext) -> Finding:
+        import hashlib
+
         from diagnose.registryapi import auth_for, getter
 
         reg = ctx.registry

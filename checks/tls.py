@@ -3,18 +3,20 @@ certificate is one docker on this host would trust (chain, host name, validity d
 
 from __future__ import annotations
 
-import ssl
 import threading
 import time
 import warnings
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from diagnose.check import Check
 from diagnose.context import CheckContext
 from diagnose.models import Finding, Status, passed, problem
 from diagnose.net import ConnectError, connect, registry_addresses
 from diagnose.resolve import ResolveError, is_ip
+
+if TYPE_CHECKING:
+    import ssl
 
 HANDSHAKE_CAP_S = 6.0
 EXPIRY_WARN_DAYS = 14
@@ -41,6 +43,8 @@ class Handshake:
 def handshake(
     address: str, port: int, sni: str | None, context: ssl.SSLContext, timeout: float
 ) -> Handshake:
+    import ssl
+
     out = Handshake()
     try:
         sock, _ = connect(address, port, timeout)
@@ -88,6 +92,8 @@ def handshake(
 
 def legacy_context() -> ssl.SSLContext:
     """A client that offers only TLS 1.0/1.1, to learn whether the server still accepts them."""
+    import ssl
+
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
@@ -100,6 +106,8 @@ def legacy_context() -> ssl.SSLContext:
 
 
 def modern_unverified() -> ssl.SSLContext:
+    import ssl
+
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
@@ -151,6 +159,7 @@ class TlsCheck(Check):
     title = "TLS and certificate"
     order = 40
     depends_on = ("tcp",)
+    starts_after = ("dns",)
     timeout_s = 15.0
     faq_keys = (
         "certificate-trust",

@@ -29,6 +29,7 @@ from typing import Any
 from diagnose import __version__
 from diagnose.context import Options
 from diagnose.dockerconfig import ConfigError, config_dir, load_config
+from diagnose.dockerhost import tail
 from diagnose.models import CheckResult, Report
 from diagnose.secrets import Redactor
 
@@ -66,20 +67,6 @@ user-info) were removed from every file before it was written.
 
 class BundleError(Exception):
     """The bundle cannot be written; one line."""
-
-
-def tail(path: Path, limit: int = LOG_LIMIT) -> bytes:
-    """The last `limit` bytes of a file, from a line start; never reads more than that."""
-    with path.open("rb") as fh:
-        fh.seek(0, os.SEEK_END)
-        size = fh.tell()
-        start = max(0, size - limit)
-        fh.seek(start)
-        data = fh.read(limit)
-    if start > 0:
-        cut = data.find(b"\n")
-        data = data[cut + 1 :] if cut >= 0 else data
-    return data
 
 
 def _read(path: Path, limit: int = FILE_LIMIT) -> str | None:
@@ -205,7 +192,7 @@ def _daemon_log(root: Path, live: bool) -> str | None:
         path = root / rel
         if path.is_file():
             with contextlib.suppress(OSError):
-                return tail(path).decode("utf-8", "replace")
+                return tail(path, LOG_LIMIT).decode("utf-8", "replace")
     if live and shutil.which("journalctl"):
         out = _command(["journalctl", "-u", "docker", "--no-pager", "-n", "5000"])
         return out[-LOG_LIMIT:]

@@ -23,6 +23,11 @@ class Check:
     id: ClassVar[str] = ""
     title: ClassVar[str] = ""
     depends_on: ClassVar[tuple[str, ...]] = ()
+    # Dependencies whose results must be in before the check starts at all. The others are
+    # awaited inside `run` (`ctx.result`), so that work needing no answer from them goes ahead
+    # at once; a gate saves that speculative work (imports, connections) when the gate fails,
+    # and the check is then reported blocked without having run.
+    starts_after: ClassVar[tuple[str, ...]] = ()
     # Where the check sits in reports (lower first); dependencies always come before it.
     order: ClassVar[int] = 1000
     timeout_s: ClassVar[float] = 10.0

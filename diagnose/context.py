@@ -6,7 +6,6 @@ of a dependency (with its evidence), never the other check's code.
 
 from __future__ import annotations
 
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -21,6 +20,8 @@ from diagnose.resolve import HostResolver
 from diagnose.retry import with_retries
 
 if TYPE_CHECKING:
+    import ssl
+
     import requests
 
 T = TypeVar("T")
@@ -192,6 +193,8 @@ class RunState:
         handed, so a context shared between checks would make one check's verification depend
         on what another check is doing at that moment.
         """
+        import ssl
+
         ctx = ssl.create_default_context()
         if self.options.ca_bundle is not None:
             ctx.load_verify_locations(cafile=str(self.options.ca_bundle))

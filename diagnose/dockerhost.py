@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -35,6 +36,20 @@ DAEMON_JSON_TYPES: dict[str, type | tuple[type, ...]] = {
     "max-concurrent-uploads": int,
 }
 RED_HAT_IDS = {"rhel", "centos", "fedora", "rocky", "almalinux", "ol"}
+
+
+def tail(path: Path, limit: int) -> bytes:
+    """The last `limit` bytes of a file (a log), from a line start; never reads more."""
+    with path.open("rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        start = max(0, size - limit)
+        fh.seek(start)
+        data = fh.read(limit)
+    if start > 0:
+        cut = data.find(b"\n")
+        data = data[cut + 1 :] if cut >= 0 else data
+    return data
 
 
 def read_text(path: Path) -> str | None:

@@ -7,10 +7,13 @@ tested path. A plugin that fails to load is reported, never fatal.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib.metadata import entry_points
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from diagnose.check import Check
+
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
 
 CHECK_GROUP = "registry_diagnose.checks"
 REPORT_GROUP = "registry_diagnose.reports"
@@ -21,6 +24,16 @@ class BrokenPlugin:
     name: str
     value: str
     error: str
+
+
+@cache
+def _registered() -> dict[str, tuple[EntryPoint, ...]]:
+    """Every entry point of our groups, from one scan of the installed distributions: each scan
+    reads every distribution's metadata, and a run needs checks and a report format."""
+    from importlib.metadata import entry_points
+
+    found = entry_points()
+    return {group: tuple(found.select(group=group)) for group in (CHECK_GROUP, REPORT_GROUP)}
 
 
 def _sorted_checks(checks: list[Check]) -> list[Check]:
@@ -49,7 +62,7 @@ def load_checks() -> tuple[list[Check], list[BrokenPlugin]]:
     checks: list[Check] = []
     broken: list[BrokenPlugin] = []
     seen: set[str] = set()
-    for ep in sorted(entry_points(group=CHECK_GROUP), key=lambda e: e.name):
+    for ep in sorted(_registered()[CHECK_GROUP], key=lambda e: e.name):
         try:
             obj: Any = ep.load()
             check = obj() if isinstance(obj, type) else obj
@@ -66,12 +79,12 @@ def load_checks() -> tuple[list[Check], list[BrokenPlugin]]:
 
 
 def report_names() -> list[str]:
-    return sorted(ep.name for ep in entry_points(group=REPORT_GROUP))
+    return sorted(ep.name for ep in _registered()[REPORT_GROUP])
 
 
 def load_report(name: str) -> Any:
     """The renderer registered under name: an object with `render(report) -> str`."""
-    for ep in entry_points(group=REPORT_GROUP):
+    for ep in _registered()[REPORT_GROUP]:
         if ep.name == name:
             obj = ep.load()
             return obj() if isinstance(obj, type) else obj

@@ -1,7 +1,9 @@
 """Running checks concurrently under one deadline, honouring their dependencies.
 
 Checks start at once, in dependency order, without waiting for what they depend on: a check that
-needs a dependency's facts asks `ctx.result(id)`, which waits for it. Whether a check counts is
+needs a dependency's facts asks `ctx.result(id)`, which waits for it. Only the dependencies a
+check names in `starts_after` hold its start (the network checks wait for the name to resolve:
+when it does not, nothing past DNS runs at all). Whether a check counts is
 still decided by its dependencies: the moment one fails, every check depending on it is reported
 as "blocked by" it, whatever it was doing. A healthy run therefore takes about as long as its
 slowest check, not the sum of a chain.
@@ -47,6 +49,7 @@ class Node:
     check: Check
     registry: Registry | None
     deps: list[Node] = field(default_factory=list)
+    gates: list[Node] = field(default_factory=list)  # must finish before this one starts
     dependants: list[Node] = field(default_factory=list)
     result: CheckResult | None = None
     held: tuple[Finding, float, float] | None = None  # finished, waiting on its dependencies
@@ -130,11 +133,15 @@ def build_nodes(checks: Sequence[Check], registries: Sequence[Registry]) -> list
     by_key = {n.key: n for n in nodes}
     for n in nodes:
         reg_key = n.registry.login_server if n.registry else None
-        for dep in n.check.depends_on:
+        for dep in (*n.check.depends_on, *n.check.starts_after):
             d = by_key.get((reg_key, dep)) or by_key.get((None, dep))
-            if d is not None and d is not n:
+            if d is not None and d is not n and d not in n.deps:
                 n.deps.append(d)
                 d.dependants.append(n)
+        for gate in n.check.starts_after:
+            g = by_key.get((reg_key, gate)) or by_key.get((None, gate))
+            if g is not None and g is not n:
+                n.gates.append(g)
     return nodes
 
 
@@ -228,9 +235,13 @@ class _Run:
     def loop(self) -> None:
         pending = list(self.nodes)
         while True:
-            while pending and len(self.running) < MAX_PARALLEL:
-                node = pending.pop(0)
-                if node.result is None:  # may already be blocked by a failed dependency
+            for node in list(pending):
+                if len(self.running) >= MAX_PARALLEL:
+                    break
+                if node.result is not None:  # blocked by a failed dependency: never starts
+                    pending.remove(node)
+                elif all(g.result is not None for g in node.gates):
+                    pending.remove(node)
                     self.start(node)
             waiting = [n for n in self.nodes if n.result is None and n.started is not None]
             if not waiting and not pending:

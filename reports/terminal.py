@@ -1,17 +1,28 @@
 """The doctor-style report for a person at a terminal: a line per check, then only the
-problems, each with what to do."""
+problems, each with what to do.
+
+The report is laid out once, as lines of styled spans. On a terminal with colour, rich draws
+them (the checks as a grid that wraps long summaries); anywhere else (a pipe, a CI log, a file)
+they are written as plain lines, one fact per line, without loading rich at all: that is most
+of what a short run would otherwise spend on its report.
+"""
 
 from __future__ import annotations
 
-import io
-
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING
 
 from diagnose.models import CheckResult, Report, Status
 from diagnose.render import RenderOptions
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
+
+Span = tuple[str, str]  # (text, rich style; "" for none)
+Line = list[Span]
+# A check's row: the mark, the id, the timing and the summary, each its own column on a grid.
+Row = tuple[Span, str, Span, str]
+Block = list[Line] | tuple[Row, ...]  # plain lines, or a table of checks
 
 STYLE = {
     Status.PASS: ("✔", "PASS", "green"),
@@ -21,85 +32,132 @@ STYLE = {
     Status.ERROR: ("?", "ERROR", "magenta"),
 }
 
+# C0 controls and DEL from the registry's or the host's text must not drive the terminal
+_CONTROLS = {c: "?" for c in [*range(32), 127] if c != 9} | {9: " "}
 
-def _mark(status: Status) -> str:
+
+def _mark(status: Status) -> Span:
     symbol, word, style = STYLE[status]
-    return f"[{style}]{symbol} {word:<5}[/]"
+    return (f"{symbol} {word:<5}", style)
 
 
-def _timing(r: CheckResult) -> str:
-    return f"[dim]{r.duration_s:5.2f}s[/]" if r.status is not Status.SKIP else " " * 6
+def _timing(r: CheckResult) -> Span:
+    return (f"{r.duration_s:5.2f}s", "dim") if r.status is not Status.SKIP else (" " * 6, "")
+
+
+def _safe(text: str) -> str:
+    return text.translate(_CONTROLS)
 
 
 class TerminalReport:
     name = "terminal"
 
     def render(self, report: Report, options: RenderOptions) -> str:
-        buf = io.StringIO()
-        con = Console(
-            file=buf,
-            width=max(60, options.width),
-            force_terminal=options.color,
-            no_color=not options.color,
-            color_system="standard" if options.color else None,
-            highlight=False,
-            emoji=False,
-            soft_wrap=not options.color,  # plain output: one line per fact, easy to grep
-        )
-        self._body(con, report)
-        return buf.getvalue()
+        blocks = self._layout(report)
+        if not options.color:
+            return "".join(
+                "".join(_safe(text) for text, _ in line) + "\n"
+                for block in blocks
+                for line in (block if isinstance(block, list) else _row_lines(block, report))
+            )
+        return self._rich(blocks, options)
 
-    def _body(self, con: Console, report: Report) -> None:
+    def _layout(self, report: Report) -> list[Block]:
+        """Blocks in order: runs of plain lines (lists) and check tables (tuples of rows)."""
+        blocks: list[Block] = []
+        head: list[Line] = []
         names = ", ".join(r.login_server for r in report.registries) or "this machine only"
-        con.print(f"[bold]registry-diagnose {report.tool.version}[/] · {escape(names)}")
+        head.append([(f"registry-diagnose {report.tool.version}", "bold"), (f" · {names}", "")])
         for note in report.notes:
-            con.print(f"[dim]note:[/] {escape(note)}")
+            head.append([("note:", "dim"), (f" {note}", "")])
         for reg in report.registries:
             for note in reg.notes:
-                con.print(f"[dim]note ({escape(reg.login_server)}):[/] {escape(note)}")
-        con.print()
-        width = max([len(r.id) for r in report.results] + [4])
+                head.append([(f"note ({reg.login_server}):", "dim"), (f" {note}", "")])
+        head.append([])
+        blocks.append(head)
         groups: dict[str | None, list[CheckResult]] = {}
         for r in report.results:
             groups.setdefault(r.registry, []).append(r)
         for registry, results in groups.items():
             if len(groups) > 1:
-                con.print(f"[bold]{escape(registry or 'this machine')}[/]")
-            if con.is_terminal:
-                grid = Table.grid(padding=(0, 1))
-                for _ in range(4):
-                    grid.add_column(no_wrap=True)
-                grid.add_column(overflow="fold")
-                for r in results:
-                    grid.add_row(" ", _mark(r.status), r.id, _timing(r), Text(r.summary))
-                con.print(grid)
-                continue
-            for r in results:
-                con.print(f"  {_mark(r.status)} {r.id:<{width}} {_timing(r)}  {escape(r.summary)}")
+                blocks.append([[(registry or "this machine", "bold")]])
+            blocks.append(tuple((_mark(r.status), r.id, _timing(r), r.summary) for r in results))
+        tail: list[Line] = []
         problems = [r for r in report.results if r.status.is_problem]
         if problems:
-            con.print()
-            con.print("[bold]What to fix[/]")
+            tail += [[], [("What to fix", "bold")]]
         for r in problems:
             where = f" · {r.registry}" if r.registry else ""
-            con.print()
-            con.print(
-                f"{_mark(r.status)} [bold]{escape(r.title)}[/]{escape(where)}  [dim]{r.code}[/]"
-            )
-            con.print(f"  {escape(r.summary)}")
+            tail.append([])
+            tail.append([_mark(r.status), (" ", ""), (r.title, "bold"), (f"{where}  ", "")])
+            tail[-1].append((str(r.code), "dim"))
+            tail.append([(f"  {r.summary}", "")])
             steps = list(r.remediation)
             if not steps and r.faq and r.faq[0] in report.faq:
                 steps = list(report.faq[r.faq[0]].remediation)
-            for i, step in enumerate(steps, 1):
-                con.print(f"  {i}. {escape(step)}")
+            tail += [[(f"  {i}. {step}", "")] for i, step in enumerate(steps, 1)]
             for key in r.faq:
                 entry = report.faq.get(key)
                 if entry is not None:
-                    con.print(f"  [dim]FAQ {key}:[/] {escape(entry.title)}")
+                    tail.append([("  ", ""), (f"FAQ {key}:", "dim"), (f" {entry.title}", "")])
         counts = report.counts()
         parts = [f"{counts[s.value]} {s.value}" for s in Status if counts[s.value]]
-        con.print()
-        con.print(
-            f"[bold]{report.status.value.upper()}[/]: {', '.join(parts) or 'no checks'} "
-            f"in {report.duration_s:.2f}s"
+        tail.append([])
+        tail.append(
+            [
+                (report.status.value.upper(), "bold"),
+                (f": {', '.join(parts) or 'no checks'} in {report.duration_s:.2f}s", ""),
+            ]
         )
+        blocks.append(tail)
+        return blocks
+
+    def _rich(
+        self, blocks: list[Block], options: RenderOptions
+    ) -> str:
+        import io
+
+        from rich.console import Console
+
+        buf = io.StringIO()
+        con = Console(
+            file=buf,
+            width=max(60, options.width),
+            force_terminal=True,
+            color_system="standard",
+            highlight=False,
+            emoji=False,
+        )
+        for block in blocks:
+            if isinstance(block, tuple):
+                _grid(con, block)
+                continue
+            for line in block:
+                con.print(_text(line))
+        return buf.getvalue()
+
+
+def _row_lines(rows: tuple[Row, ...], report: Report) -> list[Line]:
+    width = max([len(r.id) for r in report.results] + [4])
+    return [
+        [("  ", ""), mark, (f" {cid:<{width}} ", ""), timing, (f"  {summary}", "")]
+        for mark, cid, timing, summary in rows
+    ]
+
+
+def _text(line: Line) -> Text:
+    from rich.text import Text
+
+    return Text.assemble(*[(_safe(t), s) if s else _safe(t) for t, s in line])
+
+
+def _grid(con: Console, rows: tuple[Row, ...]) -> None:
+    from rich.table import Table
+
+    grid = Table.grid(padding=(0, 1))
+    for _ in range(4):
+        grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")
+    for mark, cid, timing, summary in rows:
+        grid.add_row(" ", _text([mark]), cid, _text([timing]), _text([(summary, "")]))
+    con.print(grid)
