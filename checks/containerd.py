@@ -7,24 +7,15 @@ the pull will show it."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from diagnose.check import Check
-from diagnose.containers import (
-    HostEntry,
-    HostsToml,
-    default_server,
-    hosts_dir_name,
-    hosts_directories,
-    in_play,
-    line_of,
-    load_containerd_config,
-    load_hosts_toml,
-    v2_url,
-)
 from diagnose.context import CheckContext
 from diagnose.models import Finding, Issue, Status, combine, passed, skipped
 from diagnose.reference import hub_domain
+
+if TYPE_CHECKING:
+    from diagnose.containers import HostEntry, HostsToml
 
 NOT_HERE = "containerd is not on this host (--runtime containerd to check)"
 
@@ -34,6 +25,8 @@ def _host_key(entry: HostEntry, hosts: HostsToml) -> str:
 
 
 def _where(hosts: HostsToml, entry: HostEntry) -> str:
+    from diagnose.containers import line_of
+
     needle = "server" if entry.server else entry.url
     line = line_of(Path(hosts.path), needle) if hosts.exists else None
     return (
@@ -58,10 +51,11 @@ class ContainerdHostsCheck(Check):
     )
 
     def run(self, ctx: CheckContext) -> Finding:
+        if not ctx.in_play("containerd"):
+            return skipped(NOT_HERE)
+        from diagnose.containers import hosts_dir_name, load_containerd_config, v2_url
         from diagnose.endpoint import probe
 
-        if not in_play(ctx, "containerd"):
-            return skipped(NOT_HERE)
         reg = ctx.registry
         assert reg is not None
         root = ctx.options.host_root
@@ -249,6 +243,15 @@ class ContainerdHostsCheck(Check):
     def _hosts(root: Path, cfg: Any, host: str, port: int | None, scheme: str) -> HostsToml:
         """hosts.toml from the first certs.d folder that has one; the legacy mirrors of
         config.toml when it has them instead; else the default server."""
+        from diagnose.containers import (
+            HostEntry,
+            HostsToml,
+            default_server,
+            hosts_dir_name,
+            hosts_directories,
+            load_hosts_toml,
+        )
+
         for d in hosts_directories(root, cfg):
             found = load_hosts_toml(d, host, port, root)
             if found.exists:

@@ -13,31 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from diagnose.check import Check
-from diagnose.containers import (
-    DEFAULT_LOOKASIDE,
-    SYSTEM_POLICY,
-    Policy,
-    PullSource,
-    RegistriesConf,
-    auth_keys_for,
-    find_registry,
-    in_play,
-    line_of,
-    load_crio_conf,
-    load_policy,
-    load_policy_file,
-    load_registries_conf,
-    lookaside_for,
-    normalize_auth_key,
-    podman_auth_files,
-    pull_sources,
-    requirement_for,
-    user_home,
-)
 from diagnose.context import CheckContext
 from diagnose.dockerhost import read_text
 from diagnose.models import Finding, ImageRef, Issue, Status, combine, passed, skipped
 from diagnose.reference import DEFAULT_DOMAIN, LEGACY_DOMAINS, api_host
+
+if TYPE_CHECKING:
+    from diagnose.containers import Policy, PullSource, RegistriesConf
 
 if TYPE_CHECKING:
     from diagnose.endpoint import Probe
@@ -47,6 +29,8 @@ NOT_HERE = "neither podman, CRI-O, skopeo nor buildah is on this host (--runtime
 
 
 def _home(ctx: CheckContext) -> Path:
+    from diagnose.containers import user_home
+
     return user_home(ctx.options.host_root, dict(os.environ), ctx.live_host)
 
 
@@ -141,10 +125,17 @@ class RegistriesConfCheck(Check):
     )
 
     def run(self, ctx: CheckContext) -> Finding:
+        if not ctx.in_play(*RUNTIMES):
+            return skipped(NOT_HERE)
+        from diagnose.containers import (
+            find_registry,
+            line_of,
+            load_crio_conf,
+            load_registries_conf,
+            pull_sources,
+        )
         from diagnose.endpoint import Probe
 
-        if not in_play(ctx, *RUNTIMES):
-            return skipped(NOT_HERE)
         root = ctx.options.host_root
         conf = load_registries_conf(root, _home(ctx))
         full, _name, image = _ref(ctx)
@@ -157,7 +148,7 @@ class RegistriesConfCheck(Check):
                 err,
                 ["Fix that file: podman, CRI-O and skopeo refuse to pull while it does not parse."],
             )
-            for err in conf.errors + (load_crio_conf(root).errors if in_play(ctx, "crio") else [])
+            for err in conf.errors + (load_crio_conf(root).errors if ctx.in_play("crio") else [])
         ]
         if issues:
             return combine(issues, evidence)
@@ -267,6 +258,8 @@ class RegistriesConfCheck(Check):
     ) -> tuple[list[str], Issue | None]:
         """The references a short name becomes, as containers/image resolves it, or the issue
         that stops it."""
+        from diagnose.containers import line_of
+
         short = image.given.split("@")[0]
         name = short.rsplit(":", 1)[0] if ":" in short.split("/")[-1] else short
         suffix = f"@{image.digest}" if image.digest else f":{image.tag or 'latest'}"
@@ -319,6 +312,8 @@ def _signature_present(
     ctx: CheckContext, name: str, digest: str | None, lookaside: str | None
 ) -> tuple[bool | None, str]:
     """(found?, where looked) for simple-signing signatures of name@digest."""
+    from diagnose.containers import DEFAULT_LOOKASIDE
+
     if digest is None:
         return None, "the manifest digest is unknown"
     base = lookaside or "file:///" + DEFAULT_LOOKASIDE
@@ -374,13 +369,15 @@ class SignaturePolicyCheck(Check):
     codes = ("POLICY_ERROR", "POLICY_REJECT", "SIGNATURE_KEY_MISSING", "SIGNATURE_MISSING")
 
     def run(self, ctx: CheckContext) -> Finding:
-        if not in_play(ctx, *RUNTIMES):
+        if not ctx.in_play(*RUNTIMES):
             return skipped(NOT_HERE)
+        from diagnose.containers import SYSTEM_POLICY, load_crio_conf, load_policy, load_policy_file
+
         root, home = ctx.options.host_root, _home(ctx)
         policies: dict[str, list[str]] = {}
-        if in_play(ctx, "podman"):
+        if ctx.in_play("podman"):
             policies.setdefault(load_policy(root, home).path, []).append("podman")
-        if in_play(ctx, "crio"):
+        if ctx.in_play("crio"):
             crio = load_crio_conf(root)
             path = crio.signature_policy or "/" + SYSTEM_POLICY
             policies.setdefault(str(root / path.lstrip("/")), []).append("CRI-O")
@@ -405,6 +402,8 @@ class SignaturePolicyCheck(Check):
         self, ctx: CheckContext, policy: Policy, clients: str
     ) -> tuple[list[Issue] | str, dict[str, Any]]:
         """The issues one policy file raises for the image, or what it accepts it by."""
+        from diagnose.containers import line_of, requirement_for
+
         full, name, image = _ref(ctx)
         evidence: dict[str, Any] = {"file": policy.path, "clients": clients}
         if not policy.exists:
@@ -496,6 +495,8 @@ class SignaturePolicyCheck(Check):
     ) -> list[Issue]:
         """A signedBy or sigstoreSigned requirement: its key on this host, then a signature
         where the clients would look (the lookaside, then sigstore attachments)."""
+        from diagnose.containers import lookaside_for
+
         sigstore = r.get("type") == "sigstoreSigned"
         paths = [r["keyPath"]] if isinstance(r.get("keyPath"), str) else []
         if not sigstore and isinstance(r.get("keyPaths"), list):
@@ -574,12 +575,14 @@ class PodmanCredentialsCheck(Check):
     codes = ("CREDENTIALS_ERROR", "CREDENTIALS_DISAGREE")
 
     def run(self, ctx: CheckContext) -> Finding:
-        if not in_play(ctx, *RUNTIMES):
+        if not ctx.in_play(*RUNTIMES):
             return skipped(NOT_HERE)
+        from diagnose.containers import auth_keys_for, load_crio_conf, podman_auth_files
+
         _full, name, _image = _ref(ctx)
         root = ctx.options.host_root
         files = podman_auth_files(_home(ctx), dict(os.environ), root, ctx.live_host)
-        if in_play(ctx, "crio"):
+        if ctx.in_play("crio"):
             crio_auth = load_crio_conf(root).global_auth_file
             if crio_auth:
                 # CRI-O reads its global_auth_file before anything else
@@ -651,6 +654,8 @@ class PodmanCredentialsCheck(Check):
 
 def _auth_entry(doc: dict[str, Any], keys: list[str], path: Path) -> dict[str, Any] | None:
     """The entry of one auth file that applies, most specific key first; never the secret."""
+    from diagnose.containers import normalize_auth_key
+
     helpers = doc.get("credHelpers") if isinstance(doc.get("credHelpers"), dict) else {}
     auths = doc.get("auths") if isinstance(doc.get("auths"), dict) else {}
     assert isinstance(helpers, dict) and isinstance(auths, dict)

@@ -9,14 +9,16 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from diagnose import faq
 from diagnose.check import Check
 from diagnose.context import CheckContext
-from diagnose.engine import DEFAULT_HOST, EngineError, engine_get
 from diagnose.models import Finding, Status, passed, problem, skipped
 from diagnose.secrets import scrub
+
+if TYPE_CHECKING:
+    from diagnose.engine import EngineError
 
 DAEMON_NAMES = {"dockerd", "docker-current", "dockerd-current"}
 MIN_VERSION = "18.03"
@@ -88,6 +90,8 @@ class DockerDaemonCheck(Check):
     codes = ("DOCKER_DAEMON_ERROR", "DOCKER_SOCKET_PERMISSION")
 
     def run(self, ctx: CheckContext) -> Finding:
+        from diagnose.engine import DEFAULT_HOST, EngineError, engine_get
+
         root = ctx.options.host_root
         docker_host = ctx.options.docker_host
         if docker_host is None and ctx.live_host:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from diagnose.check import Check
-from diagnose.containers import RUNTIMES
+from diagnose.choices import RUNTIMES
 from diagnose.context import CheckContext
 from diagnose.models import Finding, passed
 

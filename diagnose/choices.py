@@ -24,3 +24,7 @@ class Runtime(StrEnum):
     crio = "crio"
     containerd = "containerd"
     all = "all"
+
+
+# every runtime a pull can be diagnosed for (the real choices behind auto and all)
+RUNTIMES = tuple(r.value for r in Runtime if r not in (Runtime.auto, Runtime.all))

@@ -15,15 +15,10 @@ import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from diagnose.dockerhost import json_object, read_text
 from diagnose.reference import api_host, hub_domain
-
-if TYPE_CHECKING:
-    from diagnose.context import CheckContext
-
-RUNTIMES = ("docker", "podman", "crio", "containerd")
 
 SYSTEM_REGISTRIES_CONF = "etc/containers/registries.conf"
 SYSTEM_REGISTRIES_D = "etc/containers/registries.conf.d"
@@ -33,16 +28,6 @@ DEFAULT_LOOKASIDE = "var/lib/containers/sigstore"
 CONTAINERD_CONFIG = "etc/containerd/config.toml"
 CONTAINERD_CERTS_D = "etc/containerd/certs.d"
 MAX_DROPINS = 200
-
-
-def in_play(ctx: CheckContext, *runtimes: str) -> bool:
-    """Whether a pull on this host may be made by one of these runtimes: chosen with
-    --runtime, else found by the container-runtimes check."""
-    if ctx.options.runtimes:
-        return bool(set(ctx.options.runtimes) & set(runtimes))
-    found = ctx.result("container-runtimes")
-    active = found.evidence.get("active") if found is not None else None
-    return isinstance(active, list) and bool(set(active) & set(runtimes))
 
 
 def _toml(path: Path) -> tuple[dict[str, Any] | None, str | None]:

@@ -293,6 +293,15 @@ class CheckContext:
             return []
         return self._state.once(None, "processes", _process_table)
 
+    def in_play(self, *runtimes: str) -> bool:
+        """Whether a pull on this host may be made by one of these runtimes: chosen with
+        --runtime, else found by the container-runtimes check."""
+        if self.options.runtimes:
+            return bool(set(self.options.runtimes) & set(runtimes))
+        found = self.result("container-runtimes")
+        active = found.evidence.get("active") if found is not None else None
+        return isinstance(active, list) and bool(set(active) & set(runtimes))
+
     def credential(self) -> Credential:
         """The credential docker would use for this registry (raises CredentialError)."""
         assert self.registry is not None

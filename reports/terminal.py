@@ -112,9 +112,7 @@ class TerminalReport:
         blocks.append(tail)
         return blocks
 
-    def _rich(
-        self, blocks: list[Block], options: RenderOptions
-    ) -> str:
+    def _rich(self, blocks: list[Block], options: RenderOptions) -> str:
         import io
 
         from rich.console import Console
