@@ -387,7 +387,12 @@ class NondistributableCheck(Check):
             "addresses": addresses,
         }
         version = str(info.get("version") or "")
-        if version and version.split(".")[0].isdigit() and int(version.split(".")[0]) >= 25:
+        if (
+            version
+            and version.split(".")[0].isascii()
+            and version.split(".")[0].isdigit()
+            and int(version.split(".")[0]) >= 25
+        ):
             evidence["note"] = (
                 "docker 25 deprecated allow-nondistributable-artifacts and later "
                 "releases dropped it: they push foreign layers as ordinary ones"

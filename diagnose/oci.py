@@ -257,7 +257,7 @@ def _rl_field(value: str | None) -> tuple[int | None, int | None]:
     window = None
     for param in (m.group(2) or "").split(";"):
         key, _, val = param.strip().partition("=")
-        if key.strip().lower() == "w" and val.strip().isdigit():
+        if key.strip().lower() == "w" and val.strip().isascii() and val.strip().isdigit():
             window = int(val.strip())
     return int(m.group(1)), window
 
@@ -267,7 +267,7 @@ def retry_after(value: str | None) -> float | None:
     if not value:
         return None
     v = value.strip()[:100]
-    if v.isdigit():
+    if v.isascii() and v.isdigit():  # str.isdigit() also takes '²', which int() refuses
         return float(min(int(v), 7 * 86400))
     from email.utils import parsedate_to_datetime
 

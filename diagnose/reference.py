@@ -158,4 +158,4 @@ def is_image_reference(text: str) -> bool:
     if "/" in t:
         return True
     _, colon, after = t.rpartition(":")
-    return bool(colon) and not after.isdigit() and bool(after)
+    return bool(colon) and not (after.isascii() and after.isdigit()) and bool(after)

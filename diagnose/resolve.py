@@ -48,7 +48,7 @@ def parse_nameserver(text: str) -> tuple[str, int]:
 
 
 def _port(text: str, whole: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 65536:
         raise ValueError(f"nameserver {whole!r}: the port must be 1-65535")
     return int(text)
 

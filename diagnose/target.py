@@ -171,7 +171,7 @@ def _split_port(hostport: str) -> tuple[str, int | None]:
         port_text = port_text_raw if colon else None
     port: int | None = None
     if port_text is not None:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
             raise TargetError("the port must be a number from 1 to 65535")
         port = int(port_text)
     return host, port

@@ -7,7 +7,7 @@ from __future__ import annotations
 import string
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from diagnose import faq
@@ -239,8 +239,21 @@ def test_fuzz_error_bodies(body):
         st.text(max_size=40),
     )
 )
+@example({"Retry-After": "²"})  # str.isdigit() takes it, int() does not
+@example({"RateLimit-Limit": "100;w=²"})
 def test_fuzz_rate_limit(headers):
     rate_limit(headers)
+
+
+def test_digits_that_are_not_ascii_are_refused_not_crashed_on():
+    from diagnose.resolve import parse_nameserver
+    from diagnose.target import TargetError, parse_registry
+
+    with pytest.raises(ValueError):
+        parse_nameserver("192.0.2.1:²")
+    with pytest.raises(TargetError):
+        parse_registry("reg.example:²")
+    assert rate_limit({"Retry-After": "²"}) is None
 
 
 @settings(max_examples=300, deadline=None)
