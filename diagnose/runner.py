@@ -3,9 +3,9 @@
 Checks start at once, in dependency order, without waiting for what they depend on: a check that
 needs a dependency's facts asks `ctx.result(id)`, which waits for it. Only the dependencies a
 check names in `starts_after` hold its start (the network checks wait for the name to resolve:
-when it does not, nothing past DNS runs at all). Whether a check counts is
-still decided by its dependencies: the moment one fails, every check depending on it is reported
-as "blocked by" it, whatever it was doing. A healthy run therefore takes about as long as its
+when it does not, nothing past DNS runs at all). Whether a check counts is still decided by its
+dependencies: the moment one fails, every check depending on it is reported as "blocked by" it,
+whatever it was doing. A healthy run therefore takes about as long as its
 slowest check, not the sum of a chain.
 
 Each check runs in a daemon thread: a check stuck in a system call cannot hold the run (or the
@@ -135,13 +135,13 @@ def build_nodes(checks: Sequence[Check], registries: Sequence[Registry]) -> list
         reg_key = n.registry.login_server if n.registry else None
         for dep in (*n.check.depends_on, *n.check.starts_after):
             d = by_key.get((reg_key, dep)) or by_key.get((None, dep))
-            if d is not None and d is not n and d not in n.deps:
+            if d is None or d is n:
+                continue
+            if d not in n.deps:  # a gate is a dependency too: its failure blocks this one
                 n.deps.append(d)
                 d.dependants.append(n)
-        for gate in n.check.starts_after:
-            g = by_key.get((reg_key, gate)) or by_key.get((None, gate))
-            if g is not None and g is not n:
-                n.gates.append(g)
+            if dep in n.check.starts_after and d not in n.gates:
+                n.gates.append(d)
     return nodes
 
 
