@@ -4,9 +4,11 @@ Starts the real distribution registry (TLS, test CA) on loopback with a real ima
 the whole command, as a process, several times for each Python given (`--python`, repeatable):
 so an earlier release installed in its own virtual environment and this tree are measured on
 the same registry, the same image and the same machine, in alternation. Medians are what to
-quote. Also prints how many HTTP requests the registry saw per run (from its access log).
+quote. `--registry-only` times the plain `check-health REGISTRY` on the same registry instead
+(no image named): the healthy run every user starts with.
 
-    python3 bench/bench_image.py [--runs 9] [--this PY] [--python /path/to/old/venv/bin/python]
+    python3 bench/bench_image.py [--runs 9] [--registry-only] [--this PY]
+        [--python /path/to/old/venv/bin/python]
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=9)
     ap.add_argument("--python", action="append", default=[])
     ap.add_argument("--require-push", action="store_true")
+    ap.add_argument("--registry-only", action="store_true", help="no image: check-health REGISTRY")
     ap.add_argument("--this", help="the Python whose diagnose is this tree (default: this one)")
     args = ap.parse_args()
     pythons = [args.this or sys.executable, *args.python]
@@ -47,7 +50,7 @@ def main() -> int:
             base = f"https://127.0.0.1:{reg.port}"
             lab.push_real_image(base, "team/app", "1.4", ca_file=pki.ca_file, payload=1 << 20)
             env = lab.clean_env(tmp)
-            ref = f"127.0.0.1:{reg.port}/team/app:1.4"
+            ref = f"127.0.0.1:{reg.port}" + ("" if args.registry_only else "/team/app:1.4")
             cmd = ["check-health", ref, "--ca-bundle", str(pki.ca_file), "-f", "json", "-q"]
             cmd += ["--host-root", str(lab.empty_root())]
             if args.require_push:
@@ -70,7 +73,7 @@ def main() -> int:
                     report = json.loads(p.stdout)
                     runs[py].append(report["duration_s"])
                     statuses[py].add(f"rc={p.returncode} {report['summary']['status']}")
-            print(f"check-health {ref.split('/', 1)[1]} ({args.runs} runs each, alternating)")
+            print(f"check-health {ref} ({args.runs} runs each, alternating)")
             print(f"{'python':<50} {'process s':>10} {'run s':>8}  outcome")
             for py in pythons:
                 print(
