@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from diagnose.check import Check
+from diagnose.codes import Code
 from diagnose.context import CheckContext
 from diagnose.models import Finding, Status, passed, problem
 from diagnose.retry import RetriesExhausted
@@ -41,10 +42,10 @@ class ApiCheck(Check):
         "proxy",
     )
     codes = (
-        "CONNECTIVITY_CHALLENGE_ERROR",
-        "CONNECTIVITY_FORBIDDEN_ERROR",
-        "CONNECTIVITY_ERROR",
-        "PROXY_ERROR",
+        Code.CONNECTIVITY_CHALLENGE_ERROR,
+        Code.CONNECTIVITY_FORBIDDEN_ERROR,
+        Code.CONNECTIVITY_ERROR,
+        Code.PROXY_ERROR,
     )
 
     def run(self, ctx: CheckContext) -> Finding:
@@ -152,7 +153,7 @@ class ApiCheck(Check):
             return problem(
                 Status.FAIL,
                 "GET /v2/ is forbidden (403): the registry refuses this client",
-                code="CONNECTIVITY_FORBIDDEN_ERROR",
+                code=Code.CONNECTIVITY_FORBIDDEN_ERROR,
                 faq=["firewall-propagation", "network-connectivity"],
                 remediation=[
                     "The registry's network rules do not admit this host's address: add it (or "
@@ -170,7 +171,7 @@ class ApiCheck(Check):
         return problem(
             Status.FAIL,
             summary,
-            code="CONNECTIVITY_CHALLENGE_ERROR",
+            code=Code.CONNECTIVITY_CHALLENGE_ERROR,
             faq=["registry-api-v2"],
             remediation=[
                 "Check that the login server is the registry's own name and port, not a web "
@@ -202,7 +203,7 @@ class ApiCheck(Check):
         return problem(
             Status.FAIL,
             f"{summary} after {exc.attempts} attempt(s)",
-            code="CONNECTIVITY_ERROR",
+            code=Code.CONNECTIVITY_ERROR,
             faq=faq,
             remediation=[
                 "The TCP and TLS checks passed, so look at what sits between this "

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from diagnose.check import Check
+from diagnose.codes import Code
 from diagnose.context import CheckContext, Options
 from diagnose.credentials import Credential, CredentialError, jwt_claims
 from diagnose.models import Finding, Status, passed, problem, skipped
@@ -57,10 +58,10 @@ class CredentialsCheck(Check):
     timeout_s = 15.0
     faq_keys = ("lowercase-login-server", "admin-credentials", "permission-propagation")
     codes = (
-        "LOGIN_SERVER_ERROR",
-        "CREDENTIALS_ERROR",
-        "CREDENTIAL_HELPER_ERROR",
-        "CREDENTIALS_EXPIRED",
+        Code.LOGIN_SERVER_ERROR,
+        Code.CREDENTIALS_ERROR,
+        Code.CREDENTIAL_HELPER_ERROR,
+        Code.CREDENTIALS_EXPIRED,
     )
 
     def run(self, ctx: CheckContext) -> Finding:
@@ -85,7 +86,7 @@ class CredentialsCheck(Check):
                 return problem(
                     Status.FAIL,
                     f"the {cred.kind} from {cred.source} expired at {expires:%Y-%m-%d %H:%M} UTC",
-                    code="CREDENTIALS_EXPIRED",
+                    code=Code.CREDENTIALS_EXPIRED,
                     faq=["permission-propagation"],
                     remediation=[
                         RELOGIN.format(s=server),
@@ -103,7 +104,7 @@ class CredentialsCheck(Check):
             return problem(
                 Status.FAIL,
                 f"{exc}: docker will not use it, so requests go anonymously",
-                code="LOGIN_SERVER_ERROR",
+                code=Code.LOGIN_SERVER_ERROR,
                 faq=["lowercase-login-server"],
                 remediation=[
                     f"`docker logout {stored}`, then `docker login {server}` with the "
@@ -132,7 +133,7 @@ class CredentialsCheck(Check):
             return problem(
                 Status.FAIL,
                 str(exc),
-                code="CREDENTIAL_HELPER_ERROR",
+                code=Code.CREDENTIAL_HELPER_ERROR,
                 faq=["admin-credentials"],
                 remediation=steps,
                 evidence=evidence,
@@ -140,7 +141,7 @@ class CredentialsCheck(Check):
         return problem(
             Status.FAIL,
             f"the docker config cannot be used: {exc}",
-            code="CREDENTIALS_ERROR",
+            code=Code.CREDENTIALS_ERROR,
             faq=["admin-credentials"],
             remediation=[
                 "Fix or remove the broken entry in config.json, then "
@@ -158,7 +159,7 @@ class AuthChallengeCheck(Check):
     starts_after = ("dns",)
     timeout_s = 10.0
     faq_keys = ("network-connectivity", "registry-api-v2", "tls12")
-    codes = ("CONNECTIVITY_REALM_ERROR",)
+    codes = (Code.CONNECTIVITY_REALM_ERROR,)
 
     def run(self, ctx: CheckContext) -> Finding:
         from diagnose.challenge import Challenge
@@ -203,7 +204,7 @@ class AuthChallengeCheck(Check):
             return problem(
                 Status.FAIL,
                 f"the token service host {host} does not resolve: {exc}",
-                code="CONNECTIVITY_REALM_ERROR",
+                code=Code.CONNECTIVITY_REALM_ERROR,
                 faq=["network-connectivity"],
                 remediation=[
                     f"This host must resolve and reach {host} as well as the registry: "
@@ -228,7 +229,7 @@ class AuthChallengeCheck(Check):
                 return problem(
                     Status.FAIL,
                     f"TLS with the token service {host} failed: {_first_line(exc)}",
-                    code="CONNECTIVITY_REALM_ERROR",
+                    code=Code.CONNECTIVITY_REALM_ERROR,
                     faq=["network-connectivity", "tls12"],
                     remediation=[
                         "Check the token service's certificate and that this host "
@@ -239,7 +240,7 @@ class AuthChallengeCheck(Check):
             return problem(
                 Status.FAIL,
                 f"cannot connect to the token service {host}:{port} ({kind})",
-                code="CONNECTIVITY_REALM_ERROR",
+                code=Code.CONNECTIVITY_REALM_ERROR,
                 faq=["network-connectivity"],
                 remediation=[f"Allow HTTPS from this host to {host}:{port}."],
                 evidence=evidence,
@@ -279,7 +280,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _token_failure(
-    step: str, code: str, exc: TokenError, cred: Credential | None, server: str
+    step: str, code: Code, exc: TokenError, cred: Credential | None, server: str
 ) -> Finding:
     evidence = exc.evidence()
     status = exc.status
@@ -361,7 +362,7 @@ class RefreshTokenCheck(Check):
         "network-connectivity",
         "registry-api-v2",
     )
-    codes = ("CONNECTIVITY_REFRESH_TOKEN_ERROR",)
+    codes = (Code.CONNECTIVITY_REFRESH_TOKEN_ERROR,)
 
     def run(self, ctx: CheckContext) -> Finding:
         from diagnose.tokens import TokenError, obtain_grant, scope_for
@@ -383,7 +384,7 @@ class RefreshTokenCheck(Check):
         except TokenError as exc:
             return _token_failure(
                 "getting a refresh token",
-                "CONNECTIVITY_REFRESH_TOKEN_ERROR",
+                Code.CONNECTIVITY_REFRESH_TOKEN_ERROR,
                 exc,
                 cred,
                 reg.login_server,
@@ -414,7 +415,7 @@ class AccessTokenCheck(Check):
     starts_after = ("dns",)
     timeout_s = 15.0
     faq_keys = RefreshTokenCheck.faq_keys
-    codes = ("CONNECTIVITY_ACCESS_TOKEN_ERROR",)
+    codes = (Code.CONNECTIVITY_ACCESS_TOKEN_ERROR,)
 
     def run(self, ctx: CheckContext) -> Finding:
         from diagnose.tokens import Grant, TokenError, obtain_access_token, scope_for
@@ -435,7 +436,7 @@ class AccessTokenCheck(Check):
                 cred = ctx.credential()
             return _token_failure(
                 f"getting an access token for {scope or 'the registry'}",
-                "CONNECTIVITY_ACCESS_TOKEN_ERROR",
+                Code.CONNECTIVITY_ACCESS_TOKEN_ERROR,
                 exc,
                 cred,
                 reg.login_server,
@@ -457,7 +458,7 @@ class ScopeCheck(Check):
     starts_after = ("dns",)
     timeout_s = 10.0
     faq_keys = ("pull-push-roles", "permission-propagation")
-    codes = ("TOKEN_SCOPE_ERROR",)
+    codes = (Code.TOKEN_SCOPE_ERROR,)
 
     def time_limit(self, options: Options) -> float:
         return options.propagation_timeout_s + 15.0 if options.wait_for else self.timeout_s
@@ -509,7 +510,7 @@ class ScopeCheck(Check):
         return problem(
             Status.FAIL,
             f"the token grants {have} on {repo} but not {need}{waited}",
-            code="TOKEN_SCOPE_ERROR",
+            code=Code.TOKEN_SCOPE_ERROR,
             faq=["pull-push-roles", "permission-propagation"],
             remediation=[
                 f"Give the identity the {role} role (or a role with {need}) on the registry.",
@@ -594,7 +595,7 @@ class AuthorizedRequestCheck(Check):
         "network-connectivity",
         "manifest-unknown",
     )
-    codes = ("REGISTRY_AUTH_ERROR", "REPOSITORY_NOT_FOUND", "CONNECTIVITY_FORBIDDEN_ERROR")
+    codes = (Code.REGISTRY_AUTH_ERROR, Code.REPOSITORY_NOT_FOUND, Code.CONNECTIVITY_FORBIDDEN_ERROR)
 
     def run(self, ctx: CheckContext) -> Finding:
         import requests
@@ -645,7 +646,7 @@ class AuthorizedRequestCheck(Check):
             return problem(
                 Status.FAIL,
                 f"GET {path} failed: {type(exc).__name__}",
-                code="REGISTRY_AUTH_ERROR",
+                code=Code.REGISTRY_AUTH_ERROR,
                 faq=["network-connectivity"],
                 evidence={"url": url},
             )
@@ -675,7 +676,7 @@ class AuthorizedRequestCheck(Check):
             return problem(
                 Status.FAIL,
                 f"repository {reg.repository} does not exist on {reg.login_server}",
-                code="REPOSITORY_NOT_FOUND",
+                code=Code.REPOSITORY_NOT_FOUND,
                 faq=["repository-format"],
                 remediation=[
                     "Check the repository name (lower case, the full path such as "
@@ -687,7 +688,7 @@ class AuthorizedRequestCheck(Check):
             return problem(
                 Status.FAIL,
                 f"GET {path} is forbidden (403)",
-                code="CONNECTIVITY_FORBIDDEN_ERROR",
+                code=Code.CONNECTIVITY_FORBIDDEN_ERROR,
                 faq=["firewall-propagation", "pull-push-roles"],
                 remediation=[
                     "The registry refuses this client: a network rule or a repository "
@@ -706,7 +707,7 @@ class AuthorizedRequestCheck(Check):
                 f"the registry rejected {how} for {reg.repository} (GET {path} -> 401): either "
                 "the identity may not read this repository, or the repository does not exist "
                 "(ACR answers 401, not 404, for both)",
-                code="REGISTRY_AUTH_ERROR",
+                code=Code.REGISTRY_AUTH_ERROR,
                 faq=["pull-push-roles", "permission-propagation", "manifest-unknown"],
                 remediation=[
                     "Tell the two apart: with the same login, read a repository you know exists; "
@@ -720,7 +721,7 @@ class AuthorizedRequestCheck(Check):
         return problem(
             Status.FAIL,
             f"the registry rejected {how}: GET {path} -> HTTP {resp.status_code}",
-            code="REGISTRY_AUTH_ERROR",
+            code=Code.REGISTRY_AUTH_ERROR,
             faq=faq,
             remediation=[
                 "The token service issued a token the registry does not accept: its "

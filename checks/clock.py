@@ -5,6 +5,7 @@ from __future__ import annotations
 from email.utils import parsedate_to_datetime
 
 from diagnose.check import Check
+from diagnose.codes import Code
 from diagnose.context import CheckContext
 from diagnose.models import Finding, Status, passed, problem, skipped
 
@@ -19,7 +20,7 @@ class ClockCheck(Check):
     starts_after = ("dns",)
     timeout_s = 2.0
     faq_keys = ("clock-skew",)
-    codes = ("CLOCK_SKEW",)
+    codes = (Code.CLOCK_SKEW,)
 
     def run(self, ctx: CheckContext) -> Finding:
         api = ctx.result("api")
@@ -40,7 +41,7 @@ class ClockCheck(Check):
             return problem(
                 Status.WARN,
                 f"this host's clock is {abs(skew) / 60:.1f} minutes {direction} the registry's",
-                code="CLOCK_SKEW",
+                code=Code.CLOCK_SKEW,
                 faq=["clock-skew"],
                 remediation=[
                     "Synchronise the clock (`timedatectl set-ntp true`, or `chronyc makestep`).",

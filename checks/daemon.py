@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from diagnose import faq
 from diagnose.check import Check
+from diagnose.codes import Code
 from diagnose.context import CheckContext
 from diagnose.models import Finding, Status, passed, problem, skipped
 from diagnose.secrets import scrub
@@ -87,7 +88,7 @@ class DockerDaemonCheck(Check):
     runtimes = ("docker",)
     timeout_s = 10.0
     faq_keys = ("client-timeout", "docker-debug-logs", "cli-in-container")
-    codes = ("DOCKER_DAEMON_ERROR", "DOCKER_SOCKET_PERMISSION")
+    codes = (Code.DOCKER_DAEMON_ERROR, Code.DOCKER_SOCKET_PERMISSION)
 
     def run(self, ctx: CheckContext) -> Finding:
         from diagnose.engine import DEFAULT_HOST, EngineError, engine_get
@@ -122,7 +123,7 @@ class DockerDaemonCheck(Check):
             return problem(
                 Status.FAIL,
                 f"{docker_host} answers, but not as a docker daemon",
-                code="DOCKER_DAEMON_ERROR",
+                code=Code.DOCKER_DAEMON_ERROR,
                 faq=["docker-debug-logs"],
                 evidence=evidence,
             )
@@ -160,7 +161,7 @@ class DockerDaemonCheck(Check):
             return problem(
                 Status.FAIL,
                 f"the docker socket refuses this user: {exc}",
-                code="DOCKER_SOCKET_PERMISSION",
+                code=Code.DOCKER_SOCKET_PERMISSION,
                 faq=["cli-in-container"],
                 remediation=[
                     "Join the group that owns the socket: `sudo usermod -aG docker "
@@ -174,7 +175,7 @@ class DockerDaemonCheck(Check):
             return problem(
                 Status.FAIL,
                 f"dockerd runs (pid {processes[0]['pid']}) but {exc}",
-                code="DOCKER_DAEMON_ERROR",
+                code=Code.DOCKER_DAEMON_ERROR,
                 faq=["client-timeout", "docker-debug-logs"],
                 remediation=[
                     "Check which socket the daemon listens on (`-H` / `hosts` in "
@@ -188,7 +189,7 @@ class DockerDaemonCheck(Check):
             return problem(
                 Status.FAIL,
                 f"docker is installed but its daemon is not running ({exc})",
-                code="DOCKER_DAEMON_ERROR",
+                code=Code.DOCKER_DAEMON_ERROR,
                 faq=["client-timeout", "docker-debug-logs"],
                 remediation=[
                     f"Start it: `{_start_command(root)}`.",
@@ -227,7 +228,7 @@ class DockerVersionCheck(Check):
     depends_on = ("docker-daemon",)
     timeout_s = 15.0
     faq_keys = ("tls12",)
-    codes = ("DOCKER_VERSION_ERROR",)
+    codes = (Code.DOCKER_VERSION_ERROR,)
 
     def run(self, ctx: CheckContext) -> Finding:
         reason = docker_absent(ctx)
@@ -281,7 +282,7 @@ class DockerVersionCheck(Check):
                 Status.FAIL,
                 f"docker {' and '.join(old)} is older than {MIN_VERSION}: it cannot "
                 "negotiate TLS 1.2 with registries that require it",
-                code="DOCKER_VERSION_ERROR",
+                code=Code.DOCKER_VERSION_ERROR,
                 faq=["tls12"],
                 remediation=[
                     "Upgrade docker (client and engine) to 18.03 or later; current "
@@ -302,7 +303,7 @@ class DaemonLogCheck(Check):
     depends_on = ("docker-daemon",)
     timeout_s = 15.0
     faq_keys = tuple(faq.load())
-    codes = ("DAEMON_LOG_ERRORS",)
+    codes = (Code.DAEMON_LOG_ERRORS,)
 
     def run(self, ctx: CheckContext) -> Finding:
         from diagnose.dockerhost import tail
@@ -367,7 +368,7 @@ class DaemonLogCheck(Check):
         return problem(
             Status.WARN,
             f"{len(hits)} line(s) of {where} match known errors: {', '.join(ranked[:4])}",
-            code="DAEMON_LOG_ERRORS",
+            code=Code.DAEMON_LOG_ERRORS,
             faq=ranked[:4],
             remediation=[
                 f"Latest: {hits[-1]['line']}",

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from diagnose.check import Check
+from diagnose.codes import Code
 from diagnose.context import CheckContext
 from diagnose.dockerhost import (
     flag_value,
@@ -64,12 +65,12 @@ class DaemonOptionsCheck(Check):
         "client-timeout",
     )
     codes = (
-        "SIGNATURE_VERIFICATION",
-        "DAEMON_CONFIG_ERROR",
-        "INSECURE_REGISTRY",
-        "REGISTRY_BLOCKED",
-        "MIRROR_UNREACHABLE",
-        "DAEMON_PROXY_ERROR",
+        Code.SIGNATURE_VERIFICATION,
+        Code.DAEMON_CONFIG_ERROR,
+        Code.INSECURE_REGISTRY,
+        Code.REGISTRY_BLOCKED,
+        Code.MIRROR_UNREACHABLE,
+        Code.DAEMON_PROXY_ERROR,
     )
 
     def run(self, ctx: CheckContext) -> Finding:
@@ -91,7 +92,7 @@ class DaemonOptionsCheck(Check):
             issues.append(
                 Issue(
                     Status.FAIL,
-                    "DAEMON_CONFIG_ERROR",
+                    Code.DAEMON_CONFIG_ERROR,
                     ["docker-debug-logs"],
                     f"/etc/docker/daemon.json {dj.error}: the daemon refuses to "
                     "start (or restart) with it",
@@ -105,7 +106,7 @@ class DaemonOptionsCheck(Check):
             issues.append(
                 Issue(
                     Status.FAIL,
-                    "DAEMON_CONFIG_ERROR",
+                    Code.DAEMON_CONFIG_ERROR,
                     ["docker-debug-logs"],
                     f"/etc/docker/daemon.json: {err}",
                     ["Correct the value's type; the daemon will not start with it."],
@@ -115,7 +116,7 @@ class DaemonOptionsCheck(Check):
             issues.append(
                 Issue(
                     Status.FAIL,
-                    "DAEMON_CONFIG_ERROR",
+                    Code.DAEMON_CONFIG_ERROR,
                     ["signature-verification"],
                     f"/etc/sysconfig/docker {err}",
                     ["Fix the shell quoting of that line."],
@@ -216,7 +217,7 @@ class DaemonOptionsCheck(Check):
         return [
             Issue(
                 Status.FAIL,
-                "SIGNATURE_VERIFICATION",
+                Code.SIGNATURE_VERIFICATION,
                 ["signature-verification"],
                 f"the daemon {why}: pulls from registries without signatures fail with "
                 "'unauthorized: authentication required'",
@@ -271,7 +272,7 @@ class DaemonOptionsCheck(Check):
             issues.append(
                 Issue(
                     Status.WARN,
-                    "INSECURE_REGISTRY",
+                    Code.INSECURE_REGISTRY,
                     ["tls12"],
                     f"docker treats {server} as insecure ({entry!r}): certificate errors are "
                     "ignored and plain HTTP is allowed",
@@ -286,7 +287,7 @@ class DaemonOptionsCheck(Check):
             issues.append(
                 Issue(
                     Status.FAIL,
-                    "REGISTRY_BLOCKED",
+                    Code.REGISTRY_BLOCKED,
                     ["network-connectivity"],
                     f"BLOCK_REGISTRY in /etc/sysconfig/docker blocks {server} ({hit!r})",
                     [f"Remove {hit!r} from BLOCK_REGISTRY and restart the daemon."],
@@ -317,7 +318,7 @@ class DaemonOptionsCheck(Check):
             return [
                 Issue(
                     Status.WARN,
-                    "MIRROR_UNREACHABLE",
+                    Code.MIRROR_UNREACHABLE,
                     ["network-connectivity", "client-timeout"],
                     f"registry mirror {mirror} cannot be reached: Docker Hub pulls wait "
                     "for it before falling back",
@@ -339,7 +340,7 @@ class DaemonOptionsCheck(Check):
             return [
                 Issue(
                     Status.WARN,
-                    "DAEMON_PROXY_ERROR",
+                    Code.DAEMON_PROXY_ERROR,
                     ["network-connectivity"],
                     f"the daemon reaches {server} through proxy {host}:{port}, which "
                     "cannot be reached from here",
@@ -361,7 +362,7 @@ class NondistributableCheck(Check):
     starts_after = ("dns",)
     timeout_s = 15.0
     faq_keys = ("nondistributable-artifacts",)
-    codes = ("NONDISTRIBUTABLE_NOT_ALLOWED",)
+    codes = (Code.NONDISTRIBUTABLE_NOT_ALLOWED,)
 
     def run(self, ctx: CheckContext) -> Finding:
         from diagnose.registryapi import NotReadable, manifest_for
@@ -427,7 +428,7 @@ class NondistributableCheck(Check):
             f"{reg.repository} has {len(foreign)} foreign layer(s) and {reg.login_server} is not "
             "in allow-nondistributable-artifacts: a host that may reach only the registry cannot "
             "fetch them, and pushes leave them out",
-            code="NONDISTRIBUTABLE_NOT_ALLOWED",
+            code=Code.NONDISTRIBUTABLE_NOT_ALLOWED,
             faq=["nondistributable-artifacts"],
             remediation=[
                 f"Add the registry to /etc/docker/daemon.json: {snippet}",
@@ -447,7 +448,7 @@ class DockerCertsCheck(Check):
     starts_after = ("dns",)
     timeout_s = 10.0
     faq_keys = ("certificate-trust", "network-connectivity")
-    codes = ("DOCKER_CA_MISSING",)
+    codes = (Code.DOCKER_CA_MISSING,)
 
     def run(self, ctx: CheckContext) -> Finding:
         import ipaddress
@@ -491,7 +492,7 @@ class DockerCertsCheck(Check):
                 Status.FAIL,
                 f"docker does not trust {reg.login_server}'s certificate: it chains to a CA that "
                 f"is neither in the system store nor in /etc/docker/certs.d/{folder}/",
-                code="DOCKER_CA_MISSING",
+                code=Code.DOCKER_CA_MISSING,
                 faq=["certificate-trust", "network-connectivity"],
                 remediation=[
                     f"Copy the registry's CA certificate to "

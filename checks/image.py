@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 from diagnose.check import Check
+from diagnose.codes import Code
 from diagnose.context import CheckContext, Options
 from diagnose.models import Finding, ImageRef, Registry, Status, passed, problem, skipped
 
@@ -80,7 +81,7 @@ def _request_failed(url: str, exc: Exception, what: str) -> Finding:
     return problem(
         Status.FAIL,
         f"{what} failed: {type(exc).__name__}",
-        code="REGISTRY_REQUEST_ERROR",
+        code=Code.REGISTRY_REQUEST_ERROR,
         faq=["network-connectivity", "client-timeout"],
         remediation=[
             "The registry answered /v2/ but not this request: retry, and look at what sits "
@@ -122,7 +123,7 @@ def rate_limited(
     return problem(
         Status.FAIL,
         f"the registry refuses more pulls by {who}: rate limited{counts}{_messages(errors or [])}",
-        code="RATE_LIMITED",
+        code=Code.RATE_LIMITED,
         faq=["rate-limit"],
         remediation=steps,
         evidence=evidence,
@@ -135,7 +136,7 @@ class ImageReferenceCheck(Check):
     order = 15
     timeout_s = 2.0
     faq_keys = ("lowercase-login-server", "repository-format")
-    codes = ("IMAGE_REFERENCE_ERROR",)
+    codes = (Code.IMAGE_REFERENCE_ERROR,)
 
     def skip_reason(self, ctx: CheckContext) -> str | None:
         if ctx.registry is None or ctx.registry.image is None:
@@ -153,7 +154,7 @@ class ImageReferenceCheck(Check):
             return problem(
                 Status.FAIL,
                 f"docker, podman and containerd refuse {ref.given}: {'; '.join(ref.problems)}",
-                code="IMAGE_REFERENCE_ERROR",
+                code=Code.IMAGE_REFERENCE_ERROR,
                 faq=(
                     ["lowercase-login-server", "repository-format"]
                     if lower
@@ -196,18 +197,18 @@ class ManifestCheck(Check):
         "body-size-limit",
     )
     codes = (
-        "REPOSITORY_NOT_FOUND",
-        "IMAGE_TAG_NOT_FOUND",
-        "IMAGE_DIGEST_NOT_FOUND",
-        "MANIFEST_DIGEST_MISMATCH",
-        "IMAGE_UNAUTHORIZED",
-        "REGISTRY_DENIED",
-        "RATE_LIMITED",
-        "RATE_LIMIT_LOW",
-        "REGISTRY_ERROR",
-        "REGISTRY_REQUEST_ERROR",
-        "PROXY_ERROR",
-        "MANIFEST_SCHEMA1",
+        Code.REPOSITORY_NOT_FOUND,
+        Code.IMAGE_TAG_NOT_FOUND,
+        Code.IMAGE_DIGEST_NOT_FOUND,
+        Code.MANIFEST_DIGEST_MISMATCH,
+        Code.IMAGE_UNAUTHORIZED,
+        Code.REGISTRY_DENIED,
+        Code.RATE_LIMITED,
+        Code.RATE_LIMIT_LOW,
+        Code.REGISTRY_ERROR,
+        Code.REGISTRY_REQUEST_ERROR,
+        Code.PROXY_ERROR,
+        Code.MANIFEST_SCHEMA1,
     )
 
     def skip_reason(self, ctx: CheckContext) -> str | None:
@@ -285,7 +286,7 @@ class ManifestCheck(Check):
                 Status.FAIL,
                 f"the registry's manifest for {ref.digest[:19]}… hashes to {actual[:19]}…: "
                 "the clients reject it",
-                code="MANIFEST_DIGEST_MISMATCH",
+                code=Code.MANIFEST_DIGEST_MISMATCH,
                 faq=["distribution-errors"],
                 remediation=[
                     "Something between this host and the registry alters the manifest (a "
@@ -302,7 +303,7 @@ class ManifestCheck(Check):
             return problem(
                 Status.FAIL,
                 f"the manifest of {ref.normalized} is not a JSON object",
-                code="REGISTRY_ERROR",
+                code=Code.REGISTRY_ERROR,
                 faq=["distribution-errors"],
                 remediation=[
                     "The registry (or a proxy) returns something that is not a "
@@ -319,7 +320,7 @@ class ManifestCheck(Check):
                 Status.WARN,
                 f"{ref.normalized} is a schema 1 manifest: containerd 2 and podman no "
                 "longer pull it, docker only with a deprecation warning",
-                code="MANIFEST_SCHEMA1",
+                code=Code.MANIFEST_SCHEMA1,
                 faq=["distribution-errors"],
                 remediation=[
                     "Push the image again with a current docker or buildx: it "
@@ -343,7 +344,7 @@ class ManifestCheck(Check):
                 return problem(
                     Status.WARN,
                     f"{summary}: the rate limit is nearly used up",
-                    code="RATE_LIMIT_LOW",
+                    code=Code.RATE_LIMIT_LOW,
                     faq=["rate-limit"],
                     remediation=[
                         f"Only {rl.remaining} pulls are left in this window: log in, or pull "
@@ -398,7 +399,7 @@ class ManifestCheck(Check):
                 f"the manifest of {ref.normalized}",
                 errors,
                 evidence,
-                "REGISTRY_DENIED",
+                Code.REGISTRY_DENIED,
             )
         return registry_error(
             f"the manifest request for {ref.normalized}", status, errors, evidence
@@ -437,7 +438,7 @@ class ManifestCheck(Check):
             return problem(
                 Status.FAIL,
                 f"repository {repo} does not exist on {reg.login_server}{_messages(errors)}",
-                code="REPOSITORY_NOT_FOUND",
+                code=Code.REPOSITORY_NOT_FOUND,
                 faq=["manifest-unknown", "repository-format"],
                 remediation=[
                     "Check the repository path: the full path (team/app, not app) exactly as "
@@ -465,7 +466,7 @@ class ManifestCheck(Check):
             return problem(
                 Status.FAIL,
                 f"the registry has no manifest {ref.digest} in {repo}{now}",
-                code="IMAGE_DIGEST_NOT_FOUND",
+                code=Code.IMAGE_DIGEST_NOT_FOUND,
                 faq=["manifest-unknown"],
                 remediation=[
                     "The pinned digest is not in this repository: it was deleted (untagged "
@@ -484,7 +485,7 @@ class ManifestCheck(Check):
         return problem(
             Status.FAIL,
             f"tag {ref.reference} does not exist in {repo}{hint}",
-            code="IMAGE_TAG_NOT_FOUND",
+            code=Code.IMAGE_TAG_NOT_FOUND,
             faq=["manifest-unknown"],
             remediation=[
                 f"Use a tag that exists{f' (closest: {near[0]})' if near else ''}; "
@@ -563,7 +564,7 @@ class ManifestCheck(Check):
         return problem(
             Status.FAIL,
             summary,
-            code="IMAGE_UNAUTHORIZED",
+            code=Code.IMAGE_UNAUTHORIZED,
             faq=["pull-push-roles", "admin-credentials", "manifest-unknown"],
             remediation=steps,
             evidence=evidence,
@@ -571,7 +572,7 @@ class ManifestCheck(Check):
 
 
 def denied(
-    server: str, what: str, errors: list[RegistryError], evidence: dict[str, Any], code: str
+    server: str, what: str, errors: list[RegistryError], evidence: dict[str, Any], code: Code
 ) -> Finding:
     """403 / DENIED: a firewall rule, a role, or a lock; the registry's message says which."""
     from diagnose.oci import describe_errors
@@ -638,7 +639,7 @@ def registry_error(
     return problem(
         Status.FAIL,
         f"{what} answered HTTP {status}{_messages(errors)}{meaning}",
-        code="REGISTRY_ERROR",
+        code=Code.REGISTRY_ERROR,
         faq=faq,
         remediation=steps,
         evidence=evidence,
@@ -660,7 +661,12 @@ class PlatformCheck(Check):
         "proxy",
         "manifest-unknown",
     )
-    codes = ("PLATFORM_MISMATCH", "REGISTRY_ERROR", "REGISTRY_REQUEST_ERROR", "PROXY_ERROR")
+    codes = (
+        Code.PLATFORM_MISMATCH,
+        Code.REGISTRY_ERROR,
+        Code.REGISTRY_REQUEST_ERROR,
+        Code.PROXY_ERROR,
+    )
 
     def skip_reason(self, ctx: CheckContext) -> str | None:
         if ctx.registry is None or ctx.registry.image is None:
@@ -702,7 +708,7 @@ class PlatformCheck(Check):
                     Status.FAIL,
                     f"{ref.normalized} has no image for {want} ({asked} platform); it holds "
                     f"{', '.join(offered) or 'no platform at all'}",
-                    code="PLATFORM_MISMATCH",
+                    code=Code.PLATFORM_MISMATCH,
                     faq=["platform-mismatch"],
                     remediation=[
                         "Pull an image built for this platform: a tag that has it, or build one "
@@ -768,7 +774,7 @@ class PlatformCheck(Check):
                 Status.WARN,
                 f"{ref.normalized} is built for {have}, not {want} ({asked} platform): it pulls, "
                 "but will not run here without emulation",
-                code="PLATFORM_MISMATCH",
+                code=Code.PLATFORM_MISMATCH,
                 faq=["platform-mismatch"],
                 remediation=[
                     f"Build and push the image for {want} (or an index holding both: `docker "
@@ -874,7 +880,12 @@ class ImageBlobsCheck(Check):
         "admin-credentials",
         "content-trust",
     )
-    codes = ("BLOB_UNKNOWN", "STORAGE_REDIRECT_ERROR", "BLOB_DOWNLOAD_ERROR", "PROXY_ERROR")
+    codes = (
+        Code.BLOB_UNKNOWN,
+        Code.STORAGE_REDIRECT_ERROR,
+        Code.BLOB_DOWNLOAD_ERROR,
+        Code.PROXY_ERROR,
+    )
 
     def skip_reason(self, ctx: CheckContext) -> str | None:
         if ctx.registry is None or ctx.registry.image is None:
@@ -951,7 +962,7 @@ class ImageBlobsCheck(Check):
                 return problem(
                     Status.FAIL,
                     f"{short} could not be fetched: {type(outcome).__name__}",
-                    code="BLOB_DOWNLOAD_ERROR",
+                    code=Code.BLOB_DOWNLOAD_ERROR,
                     faq=["network-connectivity", "client-timeout"],
                     remediation=[
                         "Retry; check the path to the registry for a proxy or load "
@@ -971,7 +982,7 @@ class ImageBlobsCheck(Check):
                 return problem(
                     Status.FAIL,
                     f"{short} is not in the registry (404 BLOB_UNKNOWN): the pull stops there",
-                    code="BLOB_UNKNOWN",
+                    code=Code.BLOB_UNKNOWN,
                     faq=["manifest-unknown"],
                     remediation=[
                         "The manifest refers to a blob the repository no longer holds (a "
@@ -1000,7 +1011,7 @@ class ImageBlobsCheck(Check):
         return problem(
             Status.FAIL,
             f"{what} (layers are served from {', '.join(hosts)})",
-            code="STORAGE_REDIRECT_ERROR",
+            code=Code.STORAGE_REDIRECT_ERROR,
             faq=[
                 "storage-endpoint",
                 "redirect-auth-header",
@@ -1046,15 +1057,15 @@ class PushPathCheck(Check):
         "content-trust",
     )
     codes = (
-        "PUSH_READ_ONLY",
-        "PUSH_DENIED",
-        "PUSH_UNAUTHORIZED",
-        "PUSH_BODY_TOO_LARGE",
-        "PUSH_QUOTA",
-        "RATE_LIMITED",
-        "REGISTRY_ERROR",
-        "REGISTRY_REQUEST_ERROR",
-        "PROXY_ERROR",
+        Code.PUSH_READ_ONLY,
+        Code.PUSH_DENIED,
+        Code.PUSH_UNAUTHORIZED,
+        Code.PUSH_BODY_TOO_LARGE,
+        Code.PUSH_QUOTA,
+        Code.RATE_LIMITED,
+        Code.REGISTRY_ERROR,
+        Code.REGISTRY_REQUEST_ERROR,
+        Code.PROXY_ERROR,
     )
 
     def skip_reason(self, ctx: CheckContext) -> str | None:
@@ -1118,7 +1129,7 @@ class PushPathCheck(Check):
                 Status.FAIL,
                 f"sending a {size}-byte chunk failed: {type(exc).__name__} (a proxy or load "
                 "balancer that drops large request bodies does this)",
-                code="PUSH_BODY_TOO_LARGE",
+                code=Code.PUSH_BODY_TOO_LARGE,
                 faq=["body-size-limit", "network-connectivity"],
                 remediation=[
                     "Check the request body limits and timeouts of every proxy "
@@ -1194,7 +1205,7 @@ class PushPathCheck(Check):
             f"a {size:,}-byte upload ({why}) is refused with 413 Request Entity Too Large: "
             f"a proxy in front of the registry limits request bodies, so any layer of "
             f"{size:,} bytes or more fails to push{which}",
-            code="PUSH_BODY_TOO_LARGE",
+            code=Code.PUSH_BODY_TOO_LARGE,
             faq=["body-size-limit"],
             remediation=[
                 "docker and skopeo send each layer in one request: raise the proxy's body limit "
@@ -1233,7 +1244,7 @@ class PushPathCheck(Check):
                 Status.FAIL,
                 f"{what} is refused: the registry is out of storage (HTTP {status})"
                 f"{_messages(errors)}",
-                code="PUSH_QUOTA",
+                code=Code.PUSH_QUOTA,
                 faq=["storage-quota", "operation-not-allowed"],
                 remediation=[
                     "Free space (delete untagged manifests and unused images; usage drops a few "
@@ -1247,7 +1258,7 @@ class PushPathCheck(Check):
                 Status.FAIL,
                 f"{what} is refused with HTTP {status}{_messages(errors)}: the registry is "
                 "read-only (maintenance mode) and accepts no pushes",
-                code="PUSH_READ_ONLY",
+                code=Code.PUSH_READ_ONLY,
                 faq=["registry-read-only", "operation-not-allowed"],
                 remediation=[
                     "Wait for the registry's maintenance to end, or ask its owner: a "
@@ -1258,12 +1269,12 @@ class PushPathCheck(Check):
                 evidence=evidence,
             )
         if "disallowed" in text or "not allowed" in text:
-            return denied(reg.login_server, what, errors, evidence, "PUSH_DENIED")
+            return denied(reg.login_server, what, errors, evidence, Code.PUSH_DENIED)
         if status == 401:
             return problem(
                 Status.FAIL,
                 f"{what} needs a credential allowed to push (HTTP 401){_messages(errors)}",
-                code="PUSH_UNAUTHORIZED",
+                code=Code.PUSH_UNAUTHORIZED,
                 faq=["pull-push-roles", "admin-credentials"],
                 remediation=[
                     f"Log in with an identity that may push (`docker login {reg.login_server}`)"
@@ -1272,5 +1283,5 @@ class PushPathCheck(Check):
                 evidence=evidence,
             )
         if status == 403 or "DENIED" in codes:
-            return denied(reg.login_server, what, errors, evidence, "PUSH_DENIED")
+            return denied(reg.login_server, what, errors, evidence, Code.PUSH_DENIED)
         return registry_error(what, status, errors, evidence)

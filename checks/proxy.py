@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from diagnose.check import Check
+from diagnose.codes import Code
 from diagnose.context import CheckContext
 from diagnose.dockerhost import no_proxy_covers, parse_daemon_json, systemd_proxy_env
 from diagnose.models import Finding, Status, passed, problem
@@ -45,7 +46,7 @@ class ProxyCheck(Check):
     order = 45
     timeout_s = 10.0
     faq_keys = ("proxy", "network-connectivity")
-    codes = ("PROXY_ERROR",)
+    codes = (Code.PROXY_ERROR,)
 
     def run(self, ctx: CheckContext) -> Finding:
         reg = ctx.registry
@@ -114,7 +115,7 @@ class ProxyCheck(Check):
             Status.FAIL,
             f"the proxy {setting.hostport} (from the {setting.source}) fails for "
             f"{reg.login_server}: {words}",
-            code="PROXY_ERROR",
+            code=Code.PROXY_ERROR,
             faq=["proxy", "network-connectivity"],
             remediation=fixes,
             evidence=evidence,

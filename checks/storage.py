@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from diagnose.check import Check
+from diagnose.codes import Code
 from diagnose.context import CheckContext
 from diagnose.models import Finding, Status, passed, problem, skipped
 from diagnose.resolve import ResolveError
@@ -44,7 +45,7 @@ class BlobRedirectCheck(Check):
         "firewall-propagation",
         "repository-format",
     )
-    codes = ("STORAGE_REDIRECT_ERROR", "BLOB_DOWNLOAD_ERROR")
+    codes = (Code.STORAGE_REDIRECT_ERROR, Code.BLOB_DOWNLOAD_ERROR)
 
     def run(self, ctx: CheckContext) -> Finding:
         from diagnose.registryapi import NotReadable, auth_for, base_url, getter
@@ -81,7 +82,7 @@ class BlobRedirectCheck(Check):
             return problem(
                 Status.FAIL,
                 f"GET blob failed: {type(exc).__name__}",
-                code="BLOB_DOWNLOAD_ERROR",
+                code=Code.BLOB_DOWNLOAD_ERROR,
                 faq=["network-connectivity"],
                 evidence=evidence,
             )
@@ -94,7 +95,7 @@ class BlobRedirectCheck(Check):
             return problem(
                 Status.FAIL,
                 f"GET blob answered HTTP {first.status_code}",
-                code="BLOB_DOWNLOAD_ERROR",
+                code=Code.BLOB_DOWNLOAD_ERROR,
                 faq=["network-connectivity", "repository-format"],
                 remediation=[
                     "The manifest names a blob the registry will not serve: the "
@@ -140,7 +141,7 @@ class BlobRedirectCheck(Check):
         return problem(
             Status.FAIL,
             summary,
-            code="STORAGE_REDIRECT_ERROR",
+            code=Code.STORAGE_REDIRECT_ERROR,
             faq=[
                 "storage-endpoint",
                 "redirect-auth-header",

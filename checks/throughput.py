@@ -9,6 +9,7 @@ from functools import partial
 from typing import Any
 
 from diagnose.check import Check
+from diagnose.codes import Code
 from diagnose.context import CheckContext, Options
 from diagnose.models import Finding, Status, passed, problem, skipped
 
@@ -67,7 +68,7 @@ class PullThroughputCheck(Check):
     starts_after = ("dns",)
     timeout_s = 30.0
     faq_keys = ("slow-pull", "redirect-auth-header", "network-connectivity")
-    codes = ("SLOW_PULL", "BLOB_DIGEST_MISMATCH", "BLOB_DOWNLOAD_ERROR")
+    codes = (Code.SLOW_PULL, Code.BLOB_DIGEST_MISMATCH, Code.BLOB_DOWNLOAD_ERROR)
 
     def time_limit(self, options: Options) -> float:
         return options.throughput_seconds + 15.0
@@ -144,7 +145,7 @@ class PullThroughputCheck(Check):
             return problem(
                 Status.FAIL,
                 f"downloading a layer failed: {exc}",
-                code="BLOB_DOWNLOAD_ERROR",
+                code=Code.BLOB_DOWNLOAD_ERROR,
                 faq=["network-connectivity", "redirect-auth-header"],
                 evidence={"error": exc.kind},
             )
@@ -183,7 +184,7 @@ class PullThroughputCheck(Check):
             return problem(
                 Status.FAIL,
                 f"downloaded data does not match its digest: {bad[0]}",
-                code="BLOB_DIGEST_MISMATCH",
+                code=Code.BLOB_DIGEST_MISMATCH,
                 faq=["network-connectivity"],
                 remediation=[
                     "Something between this host and the registry alters "
@@ -215,7 +216,7 @@ class PullThroughputCheck(Check):
                     Status.WARN,
                     f"{summary}: far below this host's internet download "
                     f"({down:.0f} Mbit/s): the registry or its region is the bottleneck",
-                    code="SLOW_PULL",
+                    code=Code.SLOW_PULL,
                     faq=["slow-pull"],
                     remediation=[
                         "Pull from a registry replica in (or near) this host's region "
@@ -229,7 +230,7 @@ class PullThroughputCheck(Check):
                     Status.WARN,
                     f"{summary}; this host's internet is slow too ({down:.0f} "
                     "Mbit/s): the local network is the bottleneck",
-                    code="SLOW_PULL",
+                    code=Code.SLOW_PULL,
                     faq=["slow-pull"],
                     remediation=[
                         "Improve this host's connection, or move the work to a machine "
@@ -241,7 +242,7 @@ class PullThroughputCheck(Check):
             return problem(
                 Status.WARN,
                 f"{summary}: below {ctx.options.slow_below_mbs:g} MB/s",
-                code="SLOW_PULL",
+                code=Code.SLOW_PULL,
                 faq=["slow-pull"],
                 remediation=[
                     "Measure this host's internet too (--throughput runs a speedtest) "
@@ -261,7 +262,7 @@ class PushThroughputCheck(Check):
     starts_after = ("dns",)
     timeout_s = 60.0
     faq_keys = ("slow-push", "pull-push-roles")
-    codes = ("PUSH_ERROR",)
+    codes = (Code.PUSH_ERROR,)
 
     def time_limit(self, options: Options) -> float:
         return options.throughput_seconds * 2 + 20.0
@@ -301,7 +302,7 @@ class PushThroughputCheck(Check):
             return problem(
                 Status.FAIL,
                 str(exc),
-                code="PUSH_ERROR",
+                code=Code.PUSH_ERROR,
                 faq=["pull-push-roles", "slow-push"],
                 evidence={"digest": digest},
             )

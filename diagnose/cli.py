@@ -18,6 +18,7 @@ import typer
 
 from diagnose import __version__
 from diagnose.choices import FailOn, Need, Runtime
+from diagnose.codes import Code
 
 if TYPE_CHECKING:
     from diagnose.context import Options
@@ -850,7 +851,7 @@ def _with_broken(report: Report, broken: list[BrokenPlugin]) -> Report:
         finding = problem(
             Status.ERROR,
             f"check plugin {b.name} ({b.value}) could not be loaded: {b.error[:200]}",
-            code="PLUGIN_LOAD_ERROR",
+            code=Code.PLUGIN_LOAD_ERROR,
             faq=["check-health"],
             remediation=["Reinstall or remove the package that provides this check."],
         )

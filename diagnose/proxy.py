@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from diagnose.codes import Code
 from diagnose.dockerhost import no_proxy_covers
 
 if TYPE_CHECKING:
@@ -207,7 +208,7 @@ def proxy_failure(url: str, error: str, attempts: int, evidence: dict[str, Any])
     return problem(
         Status.FAIL,
         f"GET {url} failed at {where}: {words} ({attempts} attempt(s))",
-        code="PROXY_ERROR",
+        code=Code.PROXY_ERROR,
         faq=["proxy", "network-connectivity"],
         remediation=fixes,
         evidence=evidence,

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 
 from diagnose import __version__, faq
 from diagnose.check import Check
+from diagnose.codes import Code
 from diagnose.context import CheckContext, Options, RunState
 from diagnose.models import (
     CheckResult,
@@ -114,7 +115,7 @@ def _guarded_run(node: Node, ctx: CheckContext) -> Finding:
         return problem(
             Status.ERROR,
             f"the check itself failed: {type(exc).__name__}: {str(exc)[:300]}",
-            code="CHECK_CRASHED",
+            code=Code.CHECK_CRASHED,
             faq=["check-health"],
             remediation=[
                 "The other checks' results still stand; run again with `--format json` and "
@@ -223,7 +224,7 @@ class _Run:
         return problem(
             Status.ERROR,
             f"did not finish within {limit}",
-            code="CHECK_TIMEOUT",
+            code=Code.CHECK_TIMEOUT,
             faq=["client-timeout", "network-connectivity"],
             remediation=[
                 "Something on the path answers too slowly or not at all; the checks it depends "
@@ -324,7 +325,7 @@ def _not_started(timeout_s: float) -> Finding:
     return problem(
         Status.ERROR,
         f"not run: the run deadline ({timeout_s:g}s, --timeout) came first",
-        code="CHECK_TIMEOUT",
+        code=Code.CHECK_TIMEOUT,
         faq=["client-timeout"],
         remediation=["Run again with a larger --timeout."],
     )
