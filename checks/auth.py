@@ -12,9 +12,9 @@ from diagnose.check import Check
 from diagnose.codes import Code
 from diagnose.context import CheckContext, Options
 from diagnose.credentials import Credential, CredentialError, jwt_claims
+from diagnose.facts import ACCESS_TOKEN, API_ANSWER, CHALLENGE, GRANT, SCHEME, TAGS
 from diagnose.models import Finding, Status, passed, problem, skipped
 from diagnose.resolve import ResolveError
-from diagnose.secrets import Secret
 
 if TYPE_CHECKING:
     from diagnose.challenge import Challenge
@@ -27,11 +27,8 @@ RELOGIN = (
 
 
 def _challenge(ctx: CheckContext) -> Challenge | None:
-    from diagnose.challenge import Challenge
-
     ctx.result("auth-challenge")
-    kept = ctx.kept("challenge")
-    return kept if isinstance(kept, Challenge) else None
+    return ctx.fact(CHALLENGE)
 
 
 def _source_words(cred: Credential) -> str:
@@ -162,21 +159,19 @@ class AuthChallengeCheck(Check):
     codes = (Code.CONNECTIVITY_REALM_ERROR,)
 
     def run(self, ctx: CheckContext) -> Finding:
-        from diagnose.challenge import Challenge
 
         reg = ctx.registry
         assert reg is not None
-        api = ctx.result("api")
-        if api is None:
-            return skipped("the api check did not run")
-        if api.evidence.get("status") == 200:
+        ctx.result("api")
+        answer = ctx.fact(API_ANSWER)
+        if answer is None:
+            return skipped("the api check had no answer")
+        if answer.status == 200:
             return skipped("the registry answers /v2/ without credentials: no challenge")
-        raw = api.evidence.get("challenge")
-        if not isinstance(raw, dict):
+        ch = answer.challenge
+        if ch is None:
             return skipped("no challenge to follow")
-        params = {str(k): str(v) for k, v in raw.items() if k != "scheme"}
-        ch = Challenge(str(raw.get("scheme")), params)
-        ctx.keep("challenge", ch)
+        ctx.put(CHALLENGE, ch)
         if ch.scheme == "basic":
             return passed(
                 "Basic authentication: the credential goes with every request", scheme="basic"
@@ -213,15 +208,13 @@ class AuthChallengeCheck(Check):
                 evidence=evidence,
             )
         evidence["realm_addresses"] = addresses
-        from diagnose.http import environ_proxies, warm
+        from diagnose.http import warm
 
         # the connection the token requests will use, opened once, kept in the run's pool
         session = ctx.http(verify=not ctx.options.insecure)
         t0 = time.monotonic()
         try:
-            version = warm(
-                session, ch.realm or "", ctx.budget(5.0), environ_proxies(ch.realm or "")
-            )
+            version = warm(session, ch.realm or "", ctx.budget(5.0), ctx.proxies(ch.realm or ""))
         except Exception as exc:
             kind = _connect_kind(exc)
             evidence["error"] = kind
@@ -389,7 +382,7 @@ class RefreshTokenCheck(Check):
                 cred,
                 reg.login_server,
             )
-        ctx.keep("grant", grant)
+        ctx.put(GRANT, grant)
         if grant.mode == "anonymous":
             return skipped("anonymous: no refresh token to get", **grant.evidence)
         if grant.mode == "basic":
@@ -418,14 +411,14 @@ class AccessTokenCheck(Check):
     codes = (Code.CONNECTIVITY_ACCESS_TOKEN_ERROR,)
 
     def run(self, ctx: CheckContext) -> Finding:
-        from diagnose.tokens import Grant, TokenError, obtain_access_token, scope_for
+        from diagnose.tokens import TokenError, obtain_access_token, scope_for
 
         reg = ctx.registry
         assert reg is not None
         ch = _challenge(ctx)
         ctx.result("refresh-token")
-        grant = ctx.kept("grant")
-        if ch is None or ch.scheme == "basic" or not isinstance(grant, Grant):
+        grant = ctx.fact(GRANT)
+        if ch is None or ch.scheme == "basic" or grant is None:
             return skipped("no token flow: see auth-challenge and refresh-token")
         scope = scope_for(reg.repository, _actions(ctx.options), reg.is_acr)
         try:
@@ -441,7 +434,7 @@ class AccessTokenCheck(Check):
                 cred,
                 reg.login_server,
             )
-        ctx.keep("access_token", token)
+        ctx.put(ACCESS_TOKEN, token)
         life = evidence.get("expires_in")
         life_text = f", valid {life}s" if isinstance(life, int) else ""
         return passed(
@@ -469,8 +462,8 @@ class ScopeCheck(Check):
         reg = ctx.registry
         assert reg is not None
         ctx.result("access-token")
-        token = ctx.kept("access_token")
-        if not isinstance(token, Secret):
+        token = ctx.fact(ACCESS_TOKEN)
+        if token is None:
             return skipped("no access token to inspect")
         if not reg.repository:
             return skipped("no repository named (--repository): nothing to compare the token with")
@@ -555,7 +548,7 @@ class ScopeCheck(Check):
             granted = granted_actions(claims, reg.repository)
             if required <= granted:
                 took = time.monotonic() - started
-                ctx.keep("access_token", token)
+                ctx.put(ACCESS_TOKEN, token)
                 evidence.update(granted=sorted(granted), propagation_s=round(took, 2), polls=polls)
                 return passed(
                     f"{', '.join(sorted(required))} granted on {reg.repository} after "
@@ -600,8 +593,6 @@ class AuthorizedRequestCheck(Check):
     def run(self, ctx: CheckContext) -> Finding:
         import requests
 
-        from diagnose.http import environ_proxies
-
         reg = ctx.registry
         assert reg is not None
         ch = _challenge(ctx)
@@ -620,14 +611,14 @@ class AuthorizedRequestCheck(Check):
             auth = (cred.username or "", cred.secret.reveal())
             how = "the password"
         else:
-            token = ctx.kept("access_token")
-            if not isinstance(token, Secret):
+            token = ctx.fact(ACCESS_TOKEN)
+            if token is None:
                 return skipped("no access token: see access-token")
             headers["Authorization"] = f"Bearer {token.reveal()}"
             how = "the token"
         scheme = "http" if reg.scheme == "http" else "https"
-        tls = ctx.result("tls")
-        if tls is not None and tls.evidence.get("scheme") == "http":
+        ctx.result("tls")
+        if ctx.fact(SCHEME) == "http":
             scheme = "http"
         path = f"/v2/{reg.repository}/tags/list" if reg.repository else "/v2/"
         url = f"{scheme}://{reg.login_server}{path}"
@@ -640,7 +631,7 @@ class AuthorizedRequestCheck(Check):
                 auth=auth,
                 allow_redirects=False,
                 timeout=(ctx.budget(5.0), ctx.budget(10.0)),
-                proxies=environ_proxies(url),
+                proxies=ctx.proxies(url),
             )
         except requests.RequestException as exc:
             return problem(
@@ -661,7 +652,7 @@ class AuthorizedRequestCheck(Check):
                     tags = [str(t) for t in (data.get("tags") or [])][:1000]
                 except (ValueError, AttributeError):
                     tags = []
-                ctx.keep("tags", tags)
+                ctx.put(TAGS, tags)
                 evidence["tags"] = len(tags)
             what = f"{len(tags)} tag(s) in {reg.repository}" if reg.repository else "/v2/"
             return passed(f"the registry accepted {how}: GET {path} -> 200, {what}", **evidence)

@@ -7,6 +7,7 @@ from email.utils import parsedate_to_datetime
 from diagnose.check import Check
 from diagnose.codes import Code
 from diagnose.context import CheckContext
+from diagnose.facts import API_ANSWER
 from diagnose.models import Finding, Status, passed, problem, skipped
 
 MAX_SKEW_S = 300.0
@@ -23,12 +24,12 @@ class ClockCheck(Check):
     codes = (Code.CLOCK_SKEW,)
 
     def run(self, ctx: CheckContext) -> Finding:
-        api = ctx.result("api")
-        if api is None:
-            return skipped("the api check did not run: no Date header to compare with")
-        date = api.evidence.get("date")
-        received = api.evidence.get("received_at")
-        if not isinstance(date, str) or not isinstance(received, int | float):
+        ctx.result("api")
+        answer = ctx.fact(API_ANSWER)
+        if answer is None:
+            return skipped("the api check had no answer: no Date header to compare with")
+        date, received = answer.date, round(answer.received_at, 3)
+        if not date:
             return skipped("the registry sent no Date header")
         try:
             server = parsedate_to_datetime(date).timestamp()

@@ -16,6 +16,7 @@ from diagnose.check import Check
 from diagnose.codes import Code
 from diagnose.context import CheckContext
 from diagnose.dockerhost import read_text
+from diagnose.facts import IMAGE_MANIFEST_DIGEST
 from diagnose.models import Finding, ImageRef, Issue, Status, combine, passed, skipped
 from diagnose.reference import DEFAULT_DOMAIN, LEGACY_DOMAINS, api_host
 
@@ -32,7 +33,7 @@ NOT_HERE = "neither podman, CRI-O, skopeo nor buildah is on this host (--runtime
 def _home(ctx: CheckContext) -> Path:
     from diagnose.containers import user_home
 
-    return user_home(ctx.options.host_root, dict(os.environ), ctx.live_host)
+    return user_home(ctx.options.host_root, dict(ctx.environ), ctx.live_host)
 
 
 def _ref(ctx: CheckContext) -> tuple[str, str, ImageRef | None]:
@@ -486,9 +487,8 @@ class SignaturePolicyCheck(Check):
         )
 
     def _digest(self, ctx: CheckContext) -> str | None:
-        m = ctx.result("manifest")
-        d = m.evidence.get("content_digest") if m is not None else None
-        return d if isinstance(d, str) else None
+        ctx.result("manifest")
+        return ctx.fact(IMAGE_MANIFEST_DIGEST)
 
     def _signature(
         self,
@@ -587,7 +587,7 @@ class PodmanCredentialsCheck(Check):
 
         _full, name, _image = _ref(ctx)
         root = ctx.options.host_root
-        files = podman_auth_files(_home(ctx), dict(os.environ), root, ctx.live_host)
+        files = podman_auth_files(_home(ctx), dict(ctx.environ), root, ctx.live_host)
         if ctx.in_play("crio"):
             crio_auth = load_crio_conf(root).global_auth_file
             if crio_auth:

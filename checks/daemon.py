@@ -4,9 +4,7 @@ talk to the registry, and what its log says. Everything here only reads."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +13,7 @@ from diagnose import faq
 from diagnose.check import Check
 from diagnose.codes import Code
 from diagnose.context import CheckContext
+from diagnose.facts import DAEMON, DaemonInfo
 from diagnose.models import Finding, Status, passed, problem, skipped
 from diagnose.secrets import scrub
 
@@ -77,7 +76,7 @@ def _installed(ctx: CheckContext) -> bool:
     root = ctx.options.host_root
     if any((root / f).exists() for f in UNIT_FILES) or (root / "usr/bin/dockerd").exists():
         return True
-    return ctx.live_host and bool(shutil.which("dockerd") or shutil.which("docker-current"))
+    return ctx.live_host and bool(ctx.which("dockerd") or ctx.which("docker-current"))
 
 
 class DockerDaemonCheck(Check):
@@ -96,7 +95,7 @@ class DockerDaemonCheck(Check):
         root = ctx.options.host_root
         docker_host = ctx.options.docker_host
         if docker_host is None and ctx.live_host:
-            docker_host = os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+            docker_host = ctx.environ.get("DOCKER_HOST") or DEFAULT_HOST
         processes = daemon_processes(ctx.processes())
         installed = _installed(ctx)
         evidence: dict[str, Any] = {
@@ -105,7 +104,8 @@ class DockerDaemonCheck(Check):
             "installed": installed,
             "init": _init_system(root),
         }
-        ctx.keep("processes", processes)
+        args = tuple(str(a) for a in processes[0].get("args", [])) if processes else ()
+        ctx.put(DAEMON, DaemonInfo(present=None, args=args))
         if docker_host is None:
             evidence["present"] = None
             return skipped(
@@ -118,7 +118,9 @@ class DockerDaemonCheck(Check):
             _, version = engine_get(docker_host, "/version", ctx.budget(4.0))
             _, info = engine_get(docker_host, "/info", ctx.budget(6.0))
         except EngineError as exc:
-            return self._unreachable(ctx, exc, processes, installed, evidence)
+            finding = self._unreachable(ctx, exc, processes, installed, evidence)
+            ctx.put(DAEMON, DaemonInfo(present=evidence.get("present"), args=args))
+            return finding
         if not isinstance(version, dict) or not isinstance(info, dict):
             return problem(
                 Status.FAIL,
@@ -139,6 +141,27 @@ class DockerDaemonCheck(Check):
             https_proxy=info.get("HttpsProxy") or None,
             no_proxy=info.get("NoProxy") or None,
             security_options=info.get("SecurityOptions"),
+        )
+        proxies = {
+            name: str(info[key])
+            for key, name in (
+                ("HttpProxy", "HTTP_PROXY"),
+                ("HttpsProxy", "HTTPS_PROXY"),
+                ("NoProxy", "NO_PROXY"),
+            )
+            if info.get(key)
+        }
+        registry_config = info.get("RegistryConfig")
+        ctx.put(
+            DAEMON,
+            DaemonInfo(
+                present=True,
+                version=str(version.get("Version") or "") or None,
+                debug=info.get("Debug") if isinstance(info.get("Debug"), bool) else None,
+                registry_config=registry_config if isinstance(registry_config, dict) else {},
+                proxies=proxies,
+                args=args,
+            ),
         )
         return passed(
             f"docker {version.get('Version')} answers on {docker_host}"
@@ -208,8 +231,9 @@ class DockerDaemonCheck(Check):
 
 def docker_absent(ctx: CheckContext) -> str | None:
     """Why docker-only checks have nothing to look at, or None."""
-    daemon = ctx.result("docker-daemon")
-    if daemon is not None and daemon.evidence.get("present") is False:
+    ctx.result("docker-daemon")
+    daemon = ctx.fact(DAEMON)
+    if daemon is not None and daemon.present is False:
         return "no docker on this host"
     return None
 
@@ -232,11 +256,12 @@ class DockerVersionCheck(Check):
 
     def run(self, ctx: CheckContext) -> Finding:
         reason = docker_absent(ctx)
-        daemon = ctx.result("docker-daemon")
-        server = str(daemon.evidence.get("version") or "") if daemon else ""
+        ctx.result("docker-daemon")
+        daemon = ctx.fact(DAEMON)
+        server = (daemon.version or "") if daemon else ""
         client = ""
         evidence: dict[str, Any] = {}
-        cli = shutil.which("docker") if ctx.live_host else None
+        cli = ctx.which("docker") if ctx.live_host else None
         if cli:
             try:
                 p = subprocess.run(
@@ -245,7 +270,7 @@ class DockerVersionCheck(Check):
                     timeout=ctx.budget(10.0),
                     check=False,
                     env={
-                        **os.environ,
+                        **ctx.environ,
                         **(
                             {"DOCKER_HOST": ctx.options.docker_host}
                             if ctx.options.docker_host
@@ -322,7 +347,7 @@ class DaemonLogCheck(Check):
         if (
             text is None
             and ctx.live_host
-            and shutil.which("journalctl")
+            and ctx.which("journalctl")
             and (root / "run/systemd/system").is_dir()
         ):
             try:

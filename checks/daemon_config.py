@@ -22,6 +22,7 @@ from diagnose.dockerhost import (
     registry_listed,
     systemd_proxy_env,
 )
+from diagnose.facts import DAEMON, SCHEME, DaemonInfo
 from diagnose.models import Finding, Issue, Status, combine, passed, problem, skipped
 from diagnose.net import ConnectError, connect
 from diagnose.resolve import ResolveError
@@ -29,17 +30,10 @@ from diagnose.resolve import ResolveError
 RESTART = "sudo systemctl restart docker"
 
 
-def _daemon_args(ctx: CheckContext) -> list[str]:
+def _daemon(ctx: CheckContext) -> DaemonInfo:
+    """What the docker-daemon check learnt (nothing, when it did not reach a daemon)."""
     ctx.result("docker-daemon")
-    procs = ctx.kept("processes")
-    if isinstance(procs, list) and procs and isinstance(procs[0], dict):
-        return [str(a) for a in procs[0].get("args", [])]
-    return []
-
-
-def _info(ctx: CheckContext) -> dict[str, Any]:
-    daemon = ctx.result("docker-daemon")
-    return dict(daemon.evidence) if daemon is not None and daemon.evidence.get("version") else {}
+    return ctx.fact(DAEMON) or DaemonInfo(present=None)
 
 
 def _addresses(ctx: CheckContext, host: str, port: int) -> list[str]:
@@ -78,8 +72,8 @@ class DaemonOptionsCheck(Check):
         dj = parse_daemon_json(root / "etc/docker/daemon.json")
         sc = parse_sysconfig(root / "etc/sysconfig/docker")
         release = os_release(root)
-        args = _daemon_args(ctx)
-        info = _info(ctx)
+        info = _daemon(ctx)
+        args = list(info.args)
         issues: list[Issue] = []
         evidence: dict[str, Any] = {
             "os": release.get("PRETTY_NAME") or release.get("ID"),
@@ -123,7 +117,7 @@ class DaemonOptionsCheck(Check):
                 )
             )
         issues += self._signature(release, sc, dj.data, args)
-        debug = info.get("debug") if "debug" in info else dj.data.get("debug")
+        debug = info.debug if info.debug is not None else dj.data.get("debug")
         if flag_value(args, "--debug") == "true" or flag_value(args, "-D") == "true":
             debug = True
         evidence["debug"] = bool(debug)
@@ -136,7 +130,7 @@ class DaemonOptionsCheck(Check):
             *flag_values(args, "--block-registry"),
             *flag_values(sc.variables.get("BLOCK_REGISTRY", "").split(), "--block-registry"),
         ]
-        regcfg = info.get("registry_config") or {}
+        regcfg = info.registry_config
         api_insecure = [
             name
             for name, cfg in (regcfg.get("IndexConfigs") or {}).items()
@@ -228,7 +222,7 @@ class DaemonOptionsCheck(Check):
             )
         ]
 
-    def _proxies(self, root: Path, data: dict[str, Any], info: dict[str, Any]) -> dict[str, str]:
+    def _proxies(self, root: Path, data: dict[str, Any], info: DaemonInfo) -> dict[str, str]:
         out: dict[str, str] = {}
         drop = systemd_proxy_env(root)
         for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
@@ -243,13 +237,7 @@ class DaemonOptionsCheck(Check):
             ):
                 if isinstance(cfg.get(key), str) and cfg[key]:
                     out[name] = cfg[key]
-        for key, name in (
-            ("http_proxy", "HTTP_PROXY"),
-            ("https_proxy", "HTTPS_PROXY"),
-            ("no_proxy", "NO_PROXY"),
-        ):
-            if info.get(key):
-                out[name] = str(info[key])
+        out.update(info.proxies)
         return out
 
     def _per_registry(
@@ -371,11 +359,11 @@ class NondistributableCheck(Check):
         assert reg is not None
         root = ctx.options.host_root
         dj = parse_daemon_json(root / "etc/docker/daemon.json")
-        info = _info(ctx)
-        regcfg = info.get("registry_config") or {}
+        info = _daemon(ctx)
+        regcfg = info.registry_config
         entries = [
             *(dj.data.get("allow-nondistributable-artifacts") or []),
-            *flag_values(_daemon_args(ctx), "--allow-nondistributable-artifacts"),
+            *flag_values(list(info.args), "--allow-nondistributable-artifacts"),
             *(regcfg.get("AllowNondistributableArtifactsHostnames") or []),
             *(regcfg.get("AllowNondistributableArtifactsCIDRs") or []),
         ]
@@ -387,7 +375,7 @@ class NondistributableCheck(Check):
             "covered_by": covered,
             "addresses": addresses,
         }
-        version = str(info.get("version") or "")
+        version = info.version or ""
         if (
             version
             and version.split(".")[0].isascii()
@@ -459,7 +447,7 @@ class DockerCertsCheck(Check):
         reg = ctx.registry
         assert reg is not None
         tls = ctx.result("tls")
-        if tls is None or tls.evidence.get("scheme") == "http":
+        if tls is None or ctx.fact(SCHEME) == "http":
             return skipped("no TLS to check (plain HTTP or no tls result)")
         folder = reg.host if reg.effective_port == 443 else f"{reg.host}:{reg.effective_port}"
         certs_dir = ctx.options.host_root / "etc/docker/certs.d" / folder

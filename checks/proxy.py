@@ -52,7 +52,7 @@ class ProxyCheck(Check):
         reg = ctx.registry
         assert reg is not None
         url = f"https://{reg.login_server}/v2/"
-        setting = proxy_for(url)
+        setting = proxy_for(url, ctx.environ)
         evidence: dict[str, Any] = {}
         daemon = daemon_proxy(ctx)
         if daemon.get("HTTPS_PROXY"):
@@ -127,13 +127,12 @@ class ProxyCheck(Check):
         """CONNECT through the proxy as the Go clients do; (kind, words, milliseconds)."""
         import base64
         import http.client
-        import os
         import ssl
         import time
         from urllib.parse import unquote, urlsplit
 
         headers = {}
-        raw = os.environ.get(setting.source.split()[-1], "")
+        raw = ctx.environ.get(setting.source.split()[-1], "")
         parts = urlsplit(raw if "://" in raw else f"http://{raw}")
         if parts.username is not None:
             pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"

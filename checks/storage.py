@@ -11,24 +11,12 @@ from urllib.parse import urljoin, urlsplit
 from diagnose.check import Check
 from diagnose.codes import Code
 from diagnose.context import CheckContext
+from diagnose.findings import storage_unreachable
 from diagnose.models import Finding, Status, passed, problem, skipped
 from diagnose.resolve import ResolveError
+from diagnose.secrets import safe_url
 
-MANIFEST_TYPES = ", ".join(
-    [
-        "application/vnd.oci.image.manifest.v1+json",
-        "application/vnd.docker.distribution.manifest.v2+json",
-        "application/vnd.oci.image.index.v1+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-    ]
-)
 RANGE = "bytes=0-1023"
-
-
-def _where(url: str) -> str:
-    """A URL fit for a report: no query string (it often holds a signature)."""
-    p = urlsplit(url)
-    return f"{p.scheme}://{p.netloc.rpartition('@')[2]}{p.path}"
 
 
 class BlobRedirectCheck(Check):
@@ -106,7 +94,7 @@ class BlobRedirectCheck(Check):
         target = urljoin(f"{base}/blobs/{digest}", first.headers["Location"])
         host = (urlsplit(target).hostname or "").lower()
         port = urlsplit(target).port or (443 if target.startswith("https") else 80)
-        evidence.update(redirect=_where(target), storage_host=host)
+        evidence.update(redirect=safe_url(target), storage_host=host)
         try:
             evidence["storage_addresses"] = ctx.resolver.addresses(host, port, ctx.budget(4.0))
         except ResolveError as exc:
@@ -138,27 +126,7 @@ class BlobRedirectCheck(Check):
         )
 
     def _storage_failed(self, summary: str, host: str, evidence: dict[str, Any]) -> Finding:
-        return problem(
-            Status.FAIL,
-            summary,
-            code=Code.STORAGE_REDIRECT_ERROR,
-            faq=[
-                "storage-endpoint",
-                "redirect-auth-header",
-                "firewall-propagation",
-                "network-connectivity",
-            ],
-            remediation=[
-                f"Layers are downloaded from {host}, not from the registry's own name: allow "
-                "this host to resolve and reach it over HTTPS (firewall, proxy, private DNS).",
-                "For ACR with a private endpoint or dedicated data endpoints, the "
-                "<registry>.<region>.data.azurecr.io names need the same DNS and firewall "
-                "rules as the login server.",
-                "Clients that follow the redirect must drop the Authorization header (no "
-                "`curl -L -H Authorization`): the storage host rejects it.",
-            ],
-            evidence=evidence,
-        )
+        return storage_unreachable(summary, [host], evidence)
 
     def _a_blob(self, ctx: CheckContext) -> str:
         from diagnose.registryapi import NotReadable, manifest_for

@@ -11,6 +11,7 @@ from typing import Any
 from diagnose.check import Check
 from diagnose.codes import Code
 from diagnose.context import CheckContext, Options
+from diagnose.facts import INTERNET_MBPS
 from diagnose.models import Finding, Status, passed, problem, skipped
 
 BYTE_BUDGET = 2 * 1024 * 1024 * 1024
@@ -48,6 +49,7 @@ class InternetSpeedCheck(Check):
             return skipped(f"no speedtest server reachable: {exc}")
         down = result["download_mbps"]
         up = result["upload_mbps"]
+        ctx.put(INTERNET_MBPS, float(down))
         return passed(
             f"download {down:.1f} Mbit/s, upload {up:.1f} Mbit/s, latency "
             f"{result['latency_ms']:.0f} ms ({result['server']})",
@@ -199,8 +201,8 @@ class PullThroughputCheck(Check):
         from diagnose.transfer import MB
 
         mbs = best / MB
-        internet = ctx.result("internet-speed")
-        down = internet.evidence.get("download_mbps") if internet is not None else None
+        ctx.result("internet-speed")
+        down = ctx.fact(INTERNET_MBPS)
         summary = (
             f"{mbs:.2f} MB/s ({mbs * 8:.1f} Mbit/s) best; 1 stream "
             f"{evidence['single_stream']['mb_per_s']:.2f} MB/s, {evidence['streams']} "

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from diagnose.check import Check
 from diagnose.codes import Code
 from diagnose.context import CheckContext
+from diagnose.facts import SCHEME
 from diagnose.models import Finding, Status, passed, problem
 from diagnose.net import ConnectError, connect, registry_addresses
 from diagnose.resolve import ResolveError, is_ip
@@ -248,6 +249,7 @@ class TlsCheck(Check):
             "message": main.detail if main.kind == "verify" else None,
         }
         evidence["scheme"] = "https"
+        ctx.put(SCHEME, "https")
         if main.ok:
             return self._healthy(reg.login_server, main, cert, legacy, evidence)
         return self._failed(ctx, reg.login_server, main, cert, legacy, evidence)
@@ -302,6 +304,7 @@ class TlsCheck(Check):
         if hs.kind == "plain-http":
             if insecure:
                 evidence["scheme"] = "http"
+                ctx.put(SCHEME, "http")
                 return problem(
                     Status.WARN,
                     f"{name} speaks plain HTTP, not TLS: allowed because of --insecure",
