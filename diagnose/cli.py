@@ -541,13 +541,10 @@ def _github_summary(report: Report, path: Path, fail_on_warn: bool) -> None:
 def run(argv: Sequence[str], environment: Environment) -> int:
     """Run one command line in this process and return its exit code: every error becomes its
     code here, and nothing is written but through environment (the parser's own help and
-    usage errors included)."""
+    usage errors included: help goes to sys.stdout, redirected while the parser runs)."""
     token = _ENVIRONMENT.set(environment)
     try:
-        with (
-            contextlib.redirect_stdout(environment.stdout),
-            contextlib.redirect_stderr(environment.stderr),
-        ):
+        with contextlib.redirect_stdout(environment.stdout):
             rc = app(args=list(argv), prog_name="diagnose", standalone_mode=False)
     except UsageError as exc:
         environment.err(f"diagnose: error: {exc}")
