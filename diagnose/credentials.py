@@ -28,6 +28,13 @@ TOKEN_USERNAME = "<token>"  # a helper's way of saying "Secret is an identity to
 ACR_TOKEN_USER = "00000000-0000-0000-0000-000000000000"
 
 
+# the remedy for a stored credential that no longer works, worded once
+RELOGIN = (
+    "Log out and in again so docker stores a fresh credential: `docker logout {s}` then "
+    "`docker login {s}`."
+)
+
+
 class CredentialError(Exception):
     """A credential source is there but unusable; `kind` names why (never the secret)."""
 
