@@ -14,21 +14,33 @@ import time
 GRACE_S = 1.0
 
 
-def _children() -> list[int]:
-    """The pids of this process's children (every thread's), from /proc; [] where that is not
+def _children(pid: int | str = "self") -> list[int]:
+    """The pids of a process's children (every thread's), from /proc; [] where that is not
     available."""
     pids: list[int] = []
     try:
-        tasks = os.listdir("/proc/self/task")
+        tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return pids
     for task in tasks:
         try:
-            with open(f"/proc/self/task/{task}/children", encoding="ascii") as fh:
+            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as fh:
                 pids += [int(p) for p in fh.read().split()]
         except (OSError, ValueError):
             continue
     return pids
+
+
+def _descendants() -> list[int]:
+    """Children, grandchildren...: a helper script may have started a program of its own."""
+    out: list[int] = []
+    todo = _children()
+    while todo and len(out) < 1000:
+        pid = todo.pop()
+        if pid not in out:
+            out.append(pid)
+            todo += _children(pid)
+    return out
 
 
 def _alive(pid: int) -> bool:
@@ -42,7 +54,7 @@ def _alive(pid: int) -> bool:
 
 def end_children(grace_s: float = GRACE_S) -> list[int]:
     """Terminate every child, kill those still there after grace_s; the pids it ended."""
-    pids = _children()
+    pids = _descendants()
     for pid in pids:
         try:
             os.kill(pid, signal.SIGTERM)

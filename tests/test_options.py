@@ -57,8 +57,10 @@ def test_the_same_line_from_the_installed_command(env, tmp_path):
     from_file = lab.diagnose_process("preflight", "127.0.0.1:1", env=env, cwd=tmp_path)
     flagged = lab.diagnose("check-health", "127.0.0.1:1", "--timeout", "-5", env=env)
     assert from_file.rc == flagged.rc == 2
-    assert from_file.err == flagged.err == (
-        "diagnose: error: --timeout '-5': must be from 1 to 3600 seconds\n"
+    assert (
+        from_file.err
+        == flagged.err
+        == ("diagnose: error: --timeout '-5': must be from 1 to 3600 seconds\n")
     )
 
 

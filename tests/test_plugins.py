@@ -42,9 +42,7 @@ def test_unknown_dependency_and_cycles_are_refused_at_load(wiring_env):
 
 
 def test_refused_plugins_are_plugin_load_errors_in_the_report(wiring_env, schema):
-    r = lab.diagnose(
-        "check-health", "--format", "json", "--checks", "login-server", env=wiring_env
-    )
+    r = lab.diagnose("check-health", "--format", "json", "--checks", "login-server", env=wiring_env)
     assert r.rc == 1
     validate_report(r.report, schema)
     for name, words in (

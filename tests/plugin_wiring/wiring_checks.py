@@ -66,4 +66,6 @@ class LeakyCrash(Check):
     scope = "host"
 
     def run(self, ctx: CheckContext) -> Finding:
-        raise RuntimeError("boom: Authorization: Bearer PLANTEDtracebacktoken0123 password=PLANTED-pw")
+        raise RuntimeError(
+            "boom: Authorization: Bearer PLANTEDtracebacktoken0123 password=PLANTED-pw"
+        )
