@@ -8,11 +8,10 @@ from typing import Any
 
 from diagnose.check import Check
 from diagnose.codes import Code
-from diagnose.context import CheckContext
+from diagnose.context import NO_IMAGE, CheckContext, image_of
 from diagnose.facts import PLATFORM_MANIFEST
 from diagnose.findings import registry_error, storage_unreachable
 from diagnose.models import Finding, Status, passed, problem, skipped
-from diagnose.registryapi import NO_IMAGE, fetch_blob, image_config, image_of
 
 MAX_BLOBS = 128
 
@@ -60,7 +59,7 @@ class ImageBlobsCheck(Check):
 
         import requests
 
-        from diagnose.registryapi import base_url
+        from diagnose.registryapi import base_url, fetch_blob, image_config
 
         image_of(ctx)
         ctx.result("platform")

@@ -15,11 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from diagnose.check import Check
 from diagnose.codes import Code
-from diagnose.context import CheckContext, pushing
+from diagnose.context import NO_IMAGE, CheckContext, image_of, pushing
 from diagnose.facts import IMAGE_MANIFEST, IMAGE_MANIFEST_DIGEST, TAGS
 from diagnose.findings import denied, messages, rate_limited, registry_error, request_failed
 from diagnose.models import Finding, ImageRef, Registry, Status, passed, problem
-from diagnose.registryapi import NO_IMAGE, image_of, is_anonymous, read_body
 from diagnose.secrets import safe_url
 
 if TYPE_CHECKING:
@@ -125,7 +124,7 @@ class ManifestCheck(Check):
             parse_errors,
             rate_limit,
         )
-        from diagnose.registryapi import auth_for, base_url, requester
+        from diagnose.registryapi import auth_for, base_url, is_anonymous, read_body, requester
 
         reg, ref = image_of(ctx)
         ctx.result("authorized-request")
@@ -265,6 +264,7 @@ class ManifestCheck(Check):
         import requests
 
         from diagnose.oci import RateLimit, parse_errors, rate_limit
+        from diagnose.registryapi import read_body
 
         reg, ref = image_of(ctx)
         if answer is None:
@@ -400,7 +400,7 @@ class ManifestCheck(Check):
         """The repository's tags and whether it exists (None: could not tell)."""
         import requests
 
-        from diagnose.registryapi import auth_for, base_url
+        from diagnose.registryapi import auth_for, base_url, read_body
 
         kept = ctx.fact(TAGS)
         if isinstance(kept, list):

@@ -8,11 +8,10 @@ from typing import Any
 
 from diagnose.check import Check
 from diagnose.codes import Code
-from diagnose.context import CheckContext
+from diagnose.context import NO_IMAGE, CheckContext, image_of
 from diagnose.facts import IMAGE_MANIFEST, IMAGE_MANIFEST_DIGEST, PLATFORM_MANIFEST
 from diagnose.findings import registry_error, request_failed
 from diagnose.models import Finding, Status, passed, problem, skipped
-from diagnose.registryapi import NO_IMAGE, image_config, image_of, read_body
 
 
 class PlatformCheck(Check):
@@ -53,7 +52,7 @@ class PlatformCheck(Check):
             parse_platform,
             platforms_in,
         )
-        from diagnose.registryapi import auth_for, base_url, requester
+        from diagnose.registryapi import auth_for, base_url, image_config, read_body, requester
 
         _, ref = image_of(ctx)
         ctx.result("manifest")

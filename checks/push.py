@@ -12,7 +12,6 @@ from diagnose.context import CheckContext, pushing
 from diagnose.facts import PLATFORM_MANIFEST
 from diagnose.findings import denied, messages, rate_limited, registry_error, request_failed
 from diagnose.models import Finding, Status, passed, problem
-from diagnose.registryapi import is_anonymous, read_body
 from diagnose.secrets import safe_url
 
 PROBE_MIN = 1024 * 1024 + 1  # one byte over nginx's default client_max_body_size
@@ -68,7 +67,7 @@ class PushPathCheck(Check):
     def run(self, ctx: CheckContext) -> Finding:
         import requests
 
-        from diagnose.registryapi import auth_for, base_url, requester
+        from diagnose.registryapi import auth_for, base_url, is_anonymous, read_body, requester
 
         reg = ctx.registry
         assert reg is not None and reg.repository is not None

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from diagnose.credentials import Credential, UserInput, find_credential
 from diagnose.dockerconfig import config_dir
 from diagnose.facts import ACTIVE_RUNTIMES, Fact
-from diagnose.models import CheckResult, Registry
+from diagnose.models import CheckResult, ImageRef, Registry
 from diagnose.options import default
 from diagnose.resolve import HostResolver
 from diagnose.retry import with_retries
@@ -215,6 +215,16 @@ class RunState:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
         return ctx
+
+
+NO_IMAGE = "no image reference given (name one: REGISTRY/REPO:TAG, or --image)"
+
+
+def image_of(ctx: CheckContext) -> tuple[Registry, ImageRef]:
+    """The registry and the image reference of an image check (its skip_reason saw to it)."""
+    reg = ctx.registry
+    assert reg is not None and reg.image is not None
+    return reg, reg.image
 
 
 def pushing(options: Options) -> bool:

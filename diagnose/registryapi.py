@@ -18,15 +18,12 @@ from diagnose.facts import (
     PLATFORM_MANIFEST,
     TAGS,
 )
-from diagnose.models import ImageRef, Registry
-from diagnose.oci import MANIFEST_ACCEPT
 from diagnose.secrets import safe_url
 
 if TYPE_CHECKING:
     import requests
 
 MAX_MANIFEST = 4 * 1024 * 1024  # what the clients accept for a manifest (and a config)
-NO_IMAGE = "no image reference given (name one: REGISTRY/REPO:TAG, or --image)"
 Auth = tuple[str, str] | None
 
 
@@ -119,13 +116,6 @@ def base_url(ctx: CheckContext, repository: str | None = None) -> str:
     return f"{scheme}://{reg.login_server}/v2/{repo}"
 
 
-def image_of(ctx: CheckContext) -> tuple[Registry, ImageRef]:
-    """The registry and the image reference of an image check (its skip_reason saw to it)."""
-    reg = ctx.registry
-    assert reg is not None and reg.image is not None
-    return reg, reg.image
-
-
 def manifest_for(
     ctx: CheckContext, repository: str | None = None, tag: str | None = None
 ) -> dict[str, Any]:
@@ -186,6 +176,8 @@ def image_manifest(
     get: Getter, base: str, ref: str, headers: dict[str, str], auth: Auth
 ) -> dict[str, Any]:
     """The image manifest for ref; an index is followed to the host's platform (else the first)."""
+    from diagnose.oci import MANIFEST_ACCEPT
+
     for _ in range(3):
         m = get(
             f"{base}/manifests/{ref}", headers={**headers, "Accept": MANIFEST_ACCEPT}, auth=auth

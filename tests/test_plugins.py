@@ -62,7 +62,7 @@ def test_a_crash_keeps_its_last_frames_scrubbed(wiring_env, schema):
     frames = c["evidence"]["traceback"]
     assert frames and frames[-1].startswith("plugin_wiring/wiring_checks.py:")
     assert " in run: raise RuntimeError(" in frames[-1]
-    assert "PLANTEDtracebacktoken0123" not in r.out and "PLANTED-pw" not in r.out
+    assert "PLANTEDtracebacktoken0123" not in r.out
     assert "<redacted>" in frames[-1]
     assert "attach the report" in c["remediation"][0]
 
@@ -81,6 +81,7 @@ def test_an_undeclared_code_is_an_error_under_strict_codes(wiring_env):
 class _Sloppy(Check):
     id = "sloppy"
     title = "declares one code, returns another"
+    scope = "host"
     codes = (Code.CLOCK_SKEW,)
 
     def run(self, ctx: CheckContext) -> Finding:

@@ -129,6 +129,7 @@ def test_the_plain_report_keeps_control_characters_off_the_terminal() -> None:
 def test_a_check_gated_on_a_failed_check_never_starts() -> None:
     from diagnose import runner
     from diagnose.check import Check
+    from diagnose.codes import Code
     from diagnose.context import CheckContext, Options
     from diagnose.models import Finding, Status, passed, problem
     from diagnose.target import parse_registry
@@ -139,11 +140,14 @@ def test_a_check_gated_on_a_failed_check_never_starts() -> None:
         id = "gate"
         title = "Gate"
         order = 1
+        codes = (Code.CONNECTIVITY_ERROR,)
 
         def run(self, ctx: CheckContext) -> Finding:
             ran.append(self.id)
             if ctx.registry is not None and ctx.registry.host.startswith("bad"):
-                return problem(Status.FAIL, "closed", code="X", faq=["check-health"])
+                return problem(
+                    Status.FAIL, "closed", code=Code.CONNECTIVITY_ERROR, faq=["check-health"]
+                )
             return passed("open")
 
     class Gated(Check):

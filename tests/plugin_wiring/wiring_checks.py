@@ -66,6 +66,4 @@ class LeakyCrash(Check):
     scope = "host"
 
     def run(self, ctx: CheckContext) -> Finding:
-        raise RuntimeError(
-            "boom: Authorization: Bearer PLANTEDtracebacktoken0123 password=PLANTED-pw"
-        )
+        raise RuntimeError("Authorization: Bearer PLANTEDtracebacktoken0123 pw=PLANTED-pw")
