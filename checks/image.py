@@ -11,6 +11,7 @@ hand, without the registry's Authorization header.
 from __future__ import annotations
 
 import json
+import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
@@ -129,6 +130,36 @@ def rate_limited(
     )
 
 
+def _pulls_left(
+    summary: str, rl: RateLimit | None, anonymous: bool, evidence: dict[str, Any]
+) -> Finding:
+    """A readable manifest: the pulls left in the window, and a warning when few are."""
+    from diagnose.oci import human_window
+
+    if rl is not None and rl.remaining is not None:
+        summary += (
+            f"; {rl.remaining}"
+            + (f" of {rl.limit}" if rl.limit is not None else "")
+            + f" pulls left per {human_window(rl.window_s)}"
+            + (" (anonymous)" if anonymous else "")
+        )
+    if rl is not None and rl.remaining is not None and rl.limit:
+        low = max(1, rl.limit // 10)
+        if rl.remaining <= low:
+            return problem(
+                Status.WARN,
+                f"{summary}: the rate limit is nearly used up",
+                code="RATE_LIMIT_LOW",
+                faq=["rate-limit"],
+                remediation=[
+                    f"Only {rl.remaining} pulls are left in this window: log in, or pull "
+                    "through a mirror, before the limit stops pulls."
+                ],
+                evidence=evidence,
+            )
+    return passed(summary, **evidence)
+
+
 class ImageReferenceCheck(Check):
     id = "image-reference"
     title = "Image reference"
@@ -224,7 +255,6 @@ class ManifestCheck(Check):
             INDEX_TYPES,
             MANIFEST_ACCEPT,
             SCHEMA1_TYPES,
-            human_window,
             parse_errors,
             rate_limit,
         )
@@ -243,11 +273,13 @@ class ManifestCheck(Check):
             "url": _where(url),
             "anonymous": anonymous,
         }
+        t0 = time.monotonic()
         try:
             head = call("HEAD", url, headers=accept, auth=auth)
             head.close()
         except requests.RequestException as exc:
             return _request_failed(url, exc, f"HEAD {ref.reference}")
+        evidence["head_ms"] = round((time.monotonic() - t0) * 1000, 2)
         rl = rate_limit(head.headers)
         evidence.update(status=head.status_code, rate_limit=rl.to_dict() if rl else None)
         if head.status_code == 429:
@@ -261,13 +293,21 @@ class ManifestCheck(Check):
         )
         if rl is not None and rl.remaining == 0:
             return rate_limited(rl, anonymous, reg.login_server, evidence)
+        # ---- repeated probes (serve, watch): where the registry counts pulls, the HEAD is all
+        if rl is not None and not ctx.options.spend_pulls:
+            evidence["manifest_get"] = "not made: the registry counts a GET as a pull"
+            summary = f"{ref.normalized}: the manifest answers HEAD (not fetched: a GET is a pull)"
+            return _pulls_left(summary, rl, anonymous, evidence)
+        # ----
         target = ref.digest or digest or ref.reference
         get_url = f"{base}/manifests/{target}"
+        t0 = time.monotonic()
         try:
             resp = call("GET", get_url, headers=accept, auth=auth, stream=True)
             body = _body(resp)
         except requests.RequestException as exc:
             return _request_failed(get_url, exc, f"GET manifest {target}")
+        evidence["get_ms"] = round((time.monotonic() - t0) * 1000, 2)
         got_rl = rate_limit(resp.headers)
         if got_rl is not None:
             rl = got_rl
@@ -328,30 +368,7 @@ class ManifestCheck(Check):
                 evidence=evidence,
             )
         kind = "index" if media in INDEX_TYPES or "manifests" in doc else "image manifest"
-        left = ""
-        if rl is not None and rl.remaining is not None:
-            left = (
-                f"; {rl.remaining}"
-                + (f" of {rl.limit}" if rl.limit is not None else "")
-                + f" pulls left per {human_window(rl.window_s)}"
-                + (" (anonymous)" if anonymous else "")
-            )
-        summary = f"{ref.normalized}: {kind} {actual[:19]}…{left}"
-        if rl is not None and rl.remaining is not None and rl.limit:
-            low = max(1, rl.limit // 10)
-            if rl.remaining <= low:
-                return problem(
-                    Status.WARN,
-                    f"{summary}: the rate limit is nearly used up",
-                    code="RATE_LIMIT_LOW",
-                    faq=["rate-limit"],
-                    remediation=[
-                        f"Only {rl.remaining} pulls are left in this window: log in, or pull "
-                        "through a mirror, before the limit stops pulls."
-                    ],
-                    evidence=evidence,
-                )
-        return passed(summary, **evidence)
+        return _pulls_left(f"{ref.normalized}: {kind} {actual[:19]}…", rl, anonymous, evidence)
 
     # ----------------------------------------------------------------------- failures
     def _not_found_or_refused(
@@ -822,6 +839,7 @@ def fetch_blob(
     url = f"{base_url(ctx)}/blobs/{digest}"
     extra = {} if limit else {"Range": "bytes=0-0"}
     facts: dict[str, Any] = {}
+    t0 = time.monotonic()
     resp = call("GET", url, headers={**headers, **extra}, auth=auth, stream=True)
     for _ in range(3):
         if resp.status_code not in (301, 302, 303, 307, 308) or not resp.headers.get("Location"):
@@ -842,6 +860,8 @@ def fetch_blob(
         )
         url = target
     facts["status"] = resp.status_code
+    # until the answer's headers, storage redirects included
+    facts["first_byte_ms"] = round((time.monotonic() - t0) * 1000, 2)
     if not limit:
         resp.close()
         return resp.status_code, None, facts
@@ -931,6 +951,8 @@ class ImageBlobsCheck(Check):
             }
         )
         evidence["storage_hosts"] = storage
+        timed = [o[1][2]["first_byte_ms"] for o in outcomes if isinstance(o[1], tuple) and o[1][2]]
+        evidence["first_byte_ms"] = min(timed) if timed else None  # the quickest blob's
         for blob, outcome in outcomes:
             short = f"{blob['role']} {str(blob['digest'])[:19]}…"
             if isinstance(outcome, Exception):

@@ -147,6 +147,8 @@ def load_settings(explicit: Path | None, cwd: Path) -> tuple[dict[str, Any], Pat
         return {}, None
     out: dict[str, Any] = {}
     for key, value in table.items():
+        if key == "modules":  # probe modules of `serve` and `watch`: diagnose.modules reads them
+            continue
         if key in FORBIDDEN:
             raise ConfigFileError(
                 f"{path}: {key!r} does not belong in a settings file; use "

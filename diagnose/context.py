@@ -62,6 +62,9 @@ class Options:
     push_bytes: int = 16 * 1024 * 1024
     speedtest_mini: str | None = None
     speedtest_server: int | None = None
+    # False for repeated probes (serve, watch): the manifest is read with a HEAD only where the
+    # registry counts pulls (it sends RateLimit headers), so that a probe never spends one
+    spend_pulls: bool = True
     extra: dict[str, str] = field(default_factory=dict)
 
 
