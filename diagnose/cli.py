@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from diagnose.credentials import UserInput
     from diagnose.models import Registry, Report
     from diagnose.plugins import BrokenPlugin
+    from diagnose.probe import Module
     from diagnose.render import Renderer
 
 app = typer.Typer(
@@ -608,6 +609,149 @@ def list_checks(
         typer.echo(f"{r['id']:<{width}}  {scope:<8}  {r['title']}{deps}")
     for b in broken:
         typer.echo(f"{b.name:<{width}}  BROKEN    {b.error}")
+
+
+# ============================================================ monitoring: serve and watch
+# Thin wrappers: the logic lives in diagnose.modules, .probe, .exporter and .watch.
+ModulesConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        metavar="FILE",
+        help="Settings file with [modules.NAME] (default: diagnose.toml, or pyproject.toml).",
+    ),
+]
+
+
+def _probe_modules(run: dict[str, Any], config: Path | None) -> dict[str, Module]:
+    """The run options as every module's defaults, the settings file's modules over them."""
+    from diagnose import modules, plugins, runner
+    from diagnose.probe import Module, for_probes, writes_refused
+
+    base = RunSettings(**run)
+    refused = writes_refused(
+        push=base.require is Need.push,
+        push_test=bool(base.push_test),
+        throughput=bool(base.throughput),
+        wait_for=base.wait_for is not None,
+    )
+    if refused:
+        die(refused)
+    try:
+        specs, _ = modules.load_modules(config, Path.cwd())
+    except modules.ModuleError as exc:
+        die(str(exc))
+    found, _ = plugins.load_checks()
+    creds = _credentials(base.username, bool(base.password_stdin), base.identity_token_file)
+    out: dict[str, Module] = {}
+    for spec in [modules.ModuleSpec(modules.DEFAULT, {}), *specs]:
+        s = replace(base, **spec.settings)
+        try:
+            chosen = runner.select(found, _split(s.checks), _split(s.skip))
+        except ValueError as exc:
+            die(f"module {spec.name}: {exc}")
+        opts = replace(_options(s), credentials=creds)
+        out[spec.name] = Module(spec.name, tuple(chosen), for_probes(opts), spec.secrets)
+    return out
+
+
+@app.command("serve")
+@run_options
+def serve(
+    listen: Annotated[
+        str, typer.Option(metavar="HOST:PORT", help="Where to answer scrapes (:PORT: all).")
+    ] = "127.0.0.1:9479",
+    config: ModulesConfigOpt = None,
+    max_in_flight: Annotated[
+        int, typer.Option(min=1, max=256, metavar="N", help="Probes running at once, at most.")
+    ] = 8,
+    min_interval: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=86400.0,
+            metavar="SECONDS",
+            help="Least time between two probes of a target; its last result is served between.",
+        ),
+    ] = 30.0,
+    **run: Any,
+) -> None:
+    """A Prometheus exporter: /probe?target=REF&module=NAME runs the checks, /metrics is its own."""
+    from diagnose import exporter
+
+    try:
+        host, port = exporter.parse_listen(listen)
+    except ValueError as exc:
+        die(str(exc))
+    mods = _probe_modules(run, config)
+    prober = exporter.Prober(mods, max_in_flight=max_in_flight, min_interval_s=min_interval)
+    try:
+        server = exporter.ExporterServer((host, port), prober)
+    except OSError as exc:
+        die(f"--listen {shown(listen)}: {exc.strerror}")
+    exporter.serve(server, lambda line: typer.echo(line, err=True))
+
+
+@app.command("watch")
+@run_options
+def watch(
+    refs: Annotated[
+        list[str], typer.Argument(metavar="REF", help="Registries or image references.")
+    ],
+    interval: Annotated[str, typer.Option(metavar="DURATION", help="Between two probes.")] = "30s",
+    for_: Annotated[
+        str | None,
+        typer.Option("--for", metavar="DURATION", help="How long (default: until Ctrl-C, 24h)."),
+    ] = None,
+    module: Annotated[
+        str, typer.Option(metavar="NAME", help="A settings-file module.")
+    ] = "default",
+    config: ModulesConfigOpt = None,
+    slow: Annotated[
+        float, typer.Option(min=0.001, metavar="SECONDS", help="A slower step counts as slow.")
+    ] = 5.0,
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", metavar="FORMAT", help="terminal or json.")
+    ] = "terminal",
+    quiet: QuietOpt = False,
+    **run: Any,
+) -> None:
+    """Repeat the checks; count and classify what fails between two looks; exit 1 if any did."""
+    from diagnose import watch as watching
+    from diagnose.modules import ModuleError
+    from diagnose.probe import ProbeInputError, parse_target, target_key
+
+    if fmt not in ("terminal", "json"):
+        die(f"unknown format {shown(fmt)}; choose terminal or json")
+    interval_s, for_s = _duration(interval), _duration(for_) if for_ else 24 * 3600.0
+    mods = _probe_modules(run, config)
+    if module not in mods:
+        die(f"unknown module {shown(module)} (configured: {', '.join(sorted(mods))})")
+    targets = []
+    for ref in refs:
+        try:
+            reg = parse_target(ref, insecure=mods[module].options.insecure)
+        except ProbeInputError as exc:
+            die(f"{shown(ref)}: {exc}")
+        targets.append((target_key(reg), reg))
+    live = not quiet and sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+    try:
+        code = watching.main(
+            mods[module],
+            targets,
+            interval_s=interval_s,
+            for_s=for_s,
+            slow_s=slow,
+            fmt=fmt,
+            live=live,
+            out=sys.stdout,
+        )
+    except ModuleError as exc:
+        die(str(exc))
+    raise typer.Exit(code)
+
+
+# ============================================================ end of monitoring
 
 
 # ------------------------------------------------------------------------------- helpers
