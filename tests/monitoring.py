@@ -36,6 +36,13 @@ def get(url: str, headers: dict[str, str] | None = None, timeout: float = 30) ->
         return exc.code, exc.read().decode()
 
 
+def fetch(url: str) -> str:
+    """The body of a 200 answer (anything else fails the test)."""
+    status, body = get(url)
+    assert status == 200, (status, body)
+    return body
+
+
 def samples(text: str) -> list[Sample]:
     """Every sample of an exposition, parsed by prometheus_client's own parser."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -135,9 +142,15 @@ def prometheus(directory: Path, config: Path) -> Iterator[str]:
             stdout=fh,
             stderr=fh,
         )
+    base = f"http://127.0.0.1:{port}"
     try:
         lab.wait_port(port, 30)
-        yield f"http://127.0.0.1:{port}"
+        end = time.monotonic() + 30
+        while get(f"{base}/-/ready", timeout=5)[0] != 200:
+            if time.monotonic() > end or proc.poll() is not None:
+                raise RuntimeError(f"prometheus is not ready: {log.read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield base
     finally:
         lab.stop_process(proc)
 
@@ -202,15 +215,18 @@ def blackbox(directory: Path, ca_file: Path) -> Iterator[int]:
 def flaky_front(registry_port: int, ca_file: Path, cert: Path, key: Path) -> Iterator[Any]:
     """HTTPS on loopback forwarding to the real registry; `front.state["fail"] = 503` answers
     manifest requests with that status, `front.state["ratelimit"] = (remaining, limit)` adds
-    Docker Hub's rate-limit headers to manifest answers. `front.requests` logs every request."""
+    Docker Hub's rate-limit headers to manifest answers, `front.state["delay"] = seconds` holds
+    them back. `front.requests` logs every request."""
     import requests
 
     session = requests.Session()
-    state: dict[str, Any] = {"fail": None, "ratelimit": None}
+    state: dict[str, Any] = {"fail": None, "ratelimit": None, "delay": 0.0}
     hop = {"content-length", "transfer-encoding", "connection", "content-encoding"}
 
     def answer(method: str, path: str, headers: dict[str, str]) -> lab.Answer:
         extra: dict[str, str] = {}
+        if "/manifests/" in path and state["delay"]:
+            time.sleep(state["delay"])
         if "/manifests/" in path and state["ratelimit"] is not None:
             remaining, limit = state["ratelimit"]
             extra = {

@@ -26,7 +26,7 @@ from diagnose.exporter import ExporterServer, Prober
 from diagnose.probe import Module, ProbeResult, for_probes, target_key
 from tests import lab
 from tests.conftest import USERS
-from tests.monitoring import flaky_front, probe, samples, start_serve, value
+from tests.monitoring import fetch, flaky_front, probe, samples, start_serve, value
 
 
 def fake_result(target: str, success: bool = True) -> ProbeResult:
@@ -105,17 +105,9 @@ def test_a_target_is_probed_at_most_once_per_interval_and_the_age_is_served():
         fresh = samples(probe(port, "a.test")[1])
         assert calls["https://a.test"] == 2
         assert value(fresh, "registry_diagnose_probe_result_age_seconds") == 0.0
-        own = samples(lab_get(port, "/metrics"))
+        own = samples(fetch(f"http://127.0.0.1:{port}/metrics"))
         assert value(own, "registry_diagnose_exporter_probes_total", outcome="cached") == 5
         assert value(own, "registry_diagnose_exporter_min_interval_seconds") == 1.5
-
-
-def lab_get(port: int, path: str) -> str:
-    from tests.monitoring import get
-
-    status, body = get(f"http://127.0.0.1:{port}{path}")
-    assert status == 200, body
-    return body
 
 
 def test_scrapes_of_a_target_being_probed_share_that_probe():
@@ -241,7 +233,7 @@ def test_every_metric_has_help_text(image_registry, pki, env, tmp_path):
     serve = start_serve(tmp_path, env, "--ca-bundle", str(pki.ca_file))
     try:
         status, body = probe(serve.port, f"127.0.0.1:{image_registry.port}/team/app:1.0")
-        own = lab_get(serve.port, "/metrics")
+        own = fetch(f"http://127.0.0.1:{serve.port}/metrics")
     finally:
         lab.stop_process(serve.proc)
     assert status == 200, body
@@ -302,7 +294,7 @@ def test_bound_holds_with_real_probes(dns_server, env, tmp_path):
     try:
         with ThreadPoolExecutor(20) as pool:
             answers = list(pool.map(lambda i: probe(serve.port, f"gone{i}.test"), range(20)))
-        own = samples(lab_get(serve.port, "/metrics"))
+        own = samples(fetch(f"http://127.0.0.1:{serve.port}/metrics"))
     finally:
         lab.stop_process(serve.proc)
     assert [a[0] for a in answers] == [200] * 20
@@ -378,7 +370,7 @@ def test_serve_is_a_container_command_and_stops_on_sigterm_as_process_1(env, tmp
         status = Path(f"/proc/{inner.pid}/status").read_text().splitlines()
         ns_pid = next(line for line in status if line.startswith("NSpid:")).split()
         assert ns_pid[-1] == "1"  # process 1 in its namespace
-        assert lab_get(port, "/metrics")
+        assert fetch(f"http://127.0.0.1:{port}/metrics")
         t0 = time.monotonic()
         os.kill(inner.pid, signal.SIGTERM)
         rc = proc.wait(10)
