@@ -175,9 +175,9 @@ def wait_query(base: str, promql: str, timeout: float = 60) -> list[dict[str, An
 
 # ------------------------------------------------------------------------ blackbox_exporter
 @contextlib.contextmanager
-def blackbox(directory: Path, ca_file: Path) -> Iterator[int]:
+def blackbox(directory: Path, ca_file: Path, accept: str = "*/*") -> Iterator[lab.Proc]:
     """prometheus-blackbox-exporter (Debian) with the module a registry is usually watched
-    with: GET /v2/ over TLS trusting the test CA, 200 or 401 counting as up."""
+    with (`registry_v2`): GET over TLS trusting the test CA, 200 or 401 counting as up."""
     if BLACKBOX_BIN is None:
         raise RuntimeError("prometheus-blackbox-exporter is not installed (Debian package)")
     directory.mkdir(parents=True, exist_ok=True)
@@ -191,6 +191,8 @@ def blackbox(directory: Path, ca_file: Path) -> Iterator[int]:
       method: GET
       valid_status_codes: [200, 401]
       preferred_ip_protocol: ip4
+      headers:
+        Accept: "{accept}"
       tls_config:
         ca_file: {ca_file}
 """
@@ -205,7 +207,7 @@ def blackbox(directory: Path, ca_file: Path) -> Iterator[int]:
         )
     try:
         lab.wait_port(port, 20)
-        yield port
+        yield lab.Proc(port, proc, log)
     finally:
         lab.stop_process(proc)
 
