@@ -193,18 +193,14 @@ def compare(tmp: Path, pki: lab.Pki, env: dict[str, str], probes: int) -> None:
 def load(tmp: Path, env: dict[str, str], targets: int, total: int, bound: int) -> None:
     print(f"\n== load: {targets} targets failing at DNS, {total} probes, at most {bound} in flight")
     dns = lab.start_dnsmasq(tmp / "dnsmasq", *lab.TEST_ZONE)
-    serve = start_serve(
-        tmp / "serve-load",
-        env,
-        "--nameserver",
-        dns.nameserver,
-        "--max-in-flight",
-        str(bound),
-        "--min-interval",
-        "0",
-        "--checks",
-        LOAD_CHECKS,
-    )
+
+    def exporter(name: str, min_interval: int) -> lab.Proc:
+        limits = ("--max-in-flight", str(bound), "--min-interval", str(min_interval))
+        return start_serve(
+            tmp / name, env, "--nameserver", dns.nameserver, "--checks", LOAD_CHECKS, *limits
+        )
+
+    serve = exporter("serve-load", 0)
     proc = psutil.Process(serve.proc.pid)
     done = 0
     lock = threading.Lock()
@@ -259,16 +255,7 @@ def load(tmp: Path, env: dict[str, str], targets: int, total: int, bound: int) -
         stop.set()
         lab.stop_process(serve.proc)
     # the minimum interval: five scrapes of every target, one probe each
-    serve = start_serve(
-        tmp / "serve-interval",
-        env,
-        "--nameserver",
-        dns.nameserver,
-        "--max-in-flight",
-        str(bound),
-        "--min-interval",
-        "30",
-    )
+    serve = exporter("serve-interval", 30)
     try:
         with ThreadPoolExecutor(32) as pool:
             list(pool.map(lambda i: probe(serve.port, f"t{i % targets}.test"), range(5 * targets)))

@@ -91,7 +91,10 @@ class Prober:
         self.in_flight = 0
         self.peak_in_flight = 0
         self.pending = 0
-        self.outcomes: Counter[tuple[str, str]] = Counter()  # (module, probed|cached|busy)
+        # (module, probed|cached|busy), every series there from the start (at 0)
+        self.outcomes: Counter[tuple[str, str]] = Counter(
+            {(m, o): 0 for m in self.modules for o in ("probed", "cached", "busy")}
+        )
 
     def targets(self) -> int:
         with self._lock:
@@ -188,6 +191,13 @@ def _gauge(name: str, doc: str, labels: Iterable[str] = ()) -> Any:
     return GaugeMetricFamily(name, doc, labels=list(labels))
 
 
+def _single(name: str, doc: str, number: float) -> Any:
+    """A gauge with one sample and no labels."""
+    gauge = _gauge(name, doc)
+    gauge.add_metric([], float(number))
+    return gauge
+
+
 class ProbeCollector:
     """One probe's metrics, as prometheus_client collects them."""
 
@@ -197,7 +207,8 @@ class ProbeCollector:
 
     def collect(self) -> Iterable[Metric]:
         r = self.result
-        simple = (
+        remaining, limit = r.rate_limit or (None, None)
+        for name, doc, number in (
             ("probe_success", "1 when no check failed or broke (warnings allowed)", r.success),
             ("probe_duration_seconds", "How long the probe's checks took", r.duration_s),
             (
@@ -206,11 +217,20 @@ class ProbeCollector:
                 "the target is probed at most once per minimum interval",
                 self.age_s,
             ),
-        )
-        for name, doc, value in simple:
-            g = _gauge(f"registry_diagnose_{name}", doc)
-            g.add_metric([], float(value))
-            yield g
+            (
+                "tls_cert_expiry_timestamp_seconds",
+                "When the registry's TLS certificate expires (Unix time)",
+                r.cert_expiry,
+            ),
+            (
+                "rate_limit_remaining",
+                "Pulls left in the registry's rate-limit window (read with a HEAD)",
+                remaining,
+            ),
+            ("rate_limit_limit", "Pulls allowed per rate-limit window (read with a HEAD)", limit),
+        ):
+            if number is not None:  # no sample rather than a made-up value
+                yield _single(f"registry_diagnose_{name}", doc, number)
         status = _gauge(
             "registry_diagnose_check_status",
             "Status of each check of the probe, one-hot over pass, warn, fail, skip, error",
@@ -229,26 +249,6 @@ class ProbeCollector:
         for name, seconds in r.phases.items():
             phase.add_metric([name], seconds)
         yield phase
-        if r.cert_expiry is not None:
-            g = _gauge(
-                "registry_diagnose_tls_cert_expiry_timestamp_seconds",
-                "When the registry's TLS certificate expires (Unix time)",
-            )
-            g.add_metric([], r.cert_expiry)
-            yield g
-        remaining, limit = r.rate_limit or (None, None)
-        for name, doc, count in (
-            (
-                "remaining",
-                "Pulls left in the registry's rate-limit window (read with a HEAD)",
-                remaining,
-            ),
-            ("limit", "Pulls allowed per rate-limit window (read with a HEAD)", limit),
-        ):
-            if count is not None:
-                g = _gauge(f"registry_diagnose_rate_limit_{name}", doc)
-                g.add_metric([], float(count))
-                yield g
         finding = _gauge(
             "registry_diagnose_finding",
             "1 for every warning, failure or error of the probe, by check and code",
@@ -289,9 +289,7 @@ class ExporterCollector:
             ("max_probes_in_flight", "The bound on probes running at once", p.max_in_flight),
             ("min_interval_seconds", "Least time between two probes of a target", p.min_interval_s),
         ):
-            g = _gauge(f"registry_diagnose_exporter_{name}", doc)
-            g.add_metric([], float(value))
-            yield g
+            yield _single(f"registry_diagnose_exporter_{name}", doc, value)
 
 
 def exporter_registry(prober: Prober) -> CollectorRegistry:

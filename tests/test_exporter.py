@@ -171,13 +171,6 @@ def test_bad_probe_requests_are_one_line_400s(query, status, fragment):
 
 
 # ------------------------------------------------------------------------ real probes
-@pytest.fixture(scope="module")
-def image_registry(tmp_path_factory, pki, good_cert):
-    """The distribution registry holding team/app:1.0, for this module's tests alone."""
-    reg = lab.start_registry(tmp_path_factory.mktemp("exporter-registry"), *good_cert)
-    lab.push_image(f"https://127.0.0.1:{reg.port}", "team/app", "1.0", ca_file=pki.ca_file)
-    yield reg
-    reg.stop()
 
 
 def test_every_phase_with_credentials_from_the_module(

@@ -79,14 +79,6 @@ def dead_token_registry(tmp_path_factory, good_cert):
     reg.stop()
 
 
-@pytest.fixture(scope="module")
-def image_registry(tmp_path_factory, pki, good_cert):
-    reg = lab.start_registry(tmp_path_factory.mktemp("prom-image-registry"), *good_cert)
-    lab.push_image(f"https://127.0.0.1:{reg.port}", "team/app", "1.0", ca_file=pki.ca_file)
-    yield reg
-    reg.stop()
-
-
 def test_prometheus_scrapes_the_exporter_through_the_shipped_relabelling(
     registry, dead_token_registry, image_registry, pki, good_cert, env, tmp_path
 ):

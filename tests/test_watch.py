@@ -5,13 +5,9 @@ object per probe for log pipelines, a live timeline on a terminal, exit 1 when a
 from __future__ import annotations
 
 import json
-import os
-import pty
-import select
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
@@ -35,14 +31,6 @@ def run_watch(env, *args, timeout=60):
     )
     assert "Traceback" not in p.stderr, p.stderr
     return p
-
-
-@pytest.fixture(scope="module")
-def image_registry(tmp_path_factory, pki, good_cert):
-    reg = lab.start_registry(tmp_path_factory.mktemp("watch-registry"), *good_cert)
-    lab.push_image(f"https://127.0.0.1:{reg.port}", "team/app", "1.0", ca_file=pki.ca_file)
-    yield reg
-    reg.stop()
 
 
 def test_healthy_registry_watched_three_times(registry, pki, env):
@@ -145,8 +133,7 @@ def test_intermittent_failures_are_counted_and_classified(image_registry, pki, g
 
 
 def test_live_timeline_on_a_terminal(registry, pki, env):
-    master, slave = pty.openpty()
-    p = subprocess.Popen(
+    rc, out = lab.run_on_pty(
         [
             sys.executable,
             "-m",
@@ -162,31 +149,8 @@ def test_live_timeline_on_a_terminal(registry, pki, env):
             "--host-root",
             str(lab.empty_root()),
         ],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        env={**env, "TERM": "xterm", "COLUMNS": "120"},
-        cwd=str(lab.ROOT),
-        close_fds=True,
+        {**env, "TERM": "xterm", "COLUMNS": "120"},
     )
-    os.close(slave)
-    chunks = []
-    end = time.monotonic() + 30
-    while time.monotonic() < end:
-        ready, _, _ = select.select([master], [], [], 0.2)
-        if ready:
-            try:
-                data = os.read(master, 65536)
-            except OSError:
-                break
-            if not data:
-                break
-            chunks.append(data)
-        elif p.poll() is not None:
-            break
-    rc = p.wait(10)
-    os.close(master)
-    out = b"".join(chunks).decode("utf-8", "replace")
     assert rc == 0, out
     assert "watching 1 target(s) every 1s" in out and "✔" in out
     assert "all 2 probes passed" in out and "Traceback" not in out
