@@ -3,8 +3,10 @@
 1. The same broken registries (real distribution registries, a real token service, a front
    that answers 429 or 503, on loopback) probed by both exporters: what each one reports, and
    the CPU time each process spends per probe (its own user + system time, over --probes
-   probes of every case). blackbox_exporter gets the module a registry is usually watched with:
-   GET over TLS trusting the CA, 200 or 401 counting as up; for an image, the manifest URL.
+   probes of every case): ours with the default checks, and with a module of the registry's
+   own steps only (no checks about this host). blackbox_exporter gets the module a registry is
+   usually watched with: GET over TLS trusting the CA, 200 or 401 counting as up; for an image,
+   the manifest URL.
 2. Load: --targets targets (names that fail fast at DNS, answered NXDOMAIN by a real dnsmasq)
    probed with a cheap module (the network chain: login-server, dns, tcp, tls, api; all but
    the first two blocked by the DNS failure), scraped by 32 clients at once, --load probes in
@@ -38,6 +40,8 @@ import trustme
 from tests import lab, tokenserver
 from tests.monitoring import blackbox, flaky_front, get, probe, samples, start_serve, value
 
+# the registry's own steps, up to a blob's first byte (and all they depend on)
+REGISTRY_CHECKS = '", "'.join(["authorized-request", "image-blobs"])
 # the cheap module of the load run: the network chain, which stops at DNS for these targets
 LOAD_CHECKS = "login-server,dns,tcp,tls,api"
 MANIFEST_ACCEPT = (
@@ -68,7 +72,9 @@ def blackbox_says(port: int, url: str) -> str:
     if status and status.group(1) != "0":
         said += f" HTTP {status.group(1)}"
     if errors and said.startswith("DOWN"):
-        said += f" ({errors[-1].replace(chr(92), '').rsplit(': ', 1)[-1][:60]})"
+        err = re.sub(r'^\w+ "[^"]*": ', "", errors[-1].replace("\\", ""))
+        err = err.rsplit(": ", 1)[-1] if err.startswith("dial ") else err.split(": current")[0]
+        said += f" ({err[:60]})"
     return said
 
 
@@ -156,6 +162,11 @@ def cases(tmp: Path, pki: lab.Pki) -> Iterator[list[tuple[str, str, str]]]:
 
 def compare(tmp: Path, pki: lab.Pki, env: dict[str, str], probes: int) -> None:
     print(f"\n== the same broken registries, both exporters ({probes} probes per case for CPU)")
+    (tmp / "serve").mkdir(parents=True, exist_ok=True)
+    # a module without the checks about this host (daemon, runtimes, configuration files)
+    (tmp / "serve" / "diagnose.toml").write_text(
+        f'[modules.registry]\nchecks = ["{REGISTRY_CHECKS}"]\n'
+    )
     serve = start_serve(tmp / "serve", env, "--ca-bundle", str(pki.ca_file), "--min-interval", "0")
     try:
         with (
@@ -165,10 +176,10 @@ def compare(tmp: Path, pki: lab.Pki, env: dict[str, str], probes: int) -> None:
             bb, bb_pid = bb_proc.port, bb_proc.proc.pid
             print(
                 "| case | blackbox_exporter says | diagnose serve says "
-                "| CPU ms/probe blackbox | CPU ms/probe ours |"
+                "| CPU ms/probe: blackbox | ours, default checks | ours, registry checks |"
             )
-            print("|---|---|---|---|---|")
-            totals = [0.0, 0.0]
+            print("|---|---|---|---|---|---|")
+            totals = [0.0, 0.0, 0.0]
             for case, target, url in rows:
                 ours = ours_says(probe(serve.port, target)[1])
                 theirs = blackbox_says(bb, url)
@@ -177,15 +188,18 @@ def compare(tmp: Path, pki: lab.Pki, env: dict[str, str], probes: int) -> None:
                 for _ in range(probes):
                     get(f"http://127.0.0.1:{bb}/probe?{q}")
                 bb_ms = (cpu(bb_pid) - c0) / probes * 1000
-                c0 = cpu(serve.proc.pid)
-                for _ in range(probes):
-                    probe(serve.port, target)
-                our_ms = (cpu(serve.proc.pid) - c0) / probes * 1000
-                totals[0] += bb_ms
-                totals[1] += our_ms
-                print(f"| {case} | {theirs} | {ours} | {bb_ms:.1f} | {our_ms:.1f} |")
+                ours_ms = []
+                for module in (None, "registry"):
+                    c0 = cpu(serve.proc.pid)
+                    for _ in range(probes):
+                        probe(serve.port, target, module)
+                    ours_ms.append((cpu(serve.proc.pid) - c0) / probes * 1000)
+                for i, ms in enumerate([bb_ms, *ours_ms]):
+                    totals[i] += ms
+                spent = " | ".join(f"{ms:.1f}" for ms in [bb_ms, *ours_ms])
+                print(f"| {case} | {theirs} | {ours} | {spent} |")
             n = len(rows)
-            print(f"| mean | | | {totals[0] / n:.1f} | {totals[1] / n:.1f} |")
+            print(f"| mean | | | {' | '.join(f'{t / n:.1f}' for t in totals)} |")
     finally:
         lab.stop_process(serve.proc)
 

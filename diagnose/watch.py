@@ -223,18 +223,21 @@ class Timeline:
         self.lock = threading.Lock()  # held by watch() while it updates the stats
 
     def __rich__(self) -> Any:
+        from rich.console import Group
         from rich.table import Table
         from rich.text import Text
 
         elapsed = time.monotonic() - self.started
-        table = Table.grid(padding=(0, 1))
-        table.add_row(
-            Text(
-                f"watching {len(self.stats)} target(s) every {self.interval_s:g}s: "
-                f"{elapsed:.0f}s of {self.for_s:g}s",
-                style="dim",
-            )
+        head = Text(
+            f"watching {len(self.stats)} target(s) every {self.interval_s:g}s: "
+            f"{elapsed:.0f}s of {self.for_s:g}s",
+            style="dim",
         )
+        table = Table.grid(padding=(0, 2), expand=True)
+        table.add_column(no_wrap=True, max_width=48, overflow="ellipsis")
+        table.add_column(no_wrap=True)
+        table.add_column(no_wrap=True)
+        table.add_column(no_wrap=True, overflow="ellipsis", ratio=1)
         with self.lock:
             for st in self.stats:
                 marks = Text()
@@ -243,10 +246,8 @@ class Timeline:
                     marks.append(char, style=style)
                 tally = f"{st.failed}/{st.probes} failed" if st.probes else "waiting"
                 last = probe_line(st.last).split(" ", 3)[-1] if st.last else ""
-                table.add_row(
-                    Text(f"{st.target[:48]:<48} ") + marks + Text(f"  {tally}  {last[:60]}")
-                )
-        return table
+                table.add_row(Text(st.target), marks, tally, Text(last))
+        return Group(head, table)
 
 
 def main(

@@ -5,9 +5,11 @@ object per probe for log pipelines, a live timeline on a terminal, exit 1 when a
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -171,3 +173,39 @@ def test_bad_watch_input_is_one_line_exit_2(args, fragment, env):
     p = run_watch(env, *args)
     assert p.returncode == 2, p.stdout + p.stderr
     assert fragment in p.stderr and p.stderr.count("\n") == 1, p.stderr
+
+
+def test_ctrl_c_ends_an_open_ended_watch_with_the_summary(env):
+    """No --for: until Ctrl-C, and what was seen is still summed up."""
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "diagnose",
+            "watch",
+            f"127.0.0.1:{lab.closed_port()}",
+            "--interval",
+            "1s",
+            "--host-root",
+            str(lab.empty_root()),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        text=True,
+        cwd=str(lab.ROOT),
+    )
+    try:
+        time.sleep(2.5)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 1, out + err
+    assert "Traceback" not in err
+    last = out.splitlines()[-2:]
+    assert "probes failed; first failure at" in last[0] and "longest streak" in last[0], out
+    assert last[1].endswith("connections failed (CONNECTIVITY_TCP_REFUSED)"), out
