@@ -1085,3 +1085,34 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+# ------------------------------------------------------------------------ on a terminal
+def run_on_pty(argv: list[str], env: dict[str, str], timeout: float = 30) -> tuple[int, str]:
+    """Run a command with a pseudo-terminal as its stdin, stdout and stderr (as a person
+    would); its exit code and all it wrote. Reads are bounded by timeout."""
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    p = subprocess.Popen(
+        argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=str(ROOT), close_fds=True
+    )
+    os.close(slave)
+    chunks = []
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif p.poll() is not None:
+            break
+    rc = p.wait(10)
+    os.close(master)
+    return rc, b"".join(chunks).decode("utf-8", "replace")
