@@ -124,6 +124,9 @@ TRIGGERS = (
     "cannot be set",
     "auth.json",
     "registry_auth",
+    "unexpected commit",
+    "credentials - err",
+    "number of bytes",
 )
 
 
