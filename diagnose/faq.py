@@ -83,7 +83,7 @@ TRIGGERS = (
     "notary",
     "format",
     "lowercase",
-    "required data",
+    "requested data",
     "unsupported",
     "read-only",
     "method not allowed",

@@ -92,7 +92,10 @@ def test_top1_and_top3_accuracy():
 
 @pytest.mark.parametrize("e", REGRESSION, ids=lambda e: e["text"][:40])
 def test_regression_lines_keep_their_cause(e):
-    assert e["cause"] in _rank(e["text"])[:3]
+    if "lost" in e:  # its pattern went for want of evidence: it must not come back unnoticed
+        assert e["cause"] not in _rank(e["text"]), e["lost"]
+    else:
+        assert e["cause"] in _rank(e["text"])[:3]
 
 
 def _printed(key: str) -> dict[str, dict[str, str]]:
