@@ -122,6 +122,21 @@ def test_every_pattern_is_quoted_or_printed_by_a_client():
     assert not unsupported, unsupported
 
 
+# Entries no message leads to. A registry that admits only its private endpoint answers a public
+# client with the firewall's own words (`client with IP ... is not allowed access`), which
+# firewall-propagation matches; no client prints anything that names the private endpoint itself.
+NO_MESSAGE = {"private-endpoint"}
+
+
+def test_every_entry_is_reached_by_a_message_a_client_prints():
+    bare = {
+        k
+        for k, raw in KB_RAW.items()
+        if not raw.get("patterns") and not raw.get("generic_patterns")
+    }
+    assert bare == NO_MESSAGE
+
+
 def test_printed_records_name_a_pattern_of_their_entry():
     for key, raw in KB_RAW.items():
         for record in raw.get("printed", []):
