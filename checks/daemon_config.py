@@ -14,7 +14,6 @@ from diagnose.dockerhost import (
     flag_value,
     flag_values,
     is_red_hat,
-    no_proxy_covers,
     os_release,
     parse_daemon_json,
     parse_sysconfig,
@@ -23,9 +22,12 @@ from diagnose.dockerhost import (
 )
 from diagnose.models import Finding, Issue, Status, combine, passed, problem, skipped
 from diagnose.net import ConnectError, connect
+from diagnose.proxy import go_uses_proxy
 from diagnose.resolve import ResolveError
 
 RESTART = "sudo systemctl restart docker"
+# A daemon proxy that cannot be reached, for a registry the daemon sends through it.
+PROXY_UNREACHABLE = Status.WARN
 
 
 def _daemon_args(ctx: CheckContext) -> list[str]:
@@ -299,7 +301,9 @@ class DaemonOptionsCheck(Check):
             for mirror in mirrors:
                 issues += self._mirror(ctx, str(mirror))
         proxy = proxies.get("HTTPS_PROXY" if scheme == "https" else "HTTP_PROXY")
-        if proxy and not no_proxy_covers(proxies.get("NO_PROXY", ""), host, port):
+        # as the daemon (Go) decides: never for "localhost" or a literal loopback address, but
+        # for a name that resolves to one; then NO_PROXY
+        if proxy and go_uses_proxy(host, port, proxies.get("NO_PROXY", "")):
             evidence.setdefault("proxy_for", {})[server] = proxy
             issues += self._proxy_reachable(ctx, server, proxy)
         return issues
@@ -338,7 +342,7 @@ class DaemonOptionsCheck(Check):
         except (ConnectError, IndexError):
             return [
                 Issue(
-                    Status.WARN,
+                    PROXY_UNREACHABLE,
                     "DAEMON_PROXY_ERROR",
                     ["network-connectivity"],
                     f"the daemon reaches {server} through proxy {host}:{port}, which "

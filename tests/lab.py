@@ -1036,3 +1036,78 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+# ------------------------------------------------ real clients: agreement on the reason
+def client_failed(proc: subprocess.CompletedProcess[str], *reasons: str) -> str:
+    """Assert that a real client (docker, skopeo, podman, ctr) failed and that its error text
+    names the cause: every one of reasons (case-insensitive) is in its output. Returns that
+    output, for further checks. A failure for some other reason is a disagreement."""
+    text = f"{proc.stderr or ''}\n{proc.stdout or ''}"
+    assert proc.returncode != 0, f"the client succeeded where it should fail: {text[-2000:]}"
+    missing = [r for r in reasons if r.lower() not in text.lower()]
+    assert not missing, f"the client failed, but not for {missing}: {text[-2000:]}"
+    return text
+
+
+def client_ok(proc: subprocess.CompletedProcess[str]) -> None:
+    """Assert that a real client succeeded (its own words are shown when it did not)."""
+    assert proc.returncode == 0, f"the client failed: {(proc.stderr or proc.stdout)[-2000:]}"
+
+
+@contextlib.contextmanager
+def private_dockerd_with(
+    directory: Path,
+    config_file: Path,
+    *,
+    env: dict[str, str] | None = None,
+    hosts_file: Path | None = None,
+) -> Iterator[str]:
+    """A private dockerd as private_dockerd makes it, with more in its environment (a proxy:
+    dockerd 20.10 reads no `proxies` from daemon.json) and, with hosts_file, an /etc/hosts of
+    its own: it runs in a mount namespace of its own (unshare --mount) where hosts_file is
+    bind-mounted over /etc/hosts, so a test name resolves for this daemon alone and the
+    machine's file is never touched. Yields the DOCKER_HOST to reach it."""
+    dockerd = shutil.which("dockerd")
+    if dockerd is None:
+        raise RuntimeError("dockerd is not installed (Debian package docker.io)")
+    sock = directory / "docker.sock"
+    argv = [
+        dockerd,
+        f"--host=unix://{sock}",
+        f"--data-root={directory / 'data'}",
+        f"--exec-root={directory / 'exec'}",
+        f"--pidfile={directory / 'docker.pid'}",
+        "--iptables=false",
+        "--ip6tables=false",
+        "--bridge=none",
+        "--storage-driver=vfs",
+        f"--config-file={config_file}",
+    ]
+    if hosts_file is not None:
+        unshare = shutil.which("unshare")
+        if unshare is None:
+            raise RuntimeError("unshare is not installed (Debian package util-linux)")
+        # unshare makes the new namespace's mounts private: the bind mount stays in it
+        script = 'mount --bind "$0" /etc/hosts && exec "$@"'
+        argv = [unshare, "--mount", "sh", "-c", script, str(hosts_file), *argv]
+    log_path = directory / "dockerd.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=log, env={**os.environ, **(env or {})})
+    host = f"unix://{sock}"
+    try:
+        for _ in range(150):
+            if proc.poll() is not None:
+                break
+            if sock.exists():
+                probe = ["docker", "-H", host, "version"]
+                if subprocess.run(probe, capture_output=True, timeout=20).returncode == 0:
+                    break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError(f"dockerd did not start: {log_path.read_text()[-2000:]}")
+        if proc.poll() is not None:
+            raise RuntimeError(f"dockerd exited: {log_path.read_text()[-2000:]}")
+        yield host
+    finally:
+        stop_process(proc)

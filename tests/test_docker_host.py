@@ -187,7 +187,9 @@ def test_blocked_registry(registry, pki, env, schema, tmp_path):
     assert (c["status"], c["code"]) == ("fail", "REGISTRY_BLOCKED")
 
 
-def test_daemon_proxy_from_systemd_dropin(registry, pki, env, schema, tmp_path):
+def test_daemon_proxy_from_systemd_dropin(registry, pki, env, schema, tmp_path, dns_server):
+    """The daemon's proxy as Go applies it: never for a literal loopback address, but for a name
+    that resolves to one (the real dockerd shows both below)."""
     dead = lab.closed_port()
     root = make_root(
         tmp_path,
@@ -198,21 +200,30 @@ def test_daemon_proxy_from_systemd_dropin(registry, pki, env, schema, tmp_path):
             '"NO_PROXY=localhost"\n'
         ),
     )
+    (root / "etc" / "hosts").write_text("127.0.0.1 localhost\n127.0.0.1 registry.test\n")
     r = run(env, schema, registry, pki, root)
     c = r.check("daemon-options")
-    assert (c["status"], c["code"]) == ("warn", "DAEMON_PROXY_ERROR")
-    assert "PLANTED-proxy-pw" not in r.out
+    assert c["status"] == "pass" and "proxy_for" not in c["evidence"], c
+    assert c["evidence"]["proxies"]["HTTPS_PROXY"].endswith(f"127.0.0.1:{dead}"), c
+    name = f"registry.test:{registry.port}"
+    more = ("--nameserver", dns_server.nameserver)
+    r = run(env, schema, registry, pki, root, *more, name=name)
+    c = r.check("daemon-options")
+    assert (c["status"], c["code"]) == ("warn", "DAEMON_PROXY_ERROR"), c
+    assert f"127.0.0.1:{dead}" in c["summary"] and name in c["summary"], c
+    assert "PLANTED-proxy-pw" not in r.out + r.err
     # the same proxy with NO_PROXY covering the registry: not used, nothing to say
     root2 = make_root(
         tmp_path,
         daemon_json=json.dumps(
             {
                 "debug": True,
-                "proxies": {"https-proxy": f"http://127.0.0.1:{dead}", "no-proxy": "127.0.0.0/8"},
+                "proxies": {"https-proxy": f"http://127.0.0.1:{dead}", "no-proxy": "registry.test"},
             }
         ),
     )
-    assert run(env, schema, registry, pki, root2).check("daemon-options")["status"] == "pass"
+    c = run(env, schema, registry, pki, root2, *more, name=name).check("daemon-options")
+    assert c["status"] == "pass" and "proxy_for" not in c["evidence"], c
 
 
 def test_daemon_log_lines_map_to_the_faq(registry, pki, env, schema, tmp_path):
@@ -381,6 +392,66 @@ def test_real_daemon_is_found_and_agrees_with_its_files(
     regcfg = daemon["evidence"]["registry_config"]
     assert regcfg["AllowNondistributableArtifactsHostnames"] == [f"127.0.0.1:{registry.port}"]
     assert regcfg["AllowNondistributableArtifactsCIDRs"] == ["10.0.0.0/8"]
+
+
+@pytest.fixture(scope="module")
+def dockerd_behind_dead_proxy(tmp_path_factory, registry, pki):
+    """A real dockerd whose proxy (HTTPS_PROXY and HTTP_PROXY in its environment, as the
+    docker.service drop-in sets them) is a port nothing listens on, in a mount namespace of its
+    own where /etc/hosts also names registry.test as 127.0.0.1 (the machine's file untouched)."""
+    if DOCKERD is None or os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("dockerd (Debian docker.io), unshare and root are needed")
+    d = tmp_path_factory.mktemp("dockerd-proxy")
+    dead = lab.closed_port()
+    hosts = "127.0.0.1 localhost\n127.0.0.1 registry.test\n"
+    root = make_root(d, daemon_json='{"debug": true}')
+    (root / "etc" / "hosts").write_text(hosts)
+    (d / "hosts").write_text(hosts)
+    proxy = f"http://127.0.0.1:{dead}"
+    lab.push_real_image(
+        f"https://127.0.0.1:{registry.port}", "gt/viaproxy", "1", ca_file=pki.ca_file
+    )
+    penv = {"HTTPS_PROXY": proxy, "HTTP_PROXY": proxy, "NO_PROXY": "", "no_proxy": ""}
+    daemon_json = root / "etc" / "docker" / "daemon.json"
+    with lab.private_dockerd_with(d, daemon_json, env=penv, hosts_file=d / "hosts") as host:
+        yield host, root, dead
+
+
+def test_dead_daemon_proxy_follows_gos_loopback_rule(
+    dockerd_behind_dead_proxy, registry, pki, env, schema, dns_server
+):
+    """Go never proxies "localhost" or a literal loopback address, and does proxy a name that
+    resolves to one: docker pull through the dead proxy works for the first two and fails for the
+    third, and our verdict says the same each time."""
+    host, root, dead = dockerd_behind_dead_proxy
+    info = _docker(host, "info", "--format", "{{.HTTPSProxy}} {{.HTTPProxy}}")
+    assert info.stdout.split() == [f"http://127.0.0.1:{dead}"] * 2, info.stdout + info.stderr
+    for name in (f"127.0.0.1:{registry.port}", f"localhost:{registry.port}"):
+        ref = f"{name}/gt/viaproxy:1"
+        _docker(host, "rmi", "-f", ref)
+        lab.client_ok(_docker(host, "pull", ref))
+        r = run(env, schema, registry, pki, root, "--docker-host", host, name=name)
+        c = r.check("daemon-options")
+        assert c["status"] == "pass" and "proxy_for" not in c["evidence"], c
+        assert c["evidence"]["proxies"]["HTTPS_PROXY"] == f"http://127.0.0.1:{dead}", c
+    name = f"registry.test:{registry.port}"
+    theirs = _docker(host, "pull", f"{name}/gt/viaproxy:1")
+    lab.client_failed(theirs, "proxyconnect", f"127.0.0.1:{dead}", "connection refused")
+    r = run(
+        env,
+        schema,
+        registry,
+        pki,
+        root,
+        "--docker-host",
+        host,
+        "--nameserver",
+        dns_server.nameserver,
+        name=name,
+    )
+    c = r.check("daemon-options")
+    assert (c["status"], c["code"]) == ("warn", "DAEMON_PROXY_ERROR"), c
+    assert f"127.0.0.1:{dead}" in c["summary"] and name in c["summary"], c
 
 
 @pytest.fixture(scope="module")
