@@ -132,6 +132,7 @@ class DockerDaemonCheck(Check):
             version=version.get("Version"),
             api_version=version.get("ApiVersion"),
             os=info.get("OperatingSystem"),
+            os_type=info.get("OSType") or None,
             debug=info.get("Debug"),
             registry_config=info.get("RegistryConfig"),
             http_proxy=info.get("HttpProxy") or None,

@@ -43,6 +43,20 @@ def _info(ctx: CheckContext) -> dict[str, Any]:
     return dict(daemon.evidence) if daemon is not None and daemon.evidence.get("version") else {}
 
 
+def _major(version: str) -> int | None:
+    head = version.split(".")[0]
+    return int(head) if head.isascii() and head.isdigit() else None
+
+
+def _upstream(info: dict[str, Any]) -> str | None:
+    """The running daemon's version when it is docker's own (17.03 and later): Red Hat's
+    fork (docker 1.13 and before, `docker-current`) alone has --block-registry, and upstream
+    dockerd refuses to start with that flag."""
+    version = str(info.get("version") or "")
+    major = _major(version)
+    return version if major is not None and major >= 17 else None
+
+
 def _addresses(ctx: CheckContext, host: str, port: int) -> list[str]:
     try:
         return ctx.resolver.addresses(host, port, ctx.budget(3.0))
@@ -133,10 +147,16 @@ class DaemonOptionsCheck(Check):
             *flag_values(args, "--insecure-registry"),
             *flag_values(sc.variables.get("INSECURE_REGISTRY", "").split(), "--insecure-registry"),
         ]
-        blocked = [
-            *flag_values(args, "--block-registry"),
-            *flag_values(sc.variables.get("BLOCK_REGISTRY", "").split(), "--block-registry"),
-        ]
+        blocked = flag_values(args, "--block-registry")
+        from_file = flag_values(sc.variables.get("BLOCK_REGISTRY", "").split(), "--block-registry")
+        upstream = _upstream(info)
+        if from_file and upstream:
+            evidence["block_registry_ignored"] = (
+                f"the running daemon is docker {upstream}, which has no --block-registry: "
+                "BLOCK_REGISTRY in /etc/sysconfig/docker (Red Hat's docker) does not apply"
+            )
+        elif from_file:
+            blocked += from_file
         regcfg = info.get("registry_config") or {}
         api_insecure = [
             name
@@ -364,8 +384,8 @@ class NondistributableCheck(Check):
     depends_on = ("authorized-request", "docker-daemon")
     starts_after = ("dns",)
     timeout_s = 15.0
-    faq_keys = ("nondistributable-artifacts",)
-    codes = ("NONDISTRIBUTABLE_NOT_ALLOWED",)
+    faq_keys = ("nondistributable-artifacts", "manifest-unknown")
+    codes = ("NONDISTRIBUTABLE_NOT_ALLOWED", "BLOB_UNKNOWN")
 
     def run(self, ctx: CheckContext) -> Finding:
         from diagnose.registryapi import NotReadable, manifest_for
@@ -391,12 +411,7 @@ class NondistributableCheck(Check):
             "addresses": addresses,
         }
         version = str(info.get("version") or "")
-        if (
-            version
-            and version.split(".")[0].isascii()
-            and version.split(".")[0].isdigit()
-            and int(version.split(".")[0]) >= 25
-        ):
+        if (_major(version) or 0) >= 25:
             evidence["note"] = (
                 "docker 25 deprecated allow-nondistributable-artifacts and later "
                 "releases dropped it: they push foreign layers as ordinary ones"
@@ -419,6 +434,8 @@ class NondistributableCheck(Check):
         ][:20]
         if not foreign:
             return passed(f"{reg.repository} has no foreign layers", **evidence)
+        if str(info.get("os_type") or "").lower() == "linux":
+            return _on_linux(ctx, foreign, evidence)
         if covered:
             return passed(
                 f"{len(foreign)} foreign layer(s) in {reg.repository}; "
@@ -440,6 +457,53 @@ class NondistributableCheck(Check):
             ],
             evidence=evidence,
         )
+
+
+def _on_linux(
+    ctx: CheckContext, foreign: list[dict[str, Any]], evidence: dict[str, Any]
+) -> Finding:
+    """A Linux dockerd fetches a foreign layer from the registry like any other, never from its
+    URLs, and pushes it as an ordinary layer: the allow list does not matter to it, whether the
+    registry holds the blob does (without it, the pull stops at "unknown blob")."""
+    import requests
+
+    from diagnose.registryapi import auth_for, base_url, requester
+
+    reg = ctx.registry
+    assert reg is not None
+    call = requester(ctx)
+    headers, auth = auth_for(ctx)
+    missing = []
+    for layer in foreign:
+        digest = str(layer.get("digest"))
+        try:
+            answer = call("HEAD", f"{base_url(ctx)}/blobs/{digest}", headers=headers, auth=auth)
+        except requests.RequestException:
+            continue  # reachability is the other checks' business
+        if answer.status_code == 404:
+            missing.append(digest)
+    evidence.update(daemon_os="linux", foreign_missing=missing or None)
+    if missing:
+        return problem(
+            Status.FAIL,
+            f"{reg.repository} has {len(missing)} foreign layer(s) the registry does not hold "
+            f"({missing[0][:19]}…): a Linux docker daemon reads foreign layers from the registry "
+            "only, never from their URLs, so its pull stops there (unknown blob)",
+            code="BLOB_UNKNOWN",
+            faq=["manifest-unknown", "nondistributable-artifacts"],
+            remediation=[
+                "Push the image again with its foreign layers: from a daemon that lists the "
+                "registry in allow-nondistributable-artifacts (Windows), or with a tool that "
+                "copies them (`skopeo copy`, `crane copy`).",
+            ],
+            evidence=evidence,
+        )
+    return passed(
+        f"{len(foreign)} foreign layer(s) in {reg.repository}, all held by the registry: a Linux "
+        "docker daemon pulls them from it like any layer and pushes them as ordinary layers "
+        "(allow-nondistributable-artifacts does not change that)",
+        **evidence,
+    )
 
 
 class DockerCertsCheck(Check):

@@ -1186,3 +1186,58 @@ def registry_front(
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def push_foreign_image(
+    base: str, repo: str, tag: str, *, ca_file: Path, blob_in_registry: bool
+) -> dict[str, Any]:
+    """A real image whose one layer is foreign (a Windows base layer's media type, with a URL
+    nothing answers at): with blob_in_registry the registry holds the layer too (what a push
+    from a daemon that allows nondistributable artifacts leaves), without it only the URL
+    does. Returns the manifest with `_digest`."""
+    import hashlib
+
+    import requests
+
+    layer = layer_tar({"foreign.txt": f"a foreign layer of {repo}:{tag}\n".encode()})
+    diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        }
+    ).encode()
+    s = requests.Session()
+    s.verify = str(ca_file)
+    s.trust_env = False
+    config_digest = upload_blob(s, base, repo, config)
+    if blob_in_registry:
+        upload_blob(s, base, repo, layer)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {
+            "mediaType": "application/vnd.docker.container.image.v1+json",
+            "size": len(config),
+            "digest": config_digest,
+        },
+        "layers": [
+            {
+                "mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+                "size": len(layer),
+                "digest": diff_id,
+                "urls": [f"https://127.0.0.1:{closed_port()}/{repo}/layer.tar"],
+            }
+        ],
+    }
+    raw = json.dumps(manifest).encode()
+    r = s.put(
+        f"{base}/v2/{repo}/manifests/{tag}",
+        data=raw,
+        headers={"Content-Type": manifest["mediaType"]},
+        timeout=10,
+    )
+    assert r.status_code == 201, (r.status_code, r.text)
+    return {**manifest, "_digest": "sha256:" + hashlib.sha256(raw).hexdigest()}
