@@ -833,13 +833,18 @@ def fetch_blob(
         facts["storage_host"] = host
         same = host == (urlsplit(url).hostname or "").lower()
         # a new request: the registry's Authorization header never travels to another host
-        resp = call(
-            "GET",
-            target,
-            headers={**(headers if same else {}), **extra},
-            auth=auth if same else None,
-            stream=True,
-        )
+        try:
+            resp = call(
+                "GET",
+                target,
+                headers={**(headers if same else {}), **extra},
+                auth=auth if same else None,
+                stream=True,
+            )
+        except OSError as exc:  # requests' errors are OSErrors: the storage host failed
+            why = "connection refused" if "refused" in str(exc).lower() else type(exc).__name__
+            facts.update(status=0, storage_error=f"{_where(target)}: {why}")
+            return 0, None, facts
         url = target
     facts["status"] = resp.status_code
     if not limit:
@@ -964,9 +969,8 @@ class ImageBlobsCheck(Check):
                 continue
             evidence.update(failed=blob["digest"], **facts)
             if facts.get("storage_host"):
-                return self._storage(
-                    [facts["storage_host"]], f"{short}: storage answered HTTP {status}", evidence
-                )
+                what = facts.get("storage_error") or f"storage answered HTTP {status}"
+                return self._storage([facts["storage_host"]], f"{short}: {what}", evidence)
             if status == 404:
                 return problem(
                     Status.FAIL,
