@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Mapping
+from dataclasses import replace
 from functools import partial
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from diagnose.check import Check
+from diagnose.codes import Code
 from diagnose.context import CheckContext
+from diagnose.facts import API_ANSWER, SCHEME, ApiAnswer
 from diagnose.models import Finding, Status, passed, problem
 from diagnose.retry import RetriesExhausted
 
@@ -41,27 +45,27 @@ class ApiCheck(Check):
         "proxy",
     )
     codes = (
-        "CONNECTIVITY_CHALLENGE_ERROR",
-        "CONNECTIVITY_FORBIDDEN_ERROR",
-        "CONNECTIVITY_ERROR",
-        "PROXY_ERROR",
+        Code.CONNECTIVITY_CHALLENGE_ERROR,
+        Code.CONNECTIVITY_FORBIDDEN_ERROR,
+        Code.CONNECTIVITY_ERROR,
+        Code.PROXY_ERROR,
     )
 
     def run(self, ctx: CheckContext) -> Finding:
         import requests
 
         from diagnose.challenge import ChallengeError, parse_challenge
-        from diagnose.http import environ_proxies, safe_headers
+        from diagnose.http import safe_headers
 
         reg = ctx.registry
         assert reg is not None
         scheme = reg.scheme
         if ctx.options.insecure:  # only then may the tls check have fallen back to plain HTTP
-            tls = ctx.result("tls")
-            scheme = str(tls.evidence.get("scheme", scheme)) if tls is not None else scheme
+            ctx.result("tls")
+            scheme = ctx.fact(SCHEME) or scheme
         url = f"{scheme}://{reg.login_server}/v2/"
         session = ctx.http(verify=not ctx.options.insecure)
-        _spare_connections(session, url, environ_proxies(url))
+        _spare_connections(session, url, ctx.proxies(url))
         hops: list[dict[str, Any]] = []
         seen: set[str] = set()
         evidence: dict[str, Any] = {"url": url, "hops": hops}
@@ -73,7 +77,7 @@ class ApiCheck(Check):
                 allow_redirects=False,
                 stream=True,
                 timeout=(ctx.budget(5.0), ctx.budget(10.0)),
-                proxies=environ_proxies(url),
+                proxies=ctx.proxies(url),
             )
             answer = (resp, (time.monotonic() - t0) * 1000, time.time())
             if resp.status_code in TRANSIENT_STATUS:
@@ -93,7 +97,7 @@ class ApiCheck(Check):
                 if isinstance(exc.last, _Transient):
                     (resp, ms, received_at), attempts = exc.last.answer, exc.attempts
                 else:
-                    return self._no_response(url, exc, evidence)
+                    return self._no_response(url, exc, evidence, ctx.options.environ)
             body = _read_body(resp)
             hops.append(
                 {
@@ -130,6 +134,13 @@ class ApiCheck(Check):
             received_at=round(received_at, 3),
             ms=round(ms, 2),
         )
+        answer = ApiAnswer(
+            status=status,
+            final_url=url,
+            date=headers.get("Date"),
+            received_at=received_at,
+        )
+        ctx.put(API_ANSWER, answer)
         if len(hops) > 1 and urlsplit(url).hostname != reg.host:
             evidence["redirected_to_host"] = urlsplit(url).hostname
         version = headers.get("Docker-Distribution-API-Version")
@@ -142,6 +153,7 @@ class ApiCheck(Check):
             except ChallengeError as exc:
                 return self._challenge_error(f"401 with an unusable challenge: {exc}", evidence)
             evidence["challenge"] = {"scheme": ch.scheme, **ch.params}
+            ctx.put(API_ANSWER, replace(answer, challenge=ch))
             where = f" realm {ch.realm}" if ch.realm else ""
             service = f" service {ch.service}" if ch.service else ""
             return passed(
@@ -152,7 +164,7 @@ class ApiCheck(Check):
             return problem(
                 Status.FAIL,
                 "GET /v2/ is forbidden (403): the registry refuses this client",
-                code="CONNECTIVITY_FORBIDDEN_ERROR",
+                code=Code.CONNECTIVITY_FORBIDDEN_ERROR,
                 faq=["firewall-propagation", "network-connectivity"],
                 remediation=[
                     "The registry's network rules do not admit this host's address: add it (or "
@@ -170,7 +182,7 @@ class ApiCheck(Check):
         return problem(
             Status.FAIL,
             summary,
-            code="CONNECTIVITY_CHALLENGE_ERROR",
+            code=Code.CONNECTIVITY_CHALLENGE_ERROR,
             faq=["registry-api-v2"],
             remediation=[
                 "Check that the login server is the registry's own name and port, not a web "
@@ -181,7 +193,9 @@ class ApiCheck(Check):
             evidence=evidence,
         )
 
-    def _no_response(self, url: str, exc: RetriesExhausted, evidence: dict[str, Any]) -> Finding:
+    def _no_response(
+        self, url: str, exc: RetriesExhausted, evidence: dict[str, Any], env: Mapping[str, str]
+    ) -> Finding:
         import requests
 
         last = exc.last
@@ -189,7 +203,7 @@ class ApiCheck(Check):
         if isinstance(last, requests.exceptions.ProxyError):
             from diagnose.proxy import proxy_failure
 
-            return proxy_failure(url, str(last), exc.attempts, evidence)
+            return proxy_failure(url, str(last), exc.attempts, evidence, env)
         if isinstance(last, requests.Timeout):
             summary, faq = f"GET {url} timed out", ["client-timeout", "network-connectivity"]
         elif isinstance(last, requests.exceptions.SSLError):
@@ -202,7 +216,7 @@ class ApiCheck(Check):
         return problem(
             Status.FAIL,
             f"{summary} after {exc.attempts} attempt(s)",
-            code="CONNECTIVITY_ERROR",
+            code=Code.CONNECTIVITY_ERROR,
             faq=faq,
             remediation=[
                 "The TCP and TLS checks passed, so look at what sits between this "

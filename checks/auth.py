@@ -1,153 +1,29 @@
-"""Credentials and the token flow, one check per step, so the report shows where it breaks:
-credentials -> auth-challenge -> refresh-token -> access-token -> scope -> authorized-request."""
+"""The token flow, one check per step, so the report shows where it breaks: (credentials, in
+checks/credentials.py) -> auth-challenge -> refresh-token -> access-token -> scope ->
+authorized-request."""
 
 from __future__ import annotations
 
 import contextlib
 import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from diagnose.check import Check
+from diagnose.codes import Code
 from diagnose.context import CheckContext, Options
-from diagnose.credentials import Credential, CredentialError, jwt_claims
+from diagnose.credentials import RELOGIN, Credential, CredentialError, jwt_claims
+from diagnose.facts import ACCESS_TOKEN, API_ANSWER, CHALLENGE, GRANT, SCHEME, TAGS
 from diagnose.models import Finding, Status, passed, problem, skipped
 from diagnose.resolve import ResolveError
-from diagnose.secrets import Secret
 
 if TYPE_CHECKING:
     from diagnose.challenge import Challenge
     from diagnose.tokens import TokenError
 
-RELOGIN = (
-    "Log out and in again so docker stores a fresh credential: `docker logout {s}` then "
-    "`docker login {s}`."
-)
-
 
 def _challenge(ctx: CheckContext) -> Challenge | None:
-    from diagnose.challenge import Challenge
-
     ctx.result("auth-challenge")
-    kept = ctx.kept("challenge")
-    return kept if isinstance(kept, Challenge) else None
-
-
-def _source_words(cred: Credential) -> str:
-    if cred.source in ("aad-token", "identity-token"):
-        return f"{cred.kind.replace('aad-token', 'Entra access token')} given to this run"
-    where = {
-        "argument": "--username and the password given to this run",
-        "credHelpers": f"credential helper docker-credential-{cred.helper}",
-        "credsStore": f"credential store docker-credential-{cred.helper}",
-        "auths": "the docker config (auths)",
-    }.get(cred.source, cred.source)
-    what = {
-        "password": f"password of user {cred.username}",
-        "identity-token": "identity token",
-        "aad-token": "Entra access token",
-    }.get(cred.kind, cred.kind)
-    return f"{what} from {where}"
-
-
-class CredentialsCheck(Check):
-    id = "credentials"
-    title = "Credentials"
-    order = 70
-    timeout_s = 15.0
-    faq_keys = ("lowercase-login-server", "admin-credentials", "permission-propagation")
-    codes = (
-        "LOGIN_SERVER_ERROR",
-        "CREDENTIALS_ERROR",
-        "CREDENTIAL_HELPER_ERROR",
-        "CREDENTIALS_EXPIRED",
-    )
-
-    def run(self, ctx: CheckContext) -> Finding:
-        reg = ctx.registry
-        assert reg is not None
-        server = reg.login_server
-        try:
-            cred = ctx.credential()
-        except CredentialError as exc:
-            return self._broken(server, exc)
-        evidence = cred.describe()
-        if cred.anonymous:
-            notes = f" ({'; '.join(cred.notes)})" if cred.notes else ""
-            return passed(f"no credential for {server}: requests go anonymously{notes}", **evidence)
-        assert cred.secret is not None
-        claims = jwt_claims(cred.secret.reveal()) if cred.kind != "password" else None
-        exp = claims.get("exp") if claims else None
-        if isinstance(exp, int | float):
-            expires = datetime.fromtimestamp(exp, UTC)
-            evidence["token_expires"] = expires.isoformat()
-            if expires < datetime.now(UTC):
-                return problem(
-                    Status.FAIL,
-                    f"the {cred.kind} from {cred.source} expired at {expires:%Y-%m-%d %H:%M} UTC",
-                    code="CREDENTIALS_EXPIRED",
-                    faq=["permission-propagation"],
-                    remediation=[
-                        RELOGIN.format(s=server),
-                        f"For ACR: `az acr login -n {reg.host.split('.')[0]}`.",
-                    ],
-                    evidence=evidence,
-                )
-        notes = f"; {'; '.join(cred.notes)}" if cred.notes else ""
-        return passed(f"using the {_source_words(cred)}{notes}", **evidence)
-
-    def _broken(self, server: str, exc: CredentialError) -> Finding:
-        evidence = {"error": exc.kind, **exc.evidence}
-        if exc.kind == "case-mismatch":
-            stored = str(exc.evidence.get("config_key", "?"))
-            return problem(
-                Status.FAIL,
-                f"{exc}: docker will not use it, so requests go anonymously",
-                code="LOGIN_SERVER_ERROR",
-                faq=["lowercase-login-server"],
-                remediation=[
-                    f"`docker logout {stored}`, then `docker login {server}` with the "
-                    "lower-case name, and use that name in every image reference."
-                ],
-                evidence=evidence,
-            )
-        if exc.kind.startswith("helper"):
-            helper = exc.evidence.get("helper", "?")
-            steps = {
-                "helper-missing": [
-                    f"Install docker-credential-{helper}, or remove it from credsStore / "
-                    "credHelpers in config.json and log in again.",
-                ],
-                "helper-timeout": [
-                    f"docker-credential-{helper} hangs: it may be waiting for a keyring unlock "
-                    "or a desktop prompt that a headless session cannot show.",
-                ],
-            }.get(
-                exc.kind,
-                [
-                    f"Run `echo {server} | docker-credential-{helper} get` to see the "
-                    "helper's own error."
-                ],
-            )
-            return problem(
-                Status.FAIL,
-                str(exc),
-                code="CREDENTIAL_HELPER_ERROR",
-                faq=["admin-credentials"],
-                remediation=steps,
-                evidence=evidence,
-            )
-        return problem(
-            Status.FAIL,
-            f"the docker config cannot be used: {exc}",
-            code="CREDENTIALS_ERROR",
-            faq=["admin-credentials"],
-            remediation=[
-                "Fix or remove the broken entry in config.json, then "
-                f"`docker login {server}` writes a correct one."
-            ],
-            evidence=evidence,
-        )
+    return ctx.fact(CHALLENGE)
 
 
 class AuthChallengeCheck(Check):
@@ -158,24 +34,22 @@ class AuthChallengeCheck(Check):
     starts_after = ("dns",)
     timeout_s = 10.0
     faq_keys = ("network-connectivity", "registry-api-v2", "tls12")
-    codes = ("CONNECTIVITY_REALM_ERROR",)
+    codes = (Code.CONNECTIVITY_REALM_ERROR,)
 
     def run(self, ctx: CheckContext) -> Finding:
-        from diagnose.challenge import Challenge
 
         reg = ctx.registry
         assert reg is not None
-        api = ctx.result("api")
-        if api is None:
-            return skipped("the api check did not run")
-        if api.evidence.get("status") == 200:
+        ctx.result("api")
+        answer = ctx.fact(API_ANSWER)
+        if answer is None:
+            return skipped("the api check had no answer")
+        if answer.status == 200:
             return skipped("the registry answers /v2/ without credentials: no challenge")
-        raw = api.evidence.get("challenge")
-        if not isinstance(raw, dict):
+        ch = answer.challenge
+        if ch is None:
             return skipped("no challenge to follow")
-        params = {str(k): str(v) for k, v in raw.items() if k != "scheme"}
-        ch = Challenge(str(raw.get("scheme")), params)
-        ctx.keep("challenge", ch)
+        ctx.put(CHALLENGE, ch)
         if ch.scheme == "basic":
             return passed(
                 "Basic authentication: the credential goes with every request", scheme="basic"
@@ -203,7 +77,7 @@ class AuthChallengeCheck(Check):
             return problem(
                 Status.FAIL,
                 f"the token service host {host} does not resolve: {exc}",
-                code="CONNECTIVITY_REALM_ERROR",
+                code=Code.CONNECTIVITY_REALM_ERROR,
                 faq=["network-connectivity"],
                 remediation=[
                     f"This host must resolve and reach {host} as well as the registry: "
@@ -212,15 +86,13 @@ class AuthChallengeCheck(Check):
                 evidence=evidence,
             )
         evidence["realm_addresses"] = addresses
-        from diagnose.http import environ_proxies, warm
+        from diagnose.http import warm
 
         # the connection the token requests will use, opened once, kept in the run's pool
         session = ctx.http(verify=not ctx.options.insecure)
         t0 = time.monotonic()
         try:
-            version = warm(
-                session, ch.realm or "", ctx.budget(5.0), environ_proxies(ch.realm or "")
-            )
+            version = warm(session, ch.realm or "", ctx.budget(5.0), ctx.proxies(ch.realm or ""))
         except Exception as exc:
             kind = _connect_kind(exc)
             evidence["error"] = kind
@@ -228,7 +100,7 @@ class AuthChallengeCheck(Check):
                 return problem(
                     Status.FAIL,
                     f"TLS with the token service {host} failed: {_first_line(exc)}",
-                    code="CONNECTIVITY_REALM_ERROR",
+                    code=Code.CONNECTIVITY_REALM_ERROR,
                     faq=["network-connectivity", "tls12"],
                     remediation=[
                         "Check the token service's certificate and that this host "
@@ -239,7 +111,7 @@ class AuthChallengeCheck(Check):
             return problem(
                 Status.FAIL,
                 f"cannot connect to the token service {host}:{port} ({kind})",
-                code="CONNECTIVITY_REALM_ERROR",
+                code=Code.CONNECTIVITY_REALM_ERROR,
                 faq=["network-connectivity"],
                 remediation=[f"Allow HTTPS from this host to {host}:{port}."],
                 evidence=evidence,
@@ -279,7 +151,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _token_failure(
-    step: str, code: str, exc: TokenError, cred: Credential | None, server: str
+    step: str, code: Code, exc: TokenError, cred: Credential | None, server: str
 ) -> Finding:
     evidence = exc.evidence()
     status = exc.status
@@ -361,7 +233,7 @@ class RefreshTokenCheck(Check):
         "network-connectivity",
         "registry-api-v2",
     )
-    codes = ("CONNECTIVITY_REFRESH_TOKEN_ERROR",)
+    codes = (Code.CONNECTIVITY_REFRESH_TOKEN_ERROR,)
 
     def run(self, ctx: CheckContext) -> Finding:
         from diagnose.tokens import TokenError, obtain_grant, scope_for
@@ -383,12 +255,12 @@ class RefreshTokenCheck(Check):
         except TokenError as exc:
             return _token_failure(
                 "getting a refresh token",
-                "CONNECTIVITY_REFRESH_TOKEN_ERROR",
+                Code.CONNECTIVITY_REFRESH_TOKEN_ERROR,
                 exc,
                 cred,
                 reg.login_server,
             )
-        ctx.keep("grant", grant)
+        ctx.put(GRANT, grant)
         if grant.mode == "anonymous":
             return skipped("anonymous: no refresh token to get", **grant.evidence)
         if grant.mode == "basic":
@@ -414,17 +286,17 @@ class AccessTokenCheck(Check):
     starts_after = ("dns",)
     timeout_s = 15.0
     faq_keys = RefreshTokenCheck.faq_keys
-    codes = ("CONNECTIVITY_ACCESS_TOKEN_ERROR",)
+    codes = (Code.CONNECTIVITY_ACCESS_TOKEN_ERROR,)
 
     def run(self, ctx: CheckContext) -> Finding:
-        from diagnose.tokens import Grant, TokenError, obtain_access_token, scope_for
+        from diagnose.tokens import TokenError, obtain_access_token, scope_for
 
         reg = ctx.registry
         assert reg is not None
         ch = _challenge(ctx)
         ctx.result("refresh-token")
-        grant = ctx.kept("grant")
-        if ch is None or ch.scheme == "basic" or not isinstance(grant, Grant):
+        grant = ctx.fact(GRANT)
+        if ch is None or ch.scheme == "basic" or grant is None:
             return skipped("no token flow: see auth-challenge and refresh-token")
         scope = scope_for(reg.repository, _actions(ctx.options), reg.is_acr)
         try:
@@ -435,12 +307,12 @@ class AccessTokenCheck(Check):
                 cred = ctx.credential()
             return _token_failure(
                 f"getting an access token for {scope or 'the registry'}",
-                "CONNECTIVITY_ACCESS_TOKEN_ERROR",
+                Code.CONNECTIVITY_ACCESS_TOKEN_ERROR,
                 exc,
                 cred,
                 reg.login_server,
             )
-        ctx.keep("access_token", token)
+        ctx.put(ACCESS_TOKEN, token)
         life = evidence.get("expires_in")
         life_text = f", valid {life}s" if isinstance(life, int) else ""
         return passed(
@@ -457,7 +329,7 @@ class ScopeCheck(Check):
     starts_after = ("dns",)
     timeout_s = 10.0
     faq_keys = ("pull-push-roles", "permission-propagation")
-    codes = ("TOKEN_SCOPE_ERROR",)
+    codes = (Code.TOKEN_SCOPE_ERROR,)
 
     def time_limit(self, options: Options) -> float:
         return options.propagation_timeout_s + 15.0 if options.wait_for else self.timeout_s
@@ -468,8 +340,8 @@ class ScopeCheck(Check):
         reg = ctx.registry
         assert reg is not None
         ctx.result("access-token")
-        token = ctx.kept("access_token")
-        if not isinstance(token, Secret):
+        token = ctx.fact(ACCESS_TOKEN)
+        if token is None:
             return skipped("no access token to inspect")
         if not reg.repository:
             return skipped("no repository named (--repository): nothing to compare the token with")
@@ -509,7 +381,7 @@ class ScopeCheck(Check):
         return problem(
             Status.FAIL,
             f"the token grants {have} on {repo} but not {need}{waited}",
-            code="TOKEN_SCOPE_ERROR",
+            code=Code.TOKEN_SCOPE_ERROR,
             faq=["pull-push-roles", "permission-propagation"],
             remediation=[
                 f"Give the identity the {role} role (or a role with {need}) on the registry.",
@@ -554,7 +426,7 @@ class ScopeCheck(Check):
             granted = granted_actions(claims, reg.repository)
             if required <= granted:
                 took = time.monotonic() - started
-                ctx.keep("access_token", token)
+                ctx.put(ACCESS_TOKEN, token)
                 evidence.update(granted=sorted(granted), propagation_s=round(took, 2), polls=polls)
                 return passed(
                     f"{', '.join(sorted(required))} granted on {reg.repository} after "
@@ -594,12 +466,10 @@ class AuthorizedRequestCheck(Check):
         "network-connectivity",
         "manifest-unknown",
     )
-    codes = ("REGISTRY_AUTH_ERROR", "REPOSITORY_NOT_FOUND", "CONNECTIVITY_FORBIDDEN_ERROR")
+    codes = (Code.REGISTRY_AUTH_ERROR, Code.REPOSITORY_NOT_FOUND, Code.CONNECTIVITY_FORBIDDEN_ERROR)
 
     def run(self, ctx: CheckContext) -> Finding:
         import requests
-
-        from diagnose.http import environ_proxies
 
         reg = ctx.registry
         assert reg is not None
@@ -619,14 +489,14 @@ class AuthorizedRequestCheck(Check):
             auth = (cred.username or "", cred.secret.reveal())
             how = "the password"
         else:
-            token = ctx.kept("access_token")
-            if not isinstance(token, Secret):
+            token = ctx.fact(ACCESS_TOKEN)
+            if token is None:
                 return skipped("no access token: see access-token")
             headers["Authorization"] = f"Bearer {token.reveal()}"
             how = "the token"
         scheme = "http" if reg.scheme == "http" else "https"
-        tls = ctx.result("tls")
-        if tls is not None and tls.evidence.get("scheme") == "http":
+        ctx.result("tls")
+        if ctx.fact(SCHEME) == "http":
             scheme = "http"
         path = f"/v2/{reg.repository}/tags/list" if reg.repository else "/v2/"
         url = f"{scheme}://{reg.login_server}{path}"
@@ -639,13 +509,13 @@ class AuthorizedRequestCheck(Check):
                 auth=auth,
                 allow_redirects=False,
                 timeout=(ctx.budget(5.0), ctx.budget(10.0)),
-                proxies=environ_proxies(url),
+                proxies=ctx.proxies(url),
             )
         except requests.RequestException as exc:
             return problem(
                 Status.FAIL,
                 f"GET {path} failed: {type(exc).__name__}",
-                code="REGISTRY_AUTH_ERROR",
+                code=Code.REGISTRY_AUTH_ERROR,
                 faq=["network-connectivity"],
                 evidence={"url": url},
             )
@@ -660,7 +530,7 @@ class AuthorizedRequestCheck(Check):
                     tags = [str(t) for t in (data.get("tags") or [])][:1000]
                 except (ValueError, AttributeError):
                     tags = []
-                ctx.keep("tags", tags)
+                ctx.put(TAGS, tags)
                 evidence["tags"] = len(tags)
             what = f"{len(tags)} tag(s) in {reg.repository}" if reg.repository else "/v2/"
             return passed(f"the registry accepted {how}: GET {path} -> 200, {what}", **evidence)
@@ -675,7 +545,7 @@ class AuthorizedRequestCheck(Check):
             return problem(
                 Status.FAIL,
                 f"repository {reg.repository} does not exist on {reg.login_server}",
-                code="REPOSITORY_NOT_FOUND",
+                code=Code.REPOSITORY_NOT_FOUND,
                 faq=["repository-format"],
                 remediation=[
                     "Check the repository name (lower case, the full path such as "
@@ -687,7 +557,7 @@ class AuthorizedRequestCheck(Check):
             return problem(
                 Status.FAIL,
                 f"GET {path} is forbidden (403)",
-                code="CONNECTIVITY_FORBIDDEN_ERROR",
+                code=Code.CONNECTIVITY_FORBIDDEN_ERROR,
                 faq=["firewall-propagation", "pull-push-roles"],
                 remediation=[
                     "The registry refuses this client: a network rule or a repository "
@@ -706,7 +576,7 @@ class AuthorizedRequestCheck(Check):
                 f"the registry rejected {how} for {reg.repository} (GET {path} -> 401): either "
                 "the identity may not read this repository, or the repository does not exist "
                 "(ACR answers 401, not 404, for both)",
-                code="REGISTRY_AUTH_ERROR",
+                code=Code.REGISTRY_AUTH_ERROR,
                 faq=["pull-push-roles", "permission-propagation", "manifest-unknown"],
                 remediation=[
                     "Tell the two apart: with the same login, read a repository you know exists; "
@@ -720,7 +590,7 @@ class AuthorizedRequestCheck(Check):
         return problem(
             Status.FAIL,
             f"the registry rejected {how}: GET {path} -> HTTP {resp.status_code}",
-            code="REGISTRY_AUTH_ERROR",
+            code=Code.REGISTRY_AUTH_ERROR,
             faq=faq,
             remediation=[
                 "The token service issued a token the registry does not accept: its "

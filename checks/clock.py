@@ -5,7 +5,9 @@ from __future__ import annotations
 from email.utils import parsedate_to_datetime
 
 from diagnose.check import Check
+from diagnose.codes import Code
 from diagnose.context import CheckContext
+from diagnose.facts import API_ANSWER
 from diagnose.models import Finding, Status, passed, problem, skipped
 
 MAX_SKEW_S = 300.0
@@ -19,15 +21,15 @@ class ClockCheck(Check):
     starts_after = ("dns",)
     timeout_s = 2.0
     faq_keys = ("clock-skew",)
-    codes = ("CLOCK_SKEW",)
+    codes = (Code.CLOCK_SKEW,)
 
     def run(self, ctx: CheckContext) -> Finding:
-        api = ctx.result("api")
-        if api is None:
-            return skipped("the api check did not run: no Date header to compare with")
-        date = api.evidence.get("date")
-        received = api.evidence.get("received_at")
-        if not isinstance(date, str) or not isinstance(received, int | float):
+        ctx.result("api")
+        answer = ctx.fact(API_ANSWER)
+        if answer is None:
+            return skipped("the api check had no answer: no Date header to compare with")
+        date, received = answer.date, round(answer.received_at, 3)
+        if not date:
             return skipped("the registry sent no Date header")
         try:
             server = parsedate_to_datetime(date).timestamp()
@@ -40,7 +42,7 @@ class ClockCheck(Check):
             return problem(
                 Status.WARN,
                 f"this host's clock is {abs(skew) / 60:.1f} minutes {direction} the registry's",
-                code="CLOCK_SKEW",
+                code=Code.CLOCK_SKEW,
                 faq=["clock-skew"],
                 remediation=[
                     "Synchronise the clock (`timedatectl set-ntp true`, or `chronyc makestep`).",

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from diagnose.check import Check
+from diagnose.codes import Code
 from diagnose.context import CheckContext
 from diagnose.models import Finding, Issue, Status, combine, passed, skipped
 from diagnose.reference import hub_domain
@@ -43,11 +44,11 @@ class ContainerdHostsCheck(Check):
     timeout_s = 20.0
     faq_keys = ("containerd-hosts", "certificate-trust", "insecure-registry")
     codes = (
-        "CONTAINERD_CONFIG_ERROR",
-        "CONTAINERD_CA_MISSING",
-        "MIRROR_UNREACHABLE",
-        "CONTAINERD_HOSTS_ERROR",
-        "TLS_VERIFY_DISABLED",
+        Code.CONTAINERD_CONFIG_ERROR,
+        Code.CONTAINERD_CA_MISSING,
+        Code.MIRROR_UNREACHABLE,
+        Code.CONTAINERD_HOSTS_ERROR,
+        Code.TLS_VERIFY_DISABLED,
     )
 
     def run(self, ctx: CheckContext) -> Finding:
@@ -68,7 +69,7 @@ class ContainerdHostsCheck(Check):
                 [
                     Issue(
                         Status.FAIL,
-                        "CONTAINERD_CONFIG_ERROR",
+                        Code.CONTAINERD_CONFIG_ERROR,
                         ["containerd-hosts"],
                         f"{cfg.path} {cfg.error}: containerd does not start with it",
                         ["Fix the TOML, then `sudo systemctl restart containerd`."],
@@ -81,7 +82,7 @@ class ContainerdHostsCheck(Check):
                 [
                     Issue(
                         Status.FAIL,
-                        "CONTAINERD_CONFIG_ERROR",
+                        Code.CONTAINERD_CONFIG_ERROR,
                         ["containerd-hosts"],
                         f"{cfg.path} sets both the CRI registry config_path and the legacy "
                         "`mirrors`: containerd's CRI refuses the pair",
@@ -100,7 +101,7 @@ class ContainerdHostsCheck(Check):
                 [
                     Issue(
                         Status.FAIL,
-                        "CONTAINERD_CONFIG_ERROR",
+                        Code.CONTAINERD_CONFIG_ERROR,
                         ["containerd-hosts"],
                         f"{hosts.path} {hosts.error}: containerd fails every pull from {name}",
                         ["Fix the TOML of that file (see containerd's docs/hosts.md)."],
@@ -115,7 +116,7 @@ class ContainerdHostsCheck(Check):
                     [
                         Issue(
                             Status.FAIL,
-                            "CONTAINERD_CA_MISSING",
+                            Code.CONTAINERD_CA_MISSING,
                             ["containerd-hosts", "certificate-trust"],
                             f"{_where(hosts, entry)} names {', '.join(missing)} for "
                             f"{_host_key(entry, hosts)}, which does not exist: containerd "
@@ -150,7 +151,7 @@ class ContainerdHostsCheck(Check):
                 issues.append(
                     Issue(
                         Status.WARN,
-                        "MIRROR_UNREACHABLE",
+                        Code.MIRROR_UNREACHABLE,
                         ["containerd-hosts"],
                         f"containerd reaches {entry.url} only after {len(failed)} failed "
                         f"host(s): {failed[0]['detail']} ({hosts.path})",
@@ -164,7 +165,7 @@ class ContainerdHostsCheck(Check):
                 issues.append(
                     Issue(
                         Status.WARN,
-                        "TLS_VERIFY_DISABLED",
+                        Code.TLS_VERIFY_DISABLED,
                         ["containerd-hosts", "certificate-trust"],
                         f"skip_verify = true for {_host_key(entry, hosts)} in "
                         f"{_where(hosts, entry)}: the pull works without checking who answers",
@@ -187,7 +188,7 @@ class ContainerdHostsCheck(Check):
                 [
                     Issue(
                         Status.FAIL,
-                        "CONTAINERD_HOSTS_ERROR",
+                        Code.CONTAINERD_HOSTS_ERROR,
                         ["containerd-hosts"],
                         f"no host in {hosts.path} has the {need!r} capability: containerd has "
                         "nowhere to ask",
@@ -225,7 +226,7 @@ class ContainerdHostsCheck(Check):
             [
                 Issue(
                     Status.FAIL,
-                    "CONTAINERD_HOSTS_ERROR",
+                    Code.CONTAINERD_HOSTS_ERROR,
                     ["containerd-hosts", "certificate-trust", "network-connectivity"],
                     "containerd cannot pull from any host it would try for "
                     f"{name}: " + "; ".join(f"{t['host']}: {t['detail']}" for t in tried),

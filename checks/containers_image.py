@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from diagnose.check import Check
+from diagnose.codes import Code
 from diagnose.context import CheckContext
 from diagnose.dockerhost import read_text
+from diagnose.facts import IMAGE_MANIFEST_DIGEST
 from diagnose.models import Finding, ImageRef, Issue, Status, combine, passed, skipped
 from diagnose.reference import DEFAULT_DOMAIN, LEGACY_DOMAINS, api_host
 
@@ -31,7 +33,7 @@ NOT_HERE = "neither podman, CRI-O, skopeo nor buildah is on this host (--runtime
 def _home(ctx: CheckContext) -> Path:
     from diagnose.containers import user_home
 
-    return user_home(ctx.options.host_root, dict(os.environ), ctx.live_host)
+    return user_home(ctx.options.host_root, dict(ctx.environ), ctx.live_host)
 
 
 def _ref(ctx: CheckContext) -> tuple[str, str, ImageRef | None]:
@@ -117,11 +119,11 @@ class RegistriesConfCheck(Check):
         "certificate-trust",
     )
     codes = (
-        "CONTAINERS_CONFIG_ERROR",
-        "REGISTRY_BLOCKED",
-        "SHORT_NAME_ENFORCING",
-        "MIRROR_UNREACHABLE",
-        "RUNTIME_ENDPOINT_ERROR",
+        Code.CONTAINERS_CONFIG_ERROR,
+        Code.REGISTRY_BLOCKED,
+        Code.SHORT_NAME_ENFORCING,
+        Code.MIRROR_UNREACHABLE,
+        Code.RUNTIME_ENDPOINT_ERROR,
     )
 
     def run(self, ctx: CheckContext) -> Finding:
@@ -143,7 +145,7 @@ class RegistriesConfCheck(Check):
         issues: list[Issue] = [
             Issue(
                 Status.FAIL,
-                "CONTAINERS_CONFIG_ERROR",
+                Code.CONTAINERS_CONFIG_ERROR,
                 ["registries-conf"],
                 err,
                 ["Fix that file: podman, CRI-O and skopeo refuse to pull while it does not parse."],
@@ -180,7 +182,7 @@ class RegistriesConfCheck(Check):
                 issues.append(
                     Issue(
                         Status.FAIL,
-                        "REGISTRY_BLOCKED",
+                        Code.REGISTRY_BLOCKED,
                         ["registries-conf"],
                         f"{cand} is blocked by the [[registry]] with prefix {entry.prefix!r} in "
                         f"{where} (blocked = true): podman and CRI-O refuse to pull it",
@@ -207,7 +209,7 @@ class RegistriesConfCheck(Check):
                         issues.append(
                             Issue(
                                 Status.WARN,
-                                "MIRROR_UNREACHABLE",
+                                Code.MIRROR_UNREACHABLE,
                                 ["registries-conf"],
                                 f"the pull works from {source.reference}, after "
                                 f"{len(failed)} failed attempt(s) first: {first['detail']}",
@@ -241,7 +243,7 @@ class RegistriesConfCheck(Check):
                 issues.append(
                     Issue(
                         Status.FAIL,
-                        "RUNTIME_ENDPOINT_ERROR",
+                        Code.RUNTIME_ENDPOINT_ERROR,
                         ["registries-conf", "certificate-trust", "network-connectivity"],
                         "podman and CRI-O cannot pull "
                         f"{cand}: " + "; ".join(str(t["detail"]) for t in tried),
@@ -276,7 +278,7 @@ class RegistriesConfCheck(Check):
             where = conf.search_source or (conf.files[0] if conf.files else "registries.conf")
             return [], Issue(
                 Status.FAIL,
-                "SHORT_NAME_ENFORCING",
+                Code.SHORT_NAME_ENFORCING,
                 ["short-name-resolution"],
                 f"{name!r} is a short name, no alias resolves it and no "
                 f"unqualified-search-registries are set ({where}): podman cannot pull it",
@@ -287,7 +289,7 @@ class RegistriesConfCheck(Check):
             line = line_of(Path(source), "short-name-mode")
             return [], Issue(
                 Status.FAIL,
-                "SHORT_NAME_ENFORCING",
+                Code.SHORT_NAME_ENFORCING,
                 ["short-name-resolution"],
                 f"{name!r} is a short name and short-name-mode is enforcing ({source}"
                 + (f" line {line}" if line else "")
@@ -366,7 +368,12 @@ class SignaturePolicyCheck(Check):
     depends_on = ("container-runtimes", "manifest")
     timeout_s = 15.0
     faq_keys = ("signature-policy", "signature-verification")
-    codes = ("POLICY_ERROR", "POLICY_REJECT", "SIGNATURE_KEY_MISSING", "SIGNATURE_MISSING")
+    codes = (
+        Code.POLICY_ERROR,
+        Code.POLICY_REJECT,
+        Code.SIGNATURE_KEY_MISSING,
+        Code.SIGNATURE_MISSING,
+    )
 
     def run(self, ctx: CheckContext) -> Finding:
         if not ctx.in_play(*RUNTIMES):
@@ -410,7 +417,7 @@ class SignaturePolicyCheck(Check):
             return [
                 Issue(
                     Status.FAIL,
-                    "POLICY_ERROR",
+                    Code.POLICY_ERROR,
                     ["signature-policy"],
                     f"{policy.path} does not exist: {clients} refuse to pull without a "
                     "signature policy",
@@ -425,7 +432,7 @@ class SignaturePolicyCheck(Check):
             return [
                 Issue(
                     Status.FAIL,
-                    "POLICY_ERROR",
+                    Code.POLICY_ERROR,
                     ["signature-policy"],
                     f"{policy.path} {policy.error}",
                     ["Fix the file; `podman image trust show` reads it as the clients do."],
@@ -447,7 +454,7 @@ class SignaturePolicyCheck(Check):
             issues.append(
                 Issue(
                     Status.FAIL,
-                    "POLICY_ERROR",
+                    Code.POLICY_ERROR,
                     ["signature-policy"],
                     f"the requirement list for {scope} in {where} is empty: the clients refuse it",
                     [f"Give it at least one requirement, e.g. {accept}."],
@@ -459,7 +466,7 @@ class SignaturePolicyCheck(Check):
                 issues.append(
                     Issue(
                         Status.FAIL,
-                        "POLICY_REJECT",
+                        Code.POLICY_REJECT,
                         ["signature-policy"],
                         f"policy.json rejects {full}: scope {scope} in {where} is "
                         '[{"type": "reject"}] (the clients say "Running image … is rejected by '
@@ -480,9 +487,8 @@ class SignaturePolicyCheck(Check):
         )
 
     def _digest(self, ctx: CheckContext) -> str | None:
-        m = ctx.result("manifest")
-        d = m.evidence.get("content_digest") if m is not None else None
-        return d if isinstance(d, str) else None
+        ctx.result("manifest")
+        return ctx.fact(IMAGE_MANIFEST_DIGEST)
 
     def _signature(
         self,
@@ -516,7 +522,7 @@ class SignaturePolicyCheck(Check):
             else [
                 Issue(
                     Status.FAIL,
-                    "SIGNATURE_KEY_MISSING",
+                    Code.SIGNATURE_KEY_MISSING,
                     ["signature-policy"],
                     f"the {r.get('type')} requirement for {scope} in {where} names the key "
                     f"{', '.join(missing) or '(none)'}, which is not on this host: every pull "
@@ -560,7 +566,7 @@ class SignaturePolicyCheck(Check):
         return [
             Issue(
                 Status.FAIL,
-                "SIGNATURE_MISSING",
+                Code.SIGNATURE_MISSING,
                 ["signature-policy"],
                 f"{where} requires a signature for {scope} ({r.get('type')}), and none exists "
                 f"for this image (looked at {looked}): the clients stop with 'A signature was "
@@ -583,7 +589,7 @@ class PodmanCredentialsCheck(Check):
     depends_on = ("container-runtimes",)
     timeout_s = 5.0
     faq_keys = ("runtime-credentials",)
-    codes = ("CREDENTIALS_ERROR", "CREDENTIALS_DISAGREE")
+    codes = (Code.CREDENTIALS_ERROR, Code.CREDENTIALS_DISAGREE)
 
     def run(self, ctx: CheckContext) -> Finding:
         if not ctx.in_play(*RUNTIMES):
@@ -592,7 +598,7 @@ class PodmanCredentialsCheck(Check):
 
         _full, name, _image = _ref(ctx)
         root = ctx.options.host_root
-        files = podman_auth_files(_home(ctx), dict(os.environ), root, ctx.live_host)
+        files = podman_auth_files(_home(ctx), dict(ctx.environ), root, ctx.live_host)
         if ctx.in_play("crio"):
             crio_auth = load_crio_conf(root).global_auth_file
             if crio_auth:
@@ -614,7 +620,7 @@ class PodmanCredentialsCheck(Check):
                 issues.append(
                     Issue(
                         Status.FAIL,
-                        "CREDENTIALS_ERROR",
+                        Code.CREDENTIALS_ERROR,
                         ["runtime-credentials"],
                         f"{path} does not parse ({where}): podman stops at it",
                         [f"Fix or remove {path}; `podman login` rewrites it."],
@@ -645,7 +651,7 @@ class PodmanCredentialsCheck(Check):
                 [
                     Issue(
                         Status.WARN,
-                        "CREDENTIALS_DISAGREE",
+                        Code.CREDENTIALS_DISAGREE,
                         ["runtime-credentials"],
                         summary
                         + f"; {o['file']} holds another login for it"

@@ -4,16 +4,16 @@ talk to the registry, and what its log says. Everything here only reads."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from diagnose import faq
 from diagnose.check import Check
+from diagnose.codes import Code
 from diagnose.context import CheckContext
+from diagnose.facts import DAEMON, DaemonInfo
 from diagnose.models import Finding, Status, passed, problem, skipped
 from diagnose.secrets import scrub
 
@@ -76,7 +76,7 @@ def _installed(ctx: CheckContext) -> bool:
     root = ctx.options.host_root
     if any((root / f).exists() for f in UNIT_FILES) or (root / "usr/bin/dockerd").exists():
         return True
-    return ctx.live_host and bool(shutil.which("dockerd") or shutil.which("docker-current"))
+    return ctx.live_host and bool(ctx.which("dockerd") or ctx.which("docker-current"))
 
 
 class DockerDaemonCheck(Check):
@@ -87,7 +87,7 @@ class DockerDaemonCheck(Check):
     runtimes = ("docker",)
     timeout_s = 10.0
     faq_keys = ("client-timeout", "docker-debug-logs", "cli-in-container")
-    codes = ("DOCKER_DAEMON_ERROR", "DOCKER_SOCKET_PERMISSION")
+    codes = (Code.DOCKER_DAEMON_ERROR, Code.DOCKER_SOCKET_PERMISSION)
 
     def run(self, ctx: CheckContext) -> Finding:
         from diagnose.engine import DEFAULT_HOST, EngineError, engine_get
@@ -95,7 +95,7 @@ class DockerDaemonCheck(Check):
         root = ctx.options.host_root
         docker_host = ctx.options.docker_host
         if docker_host is None and ctx.live_host:
-            docker_host = os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+            docker_host = ctx.environ.get("DOCKER_HOST") or DEFAULT_HOST
         processes = daemon_processes(ctx.processes())
         installed = _installed(ctx)
         evidence: dict[str, Any] = {
@@ -104,7 +104,8 @@ class DockerDaemonCheck(Check):
             "installed": installed,
             "init": _init_system(root),
         }
-        ctx.keep("processes", processes)
+        args = tuple(str(a) for a in processes[0].get("args", [])) if processes else ()
+        ctx.put(DAEMON, DaemonInfo(present=None, args=args))
         if docker_host is None:
             evidence["present"] = None
             return skipped(
@@ -117,12 +118,14 @@ class DockerDaemonCheck(Check):
             _, version = engine_get(docker_host, "/version", ctx.budget(4.0))
             _, info = engine_get(docker_host, "/info", ctx.budget(6.0))
         except EngineError as exc:
-            return self._unreachable(ctx, exc, processes, installed, evidence)
+            finding = self._unreachable(ctx, exc, processes, installed, evidence)
+            ctx.put(DAEMON, DaemonInfo(present=evidence.get("present"), args=args))
+            return finding
         if not isinstance(version, dict) or not isinstance(info, dict):
             return problem(
                 Status.FAIL,
                 f"{docker_host} answers, but not as a docker daemon",
-                code="DOCKER_DAEMON_ERROR",
+                code=Code.DOCKER_DAEMON_ERROR,
                 faq=["docker-debug-logs"],
                 evidence=evidence,
             )
@@ -139,6 +142,28 @@ class DockerDaemonCheck(Check):
             https_proxy=info.get("HttpsProxy") or None,
             no_proxy=info.get("NoProxy") or None,
             security_options=info.get("SecurityOptions"),
+        )
+        proxies = {
+            name: str(info[key])
+            for key, name in (
+                ("HttpProxy", "HTTP_PROXY"),
+                ("HttpsProxy", "HTTPS_PROXY"),
+                ("NoProxy", "NO_PROXY"),
+            )
+            if info.get(key)
+        }
+        registry_config = info.get("RegistryConfig")
+        ctx.put(
+            DAEMON,
+            DaemonInfo(
+                present=True,
+                version=str(version.get("Version") or "") or None,
+                debug=info.get("Debug") if isinstance(info.get("Debug"), bool) else None,
+                registry_config=registry_config if isinstance(registry_config, dict) else {},
+                proxies=proxies,
+                args=args,
+                os_type=str(info.get("OSType") or "").lower() or None,
+            ),
         )
         return passed(
             f"docker {version.get('Version')} answers on {docker_host}"
@@ -161,7 +186,7 @@ class DockerDaemonCheck(Check):
             return problem(
                 Status.FAIL,
                 f"the docker socket refuses this user: {exc}",
-                code="DOCKER_SOCKET_PERMISSION",
+                code=Code.DOCKER_SOCKET_PERMISSION,
                 faq=["cli-in-container"],
                 remediation=[
                     "Join the group that owns the socket: `sudo usermod -aG docker "
@@ -175,7 +200,7 @@ class DockerDaemonCheck(Check):
             return problem(
                 Status.FAIL,
                 f"dockerd runs (pid {processes[0]['pid']}) but {exc}",
-                code="DOCKER_DAEMON_ERROR",
+                code=Code.DOCKER_DAEMON_ERROR,
                 faq=["client-timeout", "docker-debug-logs"],
                 remediation=[
                     "Check which socket the daemon listens on (`-H` / `hosts` in "
@@ -189,7 +214,7 @@ class DockerDaemonCheck(Check):
             return problem(
                 Status.FAIL,
                 f"docker is installed but its daemon is not running ({exc})",
-                code="DOCKER_DAEMON_ERROR",
+                code=Code.DOCKER_DAEMON_ERROR,
                 faq=["client-timeout", "docker-debug-logs"],
                 remediation=[
                     f"Start it: `{_start_command(root)}`.",
@@ -208,8 +233,9 @@ class DockerDaemonCheck(Check):
 
 def docker_absent(ctx: CheckContext) -> str | None:
     """Why docker-only checks have nothing to look at, or None."""
-    daemon = ctx.result("docker-daemon")
-    if daemon is not None and daemon.evidence.get("present") is False:
+    ctx.result("docker-daemon")
+    daemon = ctx.fact(DAEMON)
+    if daemon is not None and daemon.present is False:
         return "no docker on this host"
     return None
 
@@ -228,15 +254,16 @@ class DockerVersionCheck(Check):
     depends_on = ("docker-daemon",)
     timeout_s = 15.0
     faq_keys = ("tls12",)
-    codes = ("DOCKER_VERSION_ERROR",)
+    codes = (Code.DOCKER_VERSION_ERROR,)
 
     def run(self, ctx: CheckContext) -> Finding:
         reason = docker_absent(ctx)
-        daemon = ctx.result("docker-daemon")
-        server = str(daemon.evidence.get("version") or "") if daemon else ""
+        ctx.result("docker-daemon")
+        daemon = ctx.fact(DAEMON)
+        server = (daemon.version or "") if daemon else ""
         client = ""
         evidence: dict[str, Any] = {}
-        cli = shutil.which("docker") if ctx.live_host else None
+        cli = ctx.which("docker") if ctx.live_host else None
         if cli:
             try:
                 p = subprocess.run(
@@ -245,7 +272,7 @@ class DockerVersionCheck(Check):
                     timeout=ctx.budget(10.0),
                     check=False,
                     env={
-                        **os.environ,
+                        **ctx.environ,
                         **(
                             {"DOCKER_HOST": ctx.options.docker_host}
                             if ctx.options.docker_host
@@ -282,7 +309,7 @@ class DockerVersionCheck(Check):
                 Status.FAIL,
                 f"docker {' and '.join(old)} is older than {MIN_VERSION}: it cannot "
                 "negotiate TLS 1.2 with registries that require it",
-                code="DOCKER_VERSION_ERROR",
+                code=Code.DOCKER_VERSION_ERROR,
                 faq=["tls12"],
                 remediation=[
                     "Upgrade docker (client and engine) to 18.03 or later; current "
@@ -303,7 +330,7 @@ class DaemonLogCheck(Check):
     depends_on = ("docker-daemon",)
     timeout_s = 15.0
     faq_keys = tuple(faq.load())
-    codes = ("DAEMON_LOG_ERRORS",)
+    codes = (Code.DAEMON_LOG_ERRORS,)
 
     def run(self, ctx: CheckContext) -> Finding:
         from diagnose.dockerhost import tail
@@ -322,7 +349,7 @@ class DaemonLogCheck(Check):
         if (
             text is None
             and ctx.live_host
-            and shutil.which("journalctl")
+            and ctx.which("journalctl")
             and (root / "run/systemd/system").is_dir()
         ):
             try:
@@ -368,7 +395,7 @@ class DaemonLogCheck(Check):
         return problem(
             Status.WARN,
             f"{len(hits)} line(s) of {where} match known errors: {', '.join(ranked[:4])}",
-            code="DAEMON_LOG_ERRORS",
+            code=Code.DAEMON_LOG_ERRORS,
             faq=ranked[:4],
             remediation=[
                 f"Latest: {hits[-1]['line']}",

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from diagnose.check import Check
+from diagnose.codes import Code
 from diagnose.context import CheckContext
 from diagnose.dockerhost import (
     flag_value,
@@ -20,6 +21,7 @@ from diagnose.dockerhost import (
     registry_listed,
     systemd_proxy_env,
 )
+from diagnose.facts import DAEMON, SCHEME, DaemonInfo
 from diagnose.models import Finding, Issue, Status, combine, passed, problem, skipped
 from diagnose.net import ConnectError, connect
 from diagnose.proxy import go_uses_proxy
@@ -30,17 +32,10 @@ RESTART = "sudo systemctl restart docker"
 PROXY_UNREACHABLE = Status.WARN
 
 
-def _daemon_args(ctx: CheckContext) -> list[str]:
+def _daemon(ctx: CheckContext) -> DaemonInfo:
+    """What the docker-daemon check learnt (nothing, when it did not reach a daemon)."""
     ctx.result("docker-daemon")
-    procs = ctx.kept("processes")
-    if isinstance(procs, list) and procs and isinstance(procs[0], dict):
-        return [str(a) for a in procs[0].get("args", [])]
-    return []
-
-
-def _info(ctx: CheckContext) -> dict[str, Any]:
-    daemon = ctx.result("docker-daemon")
-    return dict(daemon.evidence) if daemon is not None and daemon.evidence.get("version") else {}
+    return ctx.fact(DAEMON) or DaemonInfo(present=None)
 
 
 def _major(version: str) -> int | None:
@@ -48,11 +43,11 @@ def _major(version: str) -> int | None:
     return int(head) if head.isascii() and head.isdigit() else None
 
 
-def _upstream(info: dict[str, Any]) -> str | None:
+def _upstream(info: DaemonInfo) -> str | None:
     """The running daemon's version when it is docker's own (17.03 and later): Red Hat's
     fork (docker 1.13 and before, `docker-current`) alone has --block-registry, and upstream
     dockerd refuses to start with that flag."""
-    version = str(info.get("version") or "")
+    version = info.version or ""
     major = _major(version)
     return version if major is not None and major >= 17 else None
 
@@ -80,12 +75,12 @@ class DaemonOptionsCheck(Check):
         "client-timeout",
     )
     codes = (
-        "SIGNATURE_VERIFICATION",
-        "DAEMON_CONFIG_ERROR",
-        "INSECURE_REGISTRY",
-        "REGISTRY_BLOCKED",
-        "MIRROR_UNREACHABLE",
-        "DAEMON_PROXY_ERROR",
+        Code.SIGNATURE_VERIFICATION,
+        Code.DAEMON_CONFIG_ERROR,
+        Code.INSECURE_REGISTRY,
+        Code.REGISTRY_BLOCKED,
+        Code.MIRROR_UNREACHABLE,
+        Code.DAEMON_PROXY_ERROR,
     )
 
     def run(self, ctx: CheckContext) -> Finding:
@@ -93,8 +88,8 @@ class DaemonOptionsCheck(Check):
         dj = parse_daemon_json(root / "etc/docker/daemon.json")
         sc = parse_sysconfig(root / "etc/sysconfig/docker")
         release = os_release(root)
-        args = _daemon_args(ctx)
-        info = _info(ctx)
+        info = _daemon(ctx)
+        args = list(info.args)
         issues: list[Issue] = []
         evidence: dict[str, Any] = {
             "os": release.get("PRETTY_NAME") or release.get("ID"),
@@ -107,7 +102,7 @@ class DaemonOptionsCheck(Check):
             issues.append(
                 Issue(
                     Status.FAIL,
-                    "DAEMON_CONFIG_ERROR",
+                    Code.DAEMON_CONFIG_ERROR,
                     ["docker-debug-logs"],
                     f"/etc/docker/daemon.json {dj.error}: the daemon refuses to "
                     "start (or restart) with it",
@@ -121,7 +116,7 @@ class DaemonOptionsCheck(Check):
             issues.append(
                 Issue(
                     Status.FAIL,
-                    "DAEMON_CONFIG_ERROR",
+                    Code.DAEMON_CONFIG_ERROR,
                     ["docker-debug-logs"],
                     f"/etc/docker/daemon.json: {err}",
                     ["Correct the value's type; the daemon will not start with it."],
@@ -131,14 +126,14 @@ class DaemonOptionsCheck(Check):
             issues.append(
                 Issue(
                     Status.FAIL,
-                    "DAEMON_CONFIG_ERROR",
+                    Code.DAEMON_CONFIG_ERROR,
                     ["signature-verification"],
                     f"/etc/sysconfig/docker {err}",
                     ["Fix the shell quoting of that line."],
                 )
             )
         issues += self._signature(release, sc, dj.data, args)
-        debug = info.get("debug") if "debug" in info else dj.data.get("debug")
+        debug = info.debug if info.debug is not None else dj.data.get("debug")
         if flag_value(args, "--debug") == "true" or flag_value(args, "-D") == "true":
             debug = True
         evidence["debug"] = bool(debug)
@@ -157,7 +152,7 @@ class DaemonOptionsCheck(Check):
             )
         elif from_file:
             blocked += from_file
-        regcfg = info.get("registry_config") or {}
+        regcfg = info.registry_config
         api_insecure = [
             name
             for name, cfg in (regcfg.get("IndexConfigs") or {}).items()
@@ -238,7 +233,7 @@ class DaemonOptionsCheck(Check):
         return [
             Issue(
                 Status.FAIL,
-                "SIGNATURE_VERIFICATION",
+                Code.SIGNATURE_VERIFICATION,
                 ["signature-verification"],
                 f"the daemon {why}: pulls from registries without signatures fail with "
                 "'unauthorized: authentication required'",
@@ -249,7 +244,7 @@ class DaemonOptionsCheck(Check):
             )
         ]
 
-    def _proxies(self, root: Path, data: dict[str, Any], info: dict[str, Any]) -> dict[str, str]:
+    def _proxies(self, root: Path, data: dict[str, Any], info: DaemonInfo) -> dict[str, str]:
         out: dict[str, str] = {}
         drop = systemd_proxy_env(root)
         for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
@@ -264,13 +259,7 @@ class DaemonOptionsCheck(Check):
             ):
                 if isinstance(cfg.get(key), str) and cfg[key]:
                     out[name] = cfg[key]
-        for key, name in (
-            ("http_proxy", "HTTP_PROXY"),
-            ("https_proxy", "HTTPS_PROXY"),
-            ("no_proxy", "NO_PROXY"),
-        ):
-            if info.get(key):
-                out[name] = str(info[key])
+        out.update(info.proxies)
         return out
 
     def _per_registry(
@@ -293,7 +282,7 @@ class DaemonOptionsCheck(Check):
             issues.append(
                 Issue(
                     Status.WARN,
-                    "INSECURE_REGISTRY",
+                    Code.INSECURE_REGISTRY,
                     ["tls12"],
                     f"docker treats {server} as insecure ({entry!r}): certificate errors are "
                     "ignored and plain HTTP is allowed",
@@ -308,7 +297,7 @@ class DaemonOptionsCheck(Check):
             issues.append(
                 Issue(
                     Status.FAIL,
-                    "REGISTRY_BLOCKED",
+                    Code.REGISTRY_BLOCKED,
                     ["network-connectivity"],
                     f"BLOCK_REGISTRY in /etc/sysconfig/docker blocks {server} ({hit!r})",
                     [f"Remove {hit!r} from BLOCK_REGISTRY and restart the daemon."],
@@ -341,7 +330,7 @@ class DaemonOptionsCheck(Check):
             return [
                 Issue(
                     Status.WARN,
-                    "MIRROR_UNREACHABLE",
+                    Code.MIRROR_UNREACHABLE,
                     ["network-connectivity", "client-timeout"],
                     f"registry mirror {mirror} cannot be reached: Docker Hub pulls wait "
                     "for it before falling back",
@@ -363,7 +352,7 @@ class DaemonOptionsCheck(Check):
             return [
                 Issue(
                     PROXY_UNREACHABLE,
-                    "DAEMON_PROXY_ERROR",
+                    Code.DAEMON_PROXY_ERROR,
                     ["network-connectivity"],
                     f"the daemon reaches {server} through proxy {host}:{port}, which "
                     "cannot be reached from here",
@@ -385,7 +374,7 @@ class NondistributableCheck(Check):
     starts_after = ("dns",)
     timeout_s = 15.0
     faq_keys = ("nondistributable-artifacts", "manifest-unknown")
-    codes = ("NONDISTRIBUTABLE_NOT_ALLOWED", "BLOB_UNKNOWN")
+    codes = (Code.NONDISTRIBUTABLE_NOT_ALLOWED, Code.BLOB_UNKNOWN)
 
     def run(self, ctx: CheckContext) -> Finding:
         from diagnose.registryapi import NotReadable, manifest_for
@@ -394,11 +383,11 @@ class NondistributableCheck(Check):
         assert reg is not None
         root = ctx.options.host_root
         dj = parse_daemon_json(root / "etc/docker/daemon.json")
-        info = _info(ctx)
-        regcfg = info.get("registry_config") or {}
+        info = _daemon(ctx)
+        regcfg = info.registry_config
         entries = [
             *(dj.data.get("allow-nondistributable-artifacts") or []),
-            *flag_values(_daemon_args(ctx), "--allow-nondistributable-artifacts"),
+            *flag_values(list(info.args), "--allow-nondistributable-artifacts"),
             *(regcfg.get("AllowNondistributableArtifactsHostnames") or []),
             *(regcfg.get("AllowNondistributableArtifactsCIDRs") or []),
         ]
@@ -410,7 +399,7 @@ class NondistributableCheck(Check):
             "covered_by": covered,
             "addresses": addresses,
         }
-        version = str(info.get("version") or "")
+        version = info.version or ""
         if (_major(version) or 0) >= 25:
             evidence["note"] = (
                 "docker 25 deprecated allow-nondistributable-artifacts and later "
@@ -434,7 +423,7 @@ class NondistributableCheck(Check):
         ][:20]
         if not foreign:
             return passed(f"{reg.repository} has no foreign layers", **evidence)
-        if str(info.get("os_type") or "").lower() == "linux":
+        if info.os_type == "linux":
             return _on_linux(ctx, foreign, evidence)
         if covered:
             return passed(
@@ -448,7 +437,7 @@ class NondistributableCheck(Check):
             f"{reg.repository} has {len(foreign)} foreign layer(s) and {reg.login_server} is not "
             "in allow-nondistributable-artifacts: a host that may reach only the registry cannot "
             "fetch them, and pushes leave them out",
-            code="NONDISTRIBUTABLE_NOT_ALLOWED",
+            code=Code.NONDISTRIBUTABLE_NOT_ALLOWED,
             faq=["nondistributable-artifacts"],
             remediation=[
                 f"Add the registry to /etc/docker/daemon.json: {snippet}",
@@ -489,7 +478,7 @@ def _on_linux(
             f"{reg.repository} has {len(missing)} foreign layer(s) the registry does not hold "
             f"({missing[0][:19]}…): a Linux docker daemon reads foreign layers from the registry "
             "only, never from their URLs, so its pull stops there (unknown blob)",
-            code="BLOB_UNKNOWN",
+            code=Code.BLOB_UNKNOWN,
             faq=["manifest-unknown", "nondistributable-artifacts"],
             remediation=[
                 "Push the image again with its foreign layers: from a daemon that lists the "
@@ -515,7 +504,7 @@ class DockerCertsCheck(Check):
     starts_after = ("dns",)
     timeout_s = 10.0
     faq_keys = ("certificate-trust", "network-connectivity")
-    codes = ("DOCKER_CA_MISSING",)
+    codes = (Code.DOCKER_CA_MISSING,)
 
     def run(self, ctx: CheckContext) -> Finding:
         import ipaddress
@@ -526,7 +515,7 @@ class DockerCertsCheck(Check):
         reg = ctx.registry
         assert reg is not None
         tls = ctx.result("tls")
-        if tls is None or tls.evidence.get("scheme") == "http":
+        if tls is None or ctx.fact(SCHEME) == "http":
             return skipped("no TLS to check (plain HTTP or no tls result)")
         folder = reg.host if reg.effective_port == 443 else f"{reg.host}:{reg.effective_port}"
         certs_dir = ctx.options.host_root / "etc/docker/certs.d" / folder
@@ -559,7 +548,7 @@ class DockerCertsCheck(Check):
                 Status.FAIL,
                 f"docker does not trust {reg.login_server}'s certificate: it chains to a CA that "
                 f"is neither in the system store nor in /etc/docker/certs.d/{folder}/",
-                code="DOCKER_CA_MISSING",
+                code=Code.DOCKER_CA_MISSING,
                 faq=["certificate-trust", "network-connectivity"],
                 remediation=[
                     f"Copy the registry's CA certificate to "

@@ -7,6 +7,7 @@ import ipaddress
 from typing import Any
 
 from diagnose.check import Check
+from diagnose.codes import Code
 from diagnose.context import CheckContext
 from diagnose.models import Finding, Status, passed, problem, skipped
 from diagnose.resolve import DnsLookup, ResolveError, is_ip
@@ -34,7 +35,7 @@ class DnsCheck(Check):
     order = 20
     timeout_s = 10.0
     faq_keys = ("network-connectivity", "client-timeout")
-    codes = ("CONNECTIVITY_DNS_ERROR", "CONNECTIVITY_DNS_MISMATCH")
+    codes = (Code.CONNECTIVITY_DNS_ERROR, Code.CONNECTIVITY_DNS_MISMATCH)
 
     def run(self, ctx: CheckContext) -> Finding:
         reg = ctx.registry
@@ -56,7 +57,7 @@ class DnsCheck(Check):
             return problem(
                 Status.FAIL,
                 str(exc),
-                code="CONNECTIVITY_DNS_ERROR",
+                code=Code.CONNECTIVITY_DNS_ERROR,
                 faq=FAQ,
                 remediation=[
                     "Give this host a working nameserver in /etc/resolv.conf, "
@@ -83,7 +84,7 @@ class DnsCheck(Check):
             return problem(
                 Status.FAIL,
                 f"DNS knows {host} but this host's resolver does not ({system_error})",
-                code="CONNECTIVITY_DNS_ERROR",
+                code=Code.CONNECTIVITY_DNS_ERROR,
                 faq=FAQ,
                 remediation=[
                     "Check /etc/nsswitch.conf and any local resolver (systemd-resolved, dnsmasq) "
@@ -100,7 +101,7 @@ class DnsCheck(Check):
                 Status.WARN,
                 f"DNS says {host} is {', '.join(look.addresses)} but this host resolves it to "
                 f"{', '.join(system)}",
-                code="CONNECTIVITY_DNS_MISMATCH",
+                code=Code.CONNECTIVITY_DNS_MISMATCH,
                 faq=FAQ,
                 remediation=[
                     f"Docker connects to {', '.join(system)}. Look for an entry for {host} in "
@@ -147,7 +148,7 @@ class DnsCheck(Check):
                 Status.WARN,
                 f"DNS cannot resolve {host} ({err}); this host resolves it to "
                 f"{', '.join(system)} by other means (hosts file or a local resolver)",
-                code="CONNECTIVITY_DNS_MISMATCH",
+                code=Code.CONNECTIVITY_DNS_MISMATCH,
                 faq=FAQ,
                 remediation=[
                     "Other machines (and containers with their own DNS) will not find the "
@@ -182,7 +183,7 @@ class DnsCheck(Check):
         return problem(
             Status.FAIL,
             f"cannot resolve {host}: {err}",
-            code="CONNECTIVITY_DNS_ERROR",
+            code=Code.CONNECTIVITY_DNS_ERROR,
             faq=faq,
             remediation=steps,
             evidence=evidence,

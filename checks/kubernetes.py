@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from diagnose.check import Check
+from diagnose.codes import Code
 from diagnose.context import CheckContext
 from diagnose.dockerhost import flag_value, read_text
 from diagnose.models import Finding, Issue, Status, combine, passed, skipped
@@ -58,7 +59,7 @@ class CredentialProviderCheck(Check):
     order = 265
     timeout_s = 5.0
     faq_keys = ("kubernetes-image-pull", "runtime-credentials")
-    codes = ("KUBELET_PROVIDER_CONFIG_ERROR", "KUBELET_PROVIDER_MISSING")
+    codes = (Code.KUBELET_PROVIDER_CONFIG_ERROR, Code.KUBELET_PROVIDER_MISSING)
 
     def run(self, ctx: CheckContext) -> Finding:
         from diagnose.yamlish import YamlError, loads
@@ -97,7 +98,7 @@ class CredentialProviderCheck(Check):
                 [
                     Issue(
                         Status.FAIL,
-                        "KUBELET_PROVIDER_CONFIG_ERROR",
+                        Code.KUBELET_PROVIDER_CONFIG_ERROR,
                         ["kubernetes-image-pull"],
                         f"{path}: {error}: the kubelet does not start with it",
                         ["Fix the file (kubelet.config.k8s.io/v1 CredentialProviderConfig)."],
@@ -132,7 +133,7 @@ class CredentialProviderCheck(Check):
                 issues.append(
                     Issue(
                         Status.FAIL,
-                        "KUBELET_PROVIDER_MISSING",
+                        Code.KUBELET_PROVIDER_MISSING,
                         ["kubernetes-image-pull", "runtime-credentials"],
                         f"the provider {name!r} matches {image} in {path}, but its binary is not "
                         f"in {', '.join(str(d) for d in dirs)}: the kubelet gets no credential "
@@ -151,7 +152,7 @@ class CredentialProviderCheck(Check):
                     issues.append(
                         Issue(
                             Status.FAIL,
-                            "KUBELET_PROVIDER_MISSING",
+                            Code.KUBELET_PROVIDER_MISSING,
                             ["kubernetes-image-pull", "pull-push-roles"],
                             f"the ACR credential provider reads {', '.join(missing)}, which is "
                             "not on this node: it cannot get a token for the kubelet identity",

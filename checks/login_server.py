@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from diagnose.check import Check
+from diagnose.codes import Code
 from diagnose.context import CheckContext
 from diagnose.models import Finding, Status, passed, problem
 from diagnose.target import ACR_SUFFIXES, acr_suffix
@@ -21,7 +22,7 @@ class LoginServerCheck(Check):
     order = 10
     timeout_s = 2.0
     faq_keys = ("lowercase-login-server", "registry-api-v2")
-    codes = ("LOGIN_SERVER_ERROR",)
+    codes = (Code.LOGIN_SERVER_ERROR,)
 
     def run(self, ctx: CheckContext) -> Finding:
         reg = ctx.registry
@@ -39,7 +40,7 @@ class LoginServerCheck(Check):
             return problem(
                 Status.FAIL,
                 f"login server {given_host!r} has upper-case letters: docker needs {right!r}",
-                code="LOGIN_SERVER_ERROR",
+                code=Code.LOGIN_SERVER_ERROR,
                 faq=["lowercase-login-server"],
                 remediation=[
                     f"Use the lower-case name everywhere: `docker login {right}`, then tag and "
@@ -67,7 +68,7 @@ class LoginServerCheck(Check):
             return problem(
                 Status.FAIL,
                 f"{host} is a data endpoint of registry {name}, not its login server",
-                code="LOGIN_SERVER_ERROR",
+                code=Code.LOGIN_SERVER_ERROR,
                 faq=["registry-api-v2", "lowercase-login-server"],
                 remediation=[
                     f"Log in, tag and pull with the login server {name}.{suffix}; the registry "
@@ -79,7 +80,7 @@ class LoginServerCheck(Check):
             return problem(
                 Status.FAIL,
                 f"{host} is not an ACR login server: expected <registry name>.{suffix}",
-                code="LOGIN_SERVER_ERROR",
+                code=Code.LOGIN_SERVER_ERROR,
                 faq=["lowercase-login-server", "registry-api-v2"],
                 remediation=[
                     f"Use the login server shown by `az acr show -n <name> --query "
@@ -101,7 +102,7 @@ class LoginServerCheck(Check):
             return problem(
                 Status.FAIL,
                 f"ACR registry name {prefix!r} {why}: ACR names are 5-50 letters and digits",
-                code="LOGIN_SERVER_ERROR",
+                code=Code.LOGIN_SERVER_ERROR,
                 faq=["lowercase-login-server"],
                 remediation=[
                     "Check the registry name with `az acr list --query [].loginServer -o tsv` and "

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from diagnose.check import Check
+from diagnose.codes import Code
 from diagnose.context import CheckContext
 from diagnose.dockerhost import parse_daemon_json, systemd_proxy_env
 from diagnose.models import Finding, Status, passed, problem
@@ -46,13 +47,13 @@ class ProxyCheck(Check):
     order = 45
     timeout_s = 10.0
     faq_keys = ("proxy", "network-connectivity")
-    codes = ("PROXY_ERROR",)
+    codes = (Code.PROXY_ERROR,)
 
     def run(self, ctx: CheckContext) -> Finding:
         reg = ctx.registry
         assert reg is not None
         url = f"https://{reg.login_server}/v2/"
-        setting = proxy_for(url)
+        setting = proxy_for(url, ctx.environ)
         evidence: dict[str, Any] = {}
         daemon = daemon_proxy(ctx)
         if daemon.get("HTTPS_PROXY"):
@@ -114,7 +115,7 @@ class ProxyCheck(Check):
             Status.FAIL,
             f"the proxy {setting.hostport} (from the {setting.source}) fails for "
             f"{reg.login_server}: {words}",
-            code="PROXY_ERROR",
+            code=Code.PROXY_ERROR,
             faq=["proxy", "network-connectivity"],
             remediation=fixes,
             evidence=evidence,
@@ -126,13 +127,12 @@ class ProxyCheck(Check):
         """CONNECT through the proxy as the Go clients do; (kind, words, milliseconds)."""
         import base64
         import http.client
-        import os
         import ssl
         import time
         from urllib.parse import unquote, urlsplit
 
         headers = {}
-        raw = os.environ.get(setting.source.split()[-1], "")
+        raw = ctx.environ.get(setting.source.split()[-1], "")
         parts = urlsplit(raw if "://" in raw else f"http://{raw}")
         if parts.username is not None:
             pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"

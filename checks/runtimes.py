@@ -11,6 +11,7 @@ from typing import Any
 from diagnose.check import Check
 from diagnose.choices import RUNTIMES
 from diagnose.context import CheckContext
+from diagnose.facts import ACTIVE_RUNTIMES
 from diagnose.models import Finding, passed
 
 # what shows a runtime is installed or running, as paths under the host root
@@ -49,7 +50,9 @@ PROCESS_NAMES = {
 }
 
 
-def detect(root: Path, live: bool, table: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def detect(
+    root: Path, live: bool, table: list[dict[str, Any]], search_path: str | None = None
+) -> dict[str, dict[str, Any]]:
     """For each runtime, the signs of it found (files under root; on this very machine also
     the process table and PATH)."""
     procs: dict[str, list[int]] = {}
@@ -66,7 +69,7 @@ def detect(root: Path, live: bool, table: list[dict[str, Any]]) -> dict[str, dic
                 signs[kind] = hits
         if live:
             for exe in {Path(p).name for p in kinds["binary"]}:
-                where = shutil.which(exe)
+                where = shutil.which(exe, path=search_path)
                 if where and where not in signs.get("binary", []):
                     signs.setdefault("binary", []).append(where)
             if runtime in procs:
@@ -83,10 +86,13 @@ class ContainerRuntimesCheck(Check):
     timeout_s = 5.0
 
     def run(self, ctx: CheckContext) -> Finding:
-        found = detect(ctx.options.host_root, ctx.live_host, ctx.processes())
+        found = detect(
+            ctx.options.host_root, ctx.live_host, ctx.processes(), ctx.environ.get("PATH")
+        )
         chosen = list(ctx.options.runtimes)
         present = [r for r in RUNTIMES if found[r]["present"]]
         active = chosen or present
+        ctx.put(ACTIVE_RUNTIMES, tuple(active))
         parts = []
         for r in RUNTIMES:
             if found[r]["present"]:

@@ -9,25 +9,14 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from diagnose.check import Check
+from diagnose.codes import Code
 from diagnose.context import CheckContext
+from diagnose.findings import storage_unreachable
 from diagnose.models import Finding, Status, passed, problem, skipped
 from diagnose.resolve import ResolveError
+from diagnose.secrets import safe_url
 
-MANIFEST_TYPES = ", ".join(
-    [
-        "application/vnd.oci.image.manifest.v1+json",
-        "application/vnd.docker.distribution.manifest.v2+json",
-        "application/vnd.oci.image.index.v1+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-    ]
-)
 RANGE = "bytes=0-1023"
-
-
-def _where(url: str) -> str:
-    """A URL fit for a report: no query string (it often holds a signature)."""
-    p = urlsplit(url)
-    return f"{p.scheme}://{p.netloc.rpartition('@')[2]}{p.path}"
 
 
 class BlobRedirectCheck(Check):
@@ -44,7 +33,7 @@ class BlobRedirectCheck(Check):
         "firewall-propagation",
         "repository-format",
     )
-    codes = ("STORAGE_REDIRECT_ERROR", "BLOB_DOWNLOAD_ERROR")
+    codes = (Code.STORAGE_REDIRECT_ERROR, Code.BLOB_DOWNLOAD_ERROR)
 
     def run(self, ctx: CheckContext) -> Finding:
         from diagnose.registryapi import NotReadable, auth_for, base_url, getter
@@ -81,7 +70,7 @@ class BlobRedirectCheck(Check):
             return problem(
                 Status.FAIL,
                 f"GET blob failed: {type(exc).__name__}",
-                code="BLOB_DOWNLOAD_ERROR",
+                code=Code.BLOB_DOWNLOAD_ERROR,
                 faq=["network-connectivity"],
                 evidence=evidence,
             )
@@ -94,7 +83,7 @@ class BlobRedirectCheck(Check):
             return problem(
                 Status.FAIL,
                 f"GET blob answered HTTP {first.status_code}",
-                code="BLOB_DOWNLOAD_ERROR",
+                code=Code.BLOB_DOWNLOAD_ERROR,
                 faq=["network-connectivity", "repository-format"],
                 remediation=[
                     "The manifest names a blob the registry will not serve: the "
@@ -105,7 +94,7 @@ class BlobRedirectCheck(Check):
         target = urljoin(f"{base}/blobs/{digest}", first.headers["Location"])
         host = (urlsplit(target).hostname or "").lower()
         port = urlsplit(target).port or (443 if target.startswith("https") else 80)
-        evidence.update(redirect=_where(target), storage_host=host)
+        evidence.update(redirect=safe_url(target), storage_host=host)
         try:
             evidence["storage_addresses"] = ctx.resolver.addresses(host, port, ctx.budget(4.0))
         except ResolveError as exc:
@@ -138,27 +127,7 @@ class BlobRedirectCheck(Check):
         )
 
     def _storage_failed(self, summary: str, host: str, evidence: dict[str, Any]) -> Finding:
-        return problem(
-            Status.FAIL,
-            summary,
-            code="STORAGE_REDIRECT_ERROR",
-            faq=[
-                "storage-endpoint",
-                "redirect-auth-header",
-                "firewall-propagation",
-                "network-connectivity",
-            ],
-            remediation=[
-                f"Layers are downloaded from {host}, not from the registry's own name: allow "
-                "this host to resolve and reach it over HTTPS (firewall, proxy, private DNS).",
-                "For ACR with a private endpoint or dedicated data endpoints, the "
-                "<registry>.<region>.data.azurecr.io names need the same DNS and firewall "
-                "rules as the login server.",
-                "Clients that follow the redirect must drop the Authorization header (no "
-                "`curl -L -H Authorization`): the storage host rejects it.",
-            ],
-            evidence=evidence,
-        )
+        return storage_unreachable(summary, [host], evidence)
 
     def _a_blob(self, ctx: CheckContext) -> str:
         from diagnose.registryapi import NotReadable, manifest_for

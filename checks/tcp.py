@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from diagnose.check import Check
+from diagnose.codes import Code
 from diagnose.context import CheckContext
 from diagnose.models import Finding, Status, passed, problem
 from diagnose.net import ConnectError, connect, registry_addresses
@@ -45,11 +46,11 @@ class TcpCheck(Check):
     timeout_s = 12.0
     faq_keys = ("network-connectivity", "firewall-propagation", "client-timeout")
     codes = (
-        "CONNECTIVITY_TCP_REFUSED",
-        "CONNECTIVITY_TCP_TIMEOUT",
-        "CONNECTIVITY_TCP_RESET",
-        "CONNECTIVITY_TCP_UNREACHABLE",
-        "CONNECTIVITY_TCP_ERROR",
+        Code.CONNECTIVITY_TCP_REFUSED,
+        Code.CONNECTIVITY_TCP_TIMEOUT,
+        Code.CONNECTIVITY_TCP_RESET,
+        Code.CONNECTIVITY_TCP_UNREACHABLE,
+        Code.CONNECTIVITY_TCP_ERROR,
     )
 
     def run(self, ctx: CheckContext) -> Finding:
@@ -62,7 +63,7 @@ class TcpCheck(Check):
             return problem(
                 Status.FAIL,
                 f"no address to connect to: {exc}",
-                code="CONNECTIVITY_TCP_ERROR",
+                code=Code.CONNECTIVITY_TCP_ERROR,
                 faq=["network-connectivity"],
                 evidence={"error": exc.kind},
             )
@@ -101,7 +102,7 @@ class TcpCheck(Check):
                 Status.WARN,
                 f"port {port} answers on {', '.join(ok)} but not on "
                 + ", ".join(f"{a} ({k})" for a, k in bad.items()),
-                code="CONNECTIVITY_TCP_" + next(iter(bad.values())).upper(),
+                code=Code("CONNECTIVITY_TCP_" + next(iter(bad.values())).upper()),
                 faq=["network-connectivity"],
                 remediation=[
                     "Clients that try the failing address first will be slow or fail; "
@@ -111,7 +112,7 @@ class TcpCheck(Check):
             )
         kinds = [t["error"] for t in tried.values()]
         kind = max(set(kinds), key=kinds.count) if kinds else "error"
-        code = f"CONNECTIVITY_TCP_{kind.upper()}"
+        code = Code(f"CONNECTIVITY_TCP_{kind.upper()}")
         faq = ["network-connectivity", "firewall-propagation"]
         if kind == "timeout":
             faq = ["network-connectivity", "firewall-propagation", "client-timeout"]

@@ -9,7 +9,9 @@ from functools import partial
 from typing import Any
 
 from diagnose.check import Check
+from diagnose.codes import Code
 from diagnose.context import CheckContext, Options
+from diagnose.facts import INTERNET_MBPS
 from diagnose.models import Finding, Status, passed, problem, skipped
 
 BYTE_BUDGET = 2 * 1024 * 1024 * 1024
@@ -47,6 +49,7 @@ class InternetSpeedCheck(Check):
             return skipped(f"no speedtest server reachable: {exc}")
         down = result["download_mbps"]
         up = result["upload_mbps"]
+        ctx.put(INTERNET_MBPS, float(down))
         return passed(
             f"download {down:.1f} Mbit/s, upload {up:.1f} Mbit/s, latency "
             f"{result['latency_ms']:.0f} ms ({result['server']})",
@@ -67,7 +70,7 @@ class PullThroughputCheck(Check):
     starts_after = ("dns",)
     timeout_s = 30.0
     faq_keys = ("slow-pull", "redirect-auth-header", "network-connectivity")
-    codes = ("SLOW_PULL", "BLOB_DIGEST_MISMATCH", "BLOB_DOWNLOAD_ERROR")
+    codes = (Code.SLOW_PULL, Code.BLOB_DIGEST_MISMATCH, Code.BLOB_DOWNLOAD_ERROR)
 
     def time_limit(self, options: Options) -> float:
         return options.throughput_seconds + 15.0
@@ -144,7 +147,7 @@ class PullThroughputCheck(Check):
             return problem(
                 Status.FAIL,
                 f"downloading a layer failed: {exc}",
-                code="BLOB_DOWNLOAD_ERROR",
+                code=Code.BLOB_DOWNLOAD_ERROR,
                 faq=["network-connectivity", "redirect-auth-header"],
                 evidence={"error": exc.kind},
             )
@@ -183,7 +186,7 @@ class PullThroughputCheck(Check):
             return problem(
                 Status.FAIL,
                 f"downloaded data does not match its digest: {bad[0]}",
-                code="BLOB_DIGEST_MISMATCH",
+                code=Code.BLOB_DIGEST_MISMATCH,
                 faq=["network-connectivity"],
                 remediation=[
                     "Something between this host and the registry alters "
@@ -198,8 +201,8 @@ class PullThroughputCheck(Check):
         from diagnose.transfer import MB
 
         mbs = best / MB
-        internet = ctx.result("internet-speed")
-        down = internet.evidence.get("download_mbps") if internet is not None else None
+        ctx.result("internet-speed")
+        down = ctx.fact(INTERNET_MBPS)
         summary = (
             f"{mbs:.2f} MB/s ({mbs * 8:.1f} Mbit/s) best; 1 stream "
             f"{evidence['single_stream']['mb_per_s']:.2f} MB/s, {evidence['streams']} "
@@ -215,7 +218,7 @@ class PullThroughputCheck(Check):
                     Status.WARN,
                     f"{summary}: far below this host's internet download "
                     f"({down:.0f} Mbit/s): the registry or its region is the bottleneck",
-                    code="SLOW_PULL",
+                    code=Code.SLOW_PULL,
                     faq=["slow-pull"],
                     remediation=[
                         "Pull from a registry replica in (or near) this host's region "
@@ -229,7 +232,7 @@ class PullThroughputCheck(Check):
                     Status.WARN,
                     f"{summary}; this host's internet is slow too ({down:.0f} "
                     "Mbit/s): the local network is the bottleneck",
-                    code="SLOW_PULL",
+                    code=Code.SLOW_PULL,
                     faq=["slow-pull"],
                     remediation=[
                         "Improve this host's connection, or move the work to a machine "
@@ -241,7 +244,7 @@ class PullThroughputCheck(Check):
             return problem(
                 Status.WARN,
                 f"{summary}: below {ctx.options.slow_below_mbs:g} MB/s",
-                code="SLOW_PULL",
+                code=Code.SLOW_PULL,
                 faq=["slow-pull"],
                 remediation=[
                     "Measure this host's internet too (--throughput runs a speedtest) "
@@ -261,7 +264,7 @@ class PushThroughputCheck(Check):
     starts_after = ("dns",)
     timeout_s = 60.0
     faq_keys = ("slow-push", "pull-push-roles")
-    codes = ("PUSH_ERROR",)
+    codes = (Code.PUSH_ERROR,)
 
     def time_limit(self, options: Options) -> float:
         return options.throughput_seconds * 2 + 20.0
@@ -301,7 +304,7 @@ class PushThroughputCheck(Check):
             return problem(
                 Status.FAIL,
                 str(exc),
-                code="PUSH_ERROR",
+                code=Code.PUSH_ERROR,
                 faq=["pull-push-roles", "slow-push"],
                 evidence={"digest": digest},
             )

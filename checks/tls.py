@@ -10,7 +10,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from diagnose.check import Check
+from diagnose.codes import Code
 from diagnose.context import CheckContext
+from diagnose.facts import SCHEME
 from diagnose.models import Finding, Status, passed, problem
 from diagnose.net import ConnectError, connect, registry_addresses
 from diagnose.resolve import ResolveError, is_ip
@@ -173,10 +175,10 @@ class TlsCheck(Check):
         "registry-api-v2",
     )
     codes = (
-        "CONNECTIVITY_SSL_ERROR",
-        "CONNECTIVITY_TLS_VERSION_ERROR",
-        "TLS_CERT_EXPIRING",
-        "INSECURE_REGISTRY",
+        Code.CONNECTIVITY_SSL_ERROR,
+        Code.CONNECTIVITY_TLS_VERSION_ERROR,
+        Code.TLS_CERT_EXPIRING,
+        Code.INSECURE_REGISTRY,
     )
 
     def run(self, ctx: CheckContext) -> Finding:
@@ -189,14 +191,14 @@ class TlsCheck(Check):
             return problem(
                 Status.FAIL,
                 f"no address to connect to: {exc}",
-                code="CONNECTIVITY_SSL_ERROR",
+                code=Code.CONNECTIVITY_SSL_ERROR,
                 faq=["network-connectivity"],
             )
         if not addresses:
             return problem(
                 Status.FAIL,
                 f"{reg.host} has no address to connect to",
-                code="CONNECTIVITY_SSL_ERROR",
+                code=Code.CONNECTIVITY_SSL_ERROR,
                 faq=["network-connectivity"],
             )
         sni = None if is_ip(reg.host) else reg.host
@@ -247,6 +249,7 @@ class TlsCheck(Check):
             "message": main.detail if main.kind == "verify" else None,
         }
         evidence["scheme"] = "https"
+        ctx.put(SCHEME, "https")
         if main.ok:
             return self._healthy(reg.login_server, main, cert, legacy, evidence)
         return self._failed(ctx, reg.login_server, main, cert, legacy, evidence)
@@ -275,7 +278,7 @@ class TlsCheck(Check):
             return problem(
                 Status.WARN,
                 f"certificate of {name} expires in {days:.0f} days ({cert and cert['not_after']})",
-                code="TLS_CERT_EXPIRING",
+                code=Code.TLS_CERT_EXPIRING,
                 faq=["certificate-expired", "network-connectivity"],
                 remediation=[
                     "Renew the registry's certificate before it expires; every pull and "
@@ -301,10 +304,11 @@ class TlsCheck(Check):
         if hs.kind == "plain-http":
             if insecure:
                 evidence["scheme"] = "http"
+                ctx.put(SCHEME, "http")
                 return problem(
                     Status.WARN,
                     f"{name} speaks plain HTTP, not TLS: allowed because of --insecure",
-                    code="INSECURE_REGISTRY",
+                    code=Code.INSECURE_REGISTRY,
                     faq=["insecure-registry", "tls12"],
                     remediation=[
                         "Traffic and credentials to this registry are not encrypted. Docker "
@@ -316,7 +320,7 @@ class TlsCheck(Check):
             return problem(
                 Status.FAIL,
                 f"{name} answers in plain HTTP, not TLS",
-                code="CONNECTIVITY_SSL_ERROR",
+                code=Code.CONNECTIVITY_SSL_ERROR,
                 faq=["insecure-registry", "tls12", "registry-api-v2"],
                 remediation=[
                     "Serve the registry over TLS (docker expects HTTPS), or, for a test "
@@ -330,7 +334,7 @@ class TlsCheck(Check):
             return problem(
                 Status.FAIL,
                 f"{name} offers only {offered}: TLS 1.2 or later is required",
-                code="CONNECTIVITY_TLS_VERSION_ERROR",
+                code=Code.CONNECTIVITY_TLS_VERSION_ERROR,
                 faq=["tls12"],
                 remediation=[
                     "Enable TLS 1.2 (or 1.3) on the registry or on the proxy in front of it.",
@@ -346,7 +350,7 @@ class TlsCheck(Check):
                 Status.FAIL,
                 f"TLS handshake with {name} timed out: the port accepts connections but "
                 "never answers",
-                code="CONNECTIVITY_SSL_ERROR",
+                code=Code.CONNECTIVITY_SSL_ERROR,
                 faq=["network-connectivity", "client-timeout"],
                 remediation=[
                     "Something accepts the connection without speaking TLS: a proxy, a firewall "
@@ -359,7 +363,7 @@ class TlsCheck(Check):
                 Status.FAIL,
                 f"the connection to {name} was "
                 f"{'reset' if hs.kind == 'reset' else 'closed'} during the TLS handshake",
-                code="CONNECTIVITY_SSL_ERROR",
+                code=Code.CONNECTIVITY_SSL_ERROR,
                 faq=["network-connectivity", "firewall-propagation"],
                 remediation=[
                     "A firewall, proxy or the registry's own network rules ended the connection; "
@@ -370,7 +374,7 @@ class TlsCheck(Check):
         return problem(
             Status.FAIL,
             f"TLS with {name} failed: {hs.kind} {hs.detail}".strip(),
-            code="CONNECTIVITY_SSL_ERROR",
+            code=Code.CONNECTIVITY_SSL_ERROR,
             faq=["network-connectivity", "tls12"],
             remediation=[
                 "Compare with `openssl s_client -connect <host>:<port> "
@@ -436,7 +440,7 @@ class TlsCheck(Check):
             return problem(
                 Status.WARN,
                 f"{name}: {why}; accepted because of --insecure",
-                code="INSECURE_REGISTRY",
+                code=Code.INSECURE_REGISTRY,
                 faq=faq,
                 remediation=[
                     "Docker accepts this only for registries listed in "
@@ -448,7 +452,7 @@ class TlsCheck(Check):
         return problem(
             Status.FAIL,
             f"{name} is not trusted: {why}",
-            code="CONNECTIVITY_SSL_ERROR",
+            code=Code.CONNECTIVITY_SSL_ERROR,
             faq=faq,
             remediation=steps,
             evidence=evidence,

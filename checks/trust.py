@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from diagnose.check import Check
@@ -21,12 +20,12 @@ class ContentTrustCheck(Check):
     faq_keys = ("content-trust",)
 
     def run(self, ctx: CheckContext) -> Finding:
-        enabled = os.environ.get("DOCKER_CONTENT_TRUST", "").strip().lower() in ("1", "true")
-        tuf = config_dir(ctx.options.docker_config) / "trust" / "tuf"
+        enabled = ctx.environ.get("DOCKER_CONTENT_TRUST", "").strip().lower() in ("1", "true")
+        tuf = config_dir(ctx.options.docker_config, ctx.environ) / "trust" / "tuf"
         evidence: dict[str, Any] = {
             "enabled": enabled,
             "trust_dir": str(tuf),
-            "server": os.environ.get("DOCKER_CONTENT_TRUST_SERVER"),
+            "server": ctx.environ.get("DOCKER_CONTENT_TRUST_SERVER"),
         }
         per_registry: dict[str, list[str]] = {}
         for reg in ctx.registries:

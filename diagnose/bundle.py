@@ -21,6 +21,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,9 +78,15 @@ def _read(path: Path, limit: int = FILE_LIMIT) -> str | None:
         return None
 
 
-def _command(args: list[str]) -> str:
+def _which(name: str, options: Options) -> str | None:
+    return shutil.which(name, path=options.environ.get("PATH", os.defpath))
+
+
+def _command(args: list[str], env: Mapping[str, str]) -> str:
     try:
-        p = subprocess.run(args, capture_output=True, timeout=COMMAND_TIMEOUT_S, check=False)
+        p = subprocess.run(
+            args, capture_output=True, timeout=COMMAND_TIMEOUT_S, check=False, env=dict(env)
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"could not run {args[0]}: {type(exc).__name__}\n"
     out = p.stdout[:FILE_LIMIT].decode("utf-8", "replace")
@@ -113,7 +120,7 @@ def host_files(options: Options, report: Report) -> dict[str, str]:
         text = _read(root / rel)
         if text is not None:
             files[name] = text
-    files.update(_runtime_files(root, live))
+    files.update(_runtime_files(root, live, options.environ))
     hosts = _read(root / "etc/hosts")
     if hosts is not None:
         names = {r.host for r in report.registries}
@@ -123,7 +130,7 @@ def host_files(options: Options, report: Report) -> dict[str, str]:
             if any(n in line.split("#")[0].split() for n in names)
         ]
         files["host/hosts-registry-lines.txt"] = "\n".join(keep) + "\n"
-    cfg_path = config_dir(options.docker_config) / "config.json"
+    cfg_path = config_dir(options.docker_config, options.environ) / "config.json"
     try:
         cfg = load_config(cfg_path)
         if cfg is not None:
@@ -131,18 +138,18 @@ def host_files(options: Options, report: Report) -> dict[str, str]:
     except ConfigError as exc:
         raw = _read(cfg_path)
         files["host/docker-config.json.invalid"] = f"{exc}\n\n{raw or ''}"
-    proxies = [f"{k}={os.environ[k]}" for k in PROXY_VARS if k in os.environ]
+    proxies = [f"{k}={options.environ[k]}" for k in PROXY_VARS if k in options.environ]
     files["host/proxy-env.txt"] = "\n".join(proxies) + ("\n" if proxies else "(none set)\n")
-    if live and shutil.which("docker"):
-        files["host/docker-version.txt"] = _command(["docker", "version"])
-        files["host/docker-info.txt"] = _command(["docker", "info"])
-    log = _daemon_log(root, live)
+    if live and _which("docker", options):
+        files["host/docker-version.txt"] = _command(["docker", "version"], options.environ)
+        files["host/docker-info.txt"] = _command(["docker", "info"], options.environ)
+    log = _daemon_log(root, live and _which("journalctl", options) is not None, options.environ)
     if log is not None:
         files["logs/docker-daemon.log"] = log
     return files
 
 
-def _runtime_files(root: Path, live: bool) -> dict[str, str]:
+def _runtime_files(root: Path, live: bool, environ: Mapping[str, str]) -> dict[str, str]:
     """The configuration podman, CRI-O and containerd pull by; auth files go in as JSON so the
     redactor removes their secrets by key."""
     from diagnose.containers import (
@@ -175,8 +182,8 @@ def _runtime_files(root: Path, live: bool) -> dict[str, str]:
                 (p, f"host/containerd/certs.d/{p.parent.name}/hosts.toml")
                 for p in sorted(d.glob("*/hosts.toml"))[:50]
             ]
-    home = user_home(root, dict(os.environ), live)
-    for n, p in enumerate(podman_auth_files(home, dict(os.environ), root, live), 1):
+    home = user_home(root, dict(environ), live)
+    for n, p in enumerate(podman_auth_files(home, dict(environ), root, live), 1):
         if p.name == "config.json":
             continue  # the docker config is written on its own
         wanted.append((p, f"host/containers/auth-{n}-{p.name}"))
@@ -187,14 +194,14 @@ def _runtime_files(root: Path, live: bool) -> dict[str, str]:
     return out
 
 
-def _daemon_log(root: Path, live: bool) -> str | None:
+def _daemon_log(root: Path, journal: bool, env: Mapping[str, str]) -> str | None:
     for rel in DAEMON_LOGS:
         path = root / rel
         if path.is_file():
             with contextlib.suppress(OSError):
                 return tail(path, LOG_LIMIT).decode("utf-8", "replace")
-    if live and shutil.which("journalctl"):
-        out = _command(["journalctl", "-u", "docker", "--no-pager", "-n", "5000"])
+    if journal:
+        out = _command(["journalctl", "-u", "docker", "--no-pager", "-n", "5000"], env)
         return out[-LOG_LIMIT:]
     return None
 
@@ -267,12 +274,17 @@ def build_files(report: Report, options: Options, redactor: Redactor) -> dict[st
 
 
 def write_bundle(
-    report: Report, options: Options, output: Path | None, *, redact_hosts: bool = False
+    report: Report,
+    options: Options,
+    output: Path | None,
+    *,
+    redact_hosts: bool = False,
+    cwd: Path | None = None,
 ) -> tuple[Path, dict[str, int]]:
     """Write the archive atomically (0600); returns its path and the redaction counts."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     folder = f"registry-diagnose-{stamp}"
-    path = output or Path.cwd() / f"{folder}.tar.gz"
+    path = output or (cwd or Path.cwd()) / f"{folder}.tar.gz"
     if path.is_dir():
         path = path / f"{folder}.tar.gz"
     redactor = Redactor(redact_hosts=redact_hosts)

@@ -7,6 +7,7 @@ running anything; `run` holds only the logic.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 if TYPE_CHECKING:
@@ -38,7 +39,8 @@ class Check:
     # containerd); empty: every client's. `--runtime` leaves out checks about other runtimes.
     runtimes: ClassVar[tuple[str, ...]] = ()
     faq_keys: ClassVar[tuple[str, ...]] = ()
-    codes: ClassVar[tuple[str, ...]] = ()
+    # every code run() may return (an enumeration: ours is diagnose.codes.Code)
+    codes: ClassVar[tuple[StrEnum, ...]] = ()
     # whether `explain` may suggest running it to tell causes apart (False for measurements
     # that take long or move data)
     suggest: ClassVar[bool] = True

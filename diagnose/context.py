@@ -1,21 +1,25 @@
 """What a check is handed: the registry, the run's options, its deadline and shared services.
 
-Checks talk to each other only through results: `ctx.result("dns")` returns the finished result
-of a dependency (with its evidence), never the other check's code.
+Checks talk to each other only through the run: `ctx.result("dns")` waits for a dependency and
+returns its finished result (status and summary, for the report), and `ctx.fact(KEY)` returns
+what it learnt for others under a typed key (diagnose.facts); never the other check's code.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from diagnose.credentials import Credential, UserInput, find_credential
 from diagnose.dockerconfig import config_dir
-from diagnose.models import CheckResult, Registry
+from diagnose.facts import ACTIVE_RUNTIMES, Fact
+from diagnose.models import CheckResult, ImageRef, Registry
+from diagnose.options import default
 from diagnose.resolve import HostResolver
 from diagnose.retry import with_retries
 
@@ -29,20 +33,22 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Options:
-    """Everything the user can set that changes how checks look at the world."""
+    """Everything that changes how checks look at the world: the run options (declared, with
+    their defaults, in diagnose.options) as the run uses them, and the environment the command
+    was given."""
 
-    host_root: Path = Path("/")
+    host_root: Path = default("host_root")
     docker_config: Path | None = None
     ca_bundle: Path | None = None
     nameserver: tuple[str, int] | None = None
     insecure: bool = False
-    timeout_s: float = 30.0
-    tries: int = 3
+    timeout_s: float = default("timeout")
+    tries: int = default("tries")
     credentials: UserInput = field(default_factory=UserInput)
     # what the identity must be allowed to do, and whether to wait for it to be granted
     require: tuple[str, ...] = ("pull",)
     wait_for: str | None = None
-    propagation_timeout_s: float = 600.0
+    propagation_timeout_s: float = default("propagation_timeout")
     docker_host: str | None = None
     # throughput (opt-in: it moves data and takes time)
     throughput: bool = False
@@ -55,14 +61,16 @@ class Options:
     pull_secret: Path | None = None
     provider_config: Path | None = None
     provider_bin_dir: Path | None = None
-    streams: int = 3
-    throughput_seconds: float = 10.0
-    slow_below_mbs: float = 2.0
+    streams: int = default("streams")
+    throughput_seconds: float = default("throughput_seconds")
+    slow_below_mbs: float = default("slow_below")
     push_test: bool = False
-    push_bytes: int = 16 * 1024 * 1024
+    push_bytes: int = default("push_bytes")
     speedtest_mini: str | None = None
     speedtest_server: int | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    # the environment variables the command was given (proxies, HOME, DOCKER_HOST, PATH...)
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
 
 class RunState:
@@ -75,7 +83,7 @@ class RunState:
         self._changed = threading.Condition(self._lock)
         self._results: dict[tuple[str | None, str], CheckResult] = {}
         self._expected: set[tuple[str | None, str]] = set()
-        self._vault: dict[tuple[str | None, str], object] = {}
+        self._facts: dict[tuple[str | None, Fact[Any]], object] = {}
         self._once: dict[tuple[str | None, str], list[Any]] = {}
         self._http_contexts: dict[bool, ssl.SSLContext] = {}
         self._sessions: dict[bool, requests.Session] = {}
@@ -108,13 +116,17 @@ class RunState:
 
     registries: tuple[Registry, ...] = ()
 
-    def keep(self, registry: str | None, key: str, value: object) -> None:
+    def put(self, registry: str | None, key: Fact[T], value: T) -> None:
         with self._lock:
-            self._vault[(registry, key)] = value
+            self._facts[(registry, key)] = value
 
-    def kept(self, registry: str | None, key: str) -> object | None:
+    def fact(self, registry: str | None, key: Fact[T]) -> T | None:
+        """The fact for this registry, else the host's (host checks put theirs under None)."""
         with self._lock:
-            return self._vault.get((registry, key))
+            for where in (registry, None):
+                if (where, key) in self._facts:
+                    return self._facts[(where, key)]  # type: ignore[return-value]
+        return None
 
     def once(self, registry: str | None, key: str, compute: Callable[[], T]) -> T:
         """compute() run once per run and key, even when checks ask at the same moment; later
@@ -140,7 +152,8 @@ class RunState:
             lambda: find_credential(
                 registry.login_server,
                 self.options.credentials,
-                config_dir(self.options.docker_config),
+                config_dir(self.options.docker_config, self.options.environ),
+                self.options.environ,
                 pull_secret=self.options.pull_secret,
             ),
         )
@@ -202,6 +215,21 @@ class RunState:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
         return ctx
+
+
+NO_IMAGE = "no image reference given (name one: REGISTRY/REPO:TAG, or --image)"
+
+
+def image_of(ctx: CheckContext) -> tuple[Registry, ImageRef]:
+    """The registry and the image reference of an image check (its skip_reason saw to it)."""
+    reg = ctx.registry
+    assert reg is not None and reg.image is not None
+    return reg, reg.image
+
+
+def pushing(options: Options) -> bool:
+    """Whether the run asks for push (--require push or --push-test)."""
+    return "push" in options.require
 
 
 def _process_table() -> list[dict[str, Any]]:
@@ -274,13 +302,13 @@ class CheckContext:
             self.deadline = min(self._state.deadline, self.deadline + waited)
             self.waiting_since = None
 
-    def keep(self, key: str, value: object) -> None:
-        """Hand a value (a token, never reported) to the checks that depend on this one."""
-        self._state.keep(self.registry.login_server if self.registry else None, key, value)
+    def put(self, key: Fact[T], value: T) -> None:
+        """Leave a fact (a token, a manifest: never reported) for the checks after this one."""
+        self._state.put(self.registry.login_server if self.registry else None, key, value)
 
-    def kept(self, key: str) -> object | None:
-        """A value a dependency kept (ask for its result first, so it has finished)."""
-        return self._state.kept(self.registry.login_server if self.registry else None, key)
+    def fact(self, key: Fact[T]) -> T | None:
+        """A fact a dependency left (wait for its result first, so that it has finished)."""
+        return self._state.fact(self.registry.login_server if self.registry else None, key)
 
     def once(self, key: str, compute: Callable[[], T]) -> T:
         """compute() once per run for this registry and key (see RunState.once)."""
@@ -298,9 +326,9 @@ class CheckContext:
         --runtime, else found by the container-runtimes check."""
         if self.options.runtimes:
             return bool(set(self.options.runtimes) & set(runtimes))
-        found = self.result("container-runtimes")
-        active = found.evidence.get("active") if found is not None else None
-        return isinstance(active, list) and bool(set(active) & set(runtimes))
+        self.result("container-runtimes")
+        active: tuple[str, ...] = self.fact(ACTIVE_RUNTIMES) or ()
+        return bool(set(active) & set(runtimes))
 
     def credential(self) -> Credential:
         """The credential docker would use for this registry (raises CredentialError)."""
@@ -320,6 +348,24 @@ class CheckContext:
             return None
         addrs = self.resolver.addresses(host, 443, self.budget(5.0))
         return addrs[0] if addrs else None
+
+    @property
+    def environ(self) -> Mapping[str, str]:
+        """The environment variables the command was given (not necessarily os.environ)."""
+        return self.options.environ
+
+    def proxies(self, url: str) -> dict[str, str]:
+        """The proxy for url as the Go clients pick it from this run's environment (NO_PROXY
+        honoured, loopback never proxied), in the form requests takes."""
+        from diagnose.proxy import requests_proxies
+
+        return requests_proxies(url, self.options.environ)
+
+    def which(self, name: str) -> str | None:
+        """A program on this run's PATH."""
+        import shutil
+
+        return shutil.which(name, path=self.options.environ.get("PATH", os.defpath))
 
     def http(self, verify: bool = True) -> requests.Session:
         """A requests session trusting what docker trusts and resolving as the run does; shared

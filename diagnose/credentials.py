@@ -16,15 +16,23 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 from diagnose.dockerconfig import ConfigError, load_config, load_pull_secret
+from diagnose.errors import UsageError
 from diagnose.secrets import Secret, register, scrub
 
 HELPER_TIMEOUT_S = 10.0
 TOKEN_USERNAME = "<token>"  # a helper's way of saying "Secret is an identity token"
 ACR_TOKEN_USER = "00000000-0000-0000-0000-000000000000"
+
+
+# the remedy for a stored credential that no longer works, worded once
+RELOGIN = (
+    "Log out and in again so docker stores a fresh credential: `docker logout {s}` then "
+    "`docker login {s}`."
+)
 
 
 class CredentialError(Exception):
@@ -329,3 +337,45 @@ def jwt_claims(token: str) -> dict[str, Any] | None:
 
 def host_of(url: str) -> str:
     return (urlsplit(url).hostname or "").lower()
+
+
+def user_input(
+    username: str | None,
+    password_stdin: bool,
+    token_file: Path | None,
+    environ: Mapping[str, str],
+    stdin: IO[bytes] | None,
+    stdin_tty: bool,
+) -> UserInput:
+    """The credentials given to this run itself (flags, standard input, environment): never
+    echoed, never put in a report. Bad input raises a one-line UsageError."""
+    password = None
+    if password_stdin:
+        if stdin is None or stdin_tty:
+            raise UsageError("--password-stdin needs the password piped in")
+        text = stdin.read(64 * 1024).decode("utf-8", "replace").rstrip("\r\n")
+        if not text:
+            raise UsageError("--password-stdin read an empty password")
+        password = Secret(text)
+        if not username:
+            raise UsageError("a password was given without --username")
+    elif environ.get("REGISTRY_DIAGNOSE_PASSWORD"):
+        password = Secret(environ["REGISTRY_DIAGNOSE_PASSWORD"])
+    if username and password is None:
+        raise UsageError(
+            "--username needs a password: --password-stdin or REGISTRY_DIAGNOSE_PASSWORD"
+        )
+    if not username:
+        password = None
+    identity = None
+    if token_file is not None:
+        try:
+            identity, _server = read_expose_token(token_file)
+        except CredentialError as exc:
+            raise UsageError(str(exc)) from None
+    elif environ.get("REGISTRY_DIAGNOSE_IDENTITY_TOKEN"):
+        identity = Secret(environ["REGISTRY_DIAGNOSE_IDENTITY_TOKEN"])
+    aad = None
+    if environ.get("REGISTRY_DIAGNOSE_AAD_TOKEN"):
+        aad = Secret(environ["REGISTRY_DIAGNOSE_AAD_TOKEN"])
+    return UserInput(username=username, password=password, aad_token=aad, identity_token=identity)

@@ -155,14 +155,6 @@ def make_session(
     return s
 
 
-def environ_proxies(url: str) -> dict[str, str]:
-    """The proxy the environment names for url, read as the Go clients read it (NO_PROXY
-    honoured, loopback never proxied): the run goes where docker, skopeo and containerd go."""
-    from diagnose.proxy import requests_proxies
-
-    return requests_proxies(url)
-
-
 def warm(
     session: requests.Session, url: str, timeout: float, proxies: Mapping[str, str]
 ) -> str | None:

@@ -89,7 +89,7 @@ def problem(
     status: Status,
     summary: str,
     *,
-    code: str,
+    code: enum.StrEnum,
     faq: Sequence[str],
     remediation: Sequence[str] = (),
     evidence: Mapping[str, Any] | None = None,
@@ -105,7 +105,7 @@ class Issue:
     """One thing wrong among several a check found; `combine` turns them into one finding."""
 
     status: Status
-    code: str
+    code: enum.StrEnum
     faq: list[str]
     text: str
     steps: list[str] = field(default_factory=list)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from diagnose.codes import Code
 from diagnose.dockerhost import no_proxy_covers
 
 if TYPE_CHECKING:
@@ -184,12 +185,14 @@ def classify_proxy_error(text: str) -> tuple[str, str]:
     return "other", "the request through the proxy failed"
 
 
-def proxy_failure(url: str, error: str, attempts: int, evidence: dict[str, Any]) -> Finding:
+def proxy_failure(
+    url: str, error: str, attempts: int, evidence: dict[str, Any], env: Mapping[str, str]
+) -> Finding:
     """A request that failed at the proxy: name the proxy (host:port), where it is set, what
     it did, and whether NO_PROXY could take the registry around it."""
     from diagnose.models import Status, problem
 
-    setting = proxy_for(url)
+    setting = proxy_for(url, env)
     kind, words = classify_proxy_error(error)
     host = urlsplit(url).hostname or "?"
     evidence.update(proxy_error=kind)
@@ -221,7 +224,7 @@ def proxy_failure(url: str, error: str, attempts: int, evidence: dict[str, Any])
     return problem(
         Status.FAIL,
         f"GET {url} failed at {where}: {words} ({attempts} attempt(s))",
-        code="PROXY_ERROR",
+        code=Code.PROXY_ERROR,
         faq=["proxy", "network-connectivity"],
         remediation=fixes,
         evidence=evidence,

@@ -23,9 +23,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from diagnose import __version__, faq
 from diagnose.check import Check
+from diagnose.codes import Code
 from diagnose.context import CheckContext, Options, RunState
 from diagnose.models import (
     CheckResult,
@@ -101,25 +103,69 @@ def _tool() -> ToolInfo:
     )
 
 
+# Called with (check id, code) when a check returns a code it does not declare in `codes`.
+# The test suite sets it to fail such a test; REGISTRY_DIAGNOSE_STRICT_CODES=1 makes the
+# finding an error instead, for runs in another process. Otherwise the finding stands as given:
+# a user never loses a verdict because a check's declaration lags behind its code.
+on_undeclared_code: Callable[[str, str], None] | None = None
+TRACE_FRAMES = 6
+
+
+def undeclared_codes(check: Check, finding: Finding) -> list[str]:
+    """The codes in a finding (its own and those of the issues it combines) that its check does
+    not declare."""
+    found = [finding.code] if finding.code else []
+    extra = finding.evidence.get("codes") if isinstance(finding.evidence, dict) else None
+    if isinstance(extra, list):
+        found += [str(c) for c in extra]
+    declared = {str(c) for c in check.codes}
+    return [str(c) for c in dict.fromkeys(found) if str(c) not in declared]
+
+
+def _frames(exc: BaseException) -> list[str]:
+    """The last frames of a traceback, as "module.py:line in function: source", for a bug
+    report (the report scrubs them like any evidence; no locals, no full paths)."""
+    import traceback
+
+    out = []
+    for frame in traceback.extract_tb(exc.__traceback__)[-TRACE_FRAMES:]:
+        parts = Path(frame.filename).parts
+        where = "/".join(parts[-2:]) if len(parts) >= 2 else frame.filename
+        line = (frame.line or "").strip()[:160]
+        out.append(f"{where}:{frame.lineno} in {frame.name}: {line}")
+    return out
+
+
 def _guarded_run(node: Node, ctx: CheckContext) -> Finding:
-    """A check that raises gets an ERROR result carrying the error text, never a crash."""
+    """A check that raises gets an ERROR result carrying the error text and the last frames of
+    its traceback, never a crash."""
     try:
         finding = node.check.run(ctx)
         if not isinstance(finding, Finding):
             raise TypeError(f"run() returned {type(finding).__name__}, not a Finding")
         if finding.status.is_problem and (not finding.faq or not finding.code):
             raise TypeError("a warn/fail/error finding must carry a code and FAQ keys")
+        undeclared = undeclared_codes(node.check, finding)
+        if undeclared:
+            hook = on_undeclared_code
+            for code in undeclared:
+                if hook is not None:
+                    hook(node.check.id, code)
+            if ctx.environ.get("REGISTRY_DIAGNOSE_STRICT_CODES") == "1":
+                raise TypeError(f"returned code {', '.join(undeclared)}, which it does not declare")
         return finding
     except Exception as exc:
         return problem(
             Status.ERROR,
             f"the check itself failed: {type(exc).__name__}: {str(exc)[:300]}",
-            code="CHECK_CRASHED",
+            code=Code.CHECK_CRASHED,
             faq=["check-health"],
             remediation=[
                 "The other checks' results still stand; run again with `--format json` and "
-                "attach the report to a bug report for this check.",
+                "attach the report to a bug report for this check: its evidence holds the last "
+                "frames of the traceback (scrubbed of secrets).",
             ],
+            evidence={"exception": type(exc).__name__, "traceback": _frames(exc)},
         )
     finally:
         ctx.close()
@@ -223,7 +269,7 @@ class _Run:
         return problem(
             Status.ERROR,
             f"did not finish within {limit}",
-            code="CHECK_TIMEOUT",
+            code=Code.CHECK_TIMEOUT,
             faq=["client-timeout", "network-connectivity"],
             remediation=[
                 "Something on the path answers too slowly or not at all; the checks it depends "
@@ -324,7 +370,7 @@ def _not_started(timeout_s: float) -> Finding:
     return problem(
         Status.ERROR,
         f"not run: the run deadline ({timeout_s:g}s, --timeout) came first",
-        code="CHECK_TIMEOUT",
+        code=Code.CHECK_TIMEOUT,
         faq=["client-timeout"],
         remediation=["Run again with a larger --timeout."],
     )

@@ -119,6 +119,13 @@ def register(value: str | None) -> None:
             _known.add(value)
 
 
+def forget_all_but(keep: list[str]) -> None:
+    """Forget every secret registered since `known_secrets()` returned keep (a test harness
+    running many commands in one process gives each its own, as separate processes would)."""
+    with _lock:
+        _known.intersection_update(keep)
+
+
 def known_secrets() -> list[str]:
     with _lock:
         return sorted(_known, key=len, reverse=True)
@@ -239,3 +246,27 @@ class Redactor:
 
     def summary(self) -> dict[str, int]:
         return dict(sorted(self.counts.items()))
+
+
+def safe_url(url: str) -> str:
+    """A URL fit for a report or a log: no user-info, no query string (storage URLs carry
+    signatures there), no fragment."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+
+def shown(text: str, limit: int = 60) -> str:
+    """User input echoed back in an error line: printable, bounded, never with user-info."""
+    head, sep, tail = text.partition("://")
+    rest = tail if sep else head
+    hostpart, slash, path = rest.partition("/")
+    if "@" in hostpart:
+        hostpart = "…@" + hostpart.rpartition("@")[2]
+    text = (head + sep if sep else "") + hostpart + slash + path
+    clean = "".join(c if c.isprintable() else "?" for c in text)
+    return repr(clean if len(clean) <= limit else clean[: limit - 1] + "…")

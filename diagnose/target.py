@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
+from diagnose.errors import UsageError
 from diagnose.models import ImageRef, Registry
 from diagnose.reference import DOCKER_HUB_API
 
@@ -33,7 +37,7 @@ _REFERENCE = re.compile(
 )
 
 
-class TargetError(ValueError):
+class TargetError(UsageError):
     """Bad input: the message is one line, safe to print, and never echoes credentials."""
 
 
@@ -222,3 +226,112 @@ def registry_for_image(ref: ImageRef, *, insecure: bool = False) -> Registry:
     if ref.digest and ref.tag:
         notes.append(f"the digest wins over the tag: docker pulls {ref.digest}, not :{ref.tag}")
     return replace(reg, given=ref.given, repository=ref.path.lower(), image=ref, notes=tuple(notes))
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What a run checks: the registries (each maybe carrying an image), where the names came
+    from (argument, docker-config, none) and notes for the report."""
+
+    registries: tuple[Registry, ...]
+    source: str
+    notes: tuple[str, ...] = ()
+
+
+def image_target(text: str, insecure: bool) -> Registry:
+    """A registry carrying the image named by text (docker's reference rules)."""
+    from diagnose.reference import ReferenceError, parse_reference
+    from diagnose.secrets import shown
+
+    try:
+        return registry_for_image(parse_reference(text), insecure=insecure)
+    except (ReferenceError, TargetError) as exc:
+        raise TargetError(f"image {shown(text)}: {exc}") from None
+
+
+def _with_image(parsed: list[Registry], image: str, named: bool, insecure: bool) -> list[Registry]:
+    """--image: a full reference adds (or fills) its registry; REPO:TAG applies to the
+    registries named on the command line, and otherwise is read as docker reads it."""
+    from dataclasses import replace
+
+    from diagnose.reference import looks_like_domain
+
+    first = image.strip().split("/", 1)[0]
+    full = "/" in image and looks_like_domain(first)
+    if full or not named or not parsed:
+        target = image_target(image, insecure)
+        out = [r for r in parsed if r.login_server != target.login_server or r.image]
+        return [*out, target]
+    return [
+        r
+        if r.image
+        else replace(
+            image_target(f"{r.login_server}/{image.strip()}", insecure),
+            notes=r.notes,
+            is_acr=r.is_acr,
+            cloud=r.cloud,
+        )
+        for r in parsed
+    ]
+
+
+def resolve_targets(
+    names: Sequence[str],
+    *,
+    docker_config: Path,
+    insecure: bool = False,
+    repository: str | None = None,
+    image: str | None = None,
+) -> Targets:
+    """The registries a run checks: the names given (registries, URLs or image references),
+    else every registry in the docker config at docker_config; TargetError on bad input."""
+    from dataclasses import replace
+
+    from diagnose import dockerconfig
+    from diagnose.reference import is_image_reference
+    from diagnose.secrets import shown
+
+    notes: list[str] = []
+    source = "argument"
+    parsed: list[Registry] = []
+    if names:
+        for name in names:
+            if is_image_reference(name):
+                parsed.append(image_target(name, insecure))
+                continue
+            try:
+                parsed.append(parse_registry(name, insecure=insecure))
+            except TargetError as exc:
+                raise TargetError(f"registry {shown(name)}: {exc}") from None
+    else:
+        source = "docker-config"
+        try:
+            config = dockerconfig.load_config(docker_config / "config.json")
+        except dockerconfig.ConfigError as exc:
+            raise TargetError(
+                f"{exc}; name a registry instead: diagnose check-health <registry>"
+            ) from None
+        for key in dockerconfig.registry_keys(config or {}):
+            try:
+                parsed.append(parse_registry(key, insecure=insecure))
+            except TargetError as exc:
+                notes.append(f"docker config entry {shown(key)} skipped: {exc}")
+        if not parsed:
+            source = "none"
+    if repository is not None:
+        parsed = [r if r.image else replace(r, repository=repository) for r in parsed]
+    if image:
+        parsed = _with_image(parsed, image, bool(names), insecure)
+        if source == "none":
+            source = "argument"
+    unique: dict[str, Registry] = {}
+    for reg in parsed:
+        held = unique.get(reg.login_server)
+        if held is None or (reg.image is not None and held.image is None):
+            unique[reg.login_server] = reg
+        elif reg.image is not None and held.image is not None and reg.image != held.image:
+            notes.append(
+                f"one image per registry per run: {reg.image.given} left out "
+                f"({held.image.given} is checked)"
+            )
+    return Targets(tuple(unique.values()), source, tuple(notes))

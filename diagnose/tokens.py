@@ -77,8 +77,6 @@ def _post(ctx: CheckContext, url: str, form: dict[str, str]) -> tuple[int, dict[
 def _call(ctx: CheckContext, method: str, url: str, **kw: Any) -> tuple[int, dict[str, Any], float]:
     import requests
 
-    from diagnose.http import environ_proxies
-
     session = ctx.http(verify=not ctx.options.insecure)
     t0 = time.monotonic()
     try:
@@ -88,7 +86,7 @@ def _call(ctx: CheckContext, method: str, url: str, **kw: Any) -> tuple[int, dic
             allow_redirects=False,
             stream=True,
             timeout=(ctx.budget(5.0), ctx.budget(10.0)),
-            proxies=environ_proxies(url),
+            proxies=ctx.proxies(url),
             **kw,
         )
         raw = _read(resp)

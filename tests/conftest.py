@@ -20,6 +20,19 @@ from tests.ci_strict import (  # noqa: F401
 )
 
 
+@pytest.fixture(autouse=True)
+def _declared_codes_only() -> Iterator[None]:
+    """A check that returns a code it does not declare fails the test that ran it (in-process
+    runs; runs in a process of their own get REGISTRY_DIAGNOSE_STRICT_CODES from lab)."""
+    from diagnose import runner
+
+    seen: list[tuple[str, str]] = []
+    runner.on_undeclared_code = lambda check_id, code: seen.append((check_id, code))
+    yield
+    runner.on_undeclared_code = None
+    assert not seen, f"checks returned codes they do not declare: {seen}"
+
+
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> lab.Pki:
     return lab.make_pki(tmp_path_factory.mktemp("pki"))
@@ -99,11 +112,26 @@ def schema() -> dict[str, Any]:
     return json.loads(lab.SCHEMA.read_text())
 
 
+RUNNER_CODES = {"CHECK_CRASHED", "CHECK_TIMEOUT", "PLUGIN_LOAD_ERROR"}
+
+
+def declared_codes() -> dict[str, set[str]]:
+    from diagnose import plugins
+
+    found, _ = plugins.load_checks()
+    return {c.id: {str(x) for x in c.codes} for c in found}
+
+
 def validate_report(report: dict[str, Any], schema: dict[str, Any]) -> None:
-    """Every report a test sees must match the shipped schema and cite only known FAQ keys."""
+    """Every report a test sees must match the shipped schema, cite only known FAQ keys, and
+    hold only codes its checks declare."""
     jsonschema.validate(report, schema)
     known = faq.load()
+    declared = declared_codes()
     for c in report["checks"]:
+        if c["code"] and c["code"] not in RUNNER_CODES and c["id"] in declared:
+            assert c["code"] in declared[c["id"]], f"{c['id']} gave undeclared {c['code']}"
+        assert "returned code" not in c["summary"], c  # REGISTRY_DIAGNOSE_STRICT_CODES
         for key in c["faq"]:
             assert key in known, f"{c['id']} cites unknown FAQ key {key}"
             assert key in report["faq"], f"{key} cited but not included in the report"

@@ -436,6 +436,7 @@ def clean_env(home: Path) -> dict[str, str]:
     }
     env["HOME"] = str(home)
     env["NO_COLOR"] = "1"
+    env["REGISTRY_DIAGNOSE_STRICT_CODES"] = "1"  # a code a check does not declare is an error
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
 
@@ -458,11 +459,59 @@ def empty_root() -> Path:
 RUN_COMMANDS = ("check-health", "preflight", "bundle")
 
 
-def diagnose(*args: str, env: dict[str, str], timeout: float = 90, stdin: str | None = None) -> Run:
-    """Run the CLI. Unless a test names a host root, the host is described by an empty one, so
-    that this machine's own docker (installed, running or not) never changes a result."""
+def _with_host_root(args: tuple[str, ...]) -> tuple[str, ...]:
+    """Unless a test names a host root, the host is described by an empty one, so that this
+    machine's own docker (installed, running or not) never changes a result."""
     if args and args[0] in RUN_COMMANDS and "--host-root" not in args:
-        args = (*args, "--host-root", str(empty_root()))
+        return (*args, "--host-root", str(empty_root()))
+    return args
+
+
+def diagnose(
+    *args: str,
+    env: dict[str, str],
+    timeout: float = 90,
+    stdin: str | None = None,
+    cwd: Path | None = None,
+) -> Run:
+    """Run the CLI in this process, as `diagnose.cli.run` runs it for the installed command,
+    with its own streams, environment and working directory. A run that needs other installed
+    packages (PYTHONPATH in env) runs in a process of its own (`diagnose_process`)."""
+    if "PYTHONPATH" in env:
+        return diagnose_process(*args, env=env, timeout=timeout, stdin=stdin, cwd=cwd)
+    import io
+
+    from diagnose import secrets
+    from diagnose.cli import run
+    from diagnose.environment import Environment
+
+    args = _with_host_root(args)
+    out, err = io.StringIO(), io.StringIO()
+    environment = Environment(
+        stdin=io.BytesIO((stdin or "").encode()),
+        stdout=out,
+        stderr=err,
+        environ=dict(env),
+        cwd=cwd or ROOT,
+    )
+    known = secrets.known_secrets()
+    t0 = time.monotonic()
+    try:
+        rc = run(list(args), environment)
+    finally:
+        secrets.forget_all_but(known)  # each run's secrets are its own, as in a process
+    return Run(rc, out.getvalue(), err.getvalue(), time.monotonic() - t0)
+
+
+def diagnose_process(
+    *args: str,
+    env: dict[str, str],
+    timeout: float = 90,
+    stdin: str | None = None,
+    cwd: Path | None = None,
+) -> Run:
+    """Run the installed command in a process of its own (what a user runs)."""
+    args = _with_host_root(args)
     t0 = time.monotonic()
     p = subprocess.run(
         [sys.executable, "-m", "diagnose", *args],
@@ -471,7 +520,7 @@ def diagnose(*args: str, env: dict[str, str], timeout: float = 90, stdin: str | 
         env=env,
         timeout=timeout,
         input=stdin,
-        cwd=str(ROOT),
+        cwd=str(cwd or ROOT),
     )
     return Run(p.returncode, p.stdout, p.stderr, time.monotonic() - t0)
 

@@ -168,7 +168,7 @@ def test_settings_from_pyproject_and_command_line_wins(tokens, pki, env, tmp_pat
 @pytest.mark.parametrize(
     ("content", "fragment"),
     [
-        ('timeout = "soon"', "'timeout' must be a number"),
+        ('timeout = "soon"', "--timeout 'soon': must be a number"),
         ('password = "hunter2"', "does not belong in a settings file"),
         ("colour = 1", "unknown setting 'colour'"),
         ("this is = not toml", "diagnose.toml"),

@@ -5,9 +5,11 @@ written without rich, and the process leaves as soon as its output is out."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 from tests import lab
@@ -127,6 +129,7 @@ def test_the_plain_report_keeps_control_characters_off_the_terminal() -> None:
 def test_a_check_gated_on_a_failed_check_never_starts() -> None:
     from diagnose import runner
     from diagnose.check import Check
+    from diagnose.codes import Code
     from diagnose.context import CheckContext, Options
     from diagnose.models import Finding, Status, passed, problem
     from diagnose.target import parse_registry
@@ -137,11 +140,14 @@ def test_a_check_gated_on_a_failed_check_never_starts() -> None:
         id = "gate"
         title = "Gate"
         order = 1
+        codes = (Code.CONNECTIVITY_ERROR,)
 
         def run(self, ctx: CheckContext) -> Finding:
             ran.append(self.id)
             if ctx.registry is not None and ctx.registry.host.startswith("bad"):
-                return problem(Status.FAIL, "closed", code="X", faq=["check-health"])
+                return problem(
+                    Status.FAIL, "closed", code=Code.CONNECTIVITY_ERROR, faq=["check-health"]
+                )
             return passed("open")
 
     class Gated(Check):
@@ -160,3 +166,52 @@ def test_a_check_gated_on_a_failed_check_never_starts() -> None:
     assert got[("bad.example.test", "gated")] == (Status.SKIP, "blocked by gate")
     assert got[("good.example.test", "gated")] == (Status.PASS, "ran after the gate")
     assert sorted(ran) == ["gate", "gate", "gated True"]
+
+
+def test_no_child_is_left_behind_when_the_run_ends(tmp_path, env):
+    """A run on a host whose docker daemon is stopped: `docker version` (here one that hangs)
+    is still running when the run has its verdict; the process ends it before leaving."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "docker"
+    fake.write_text("#!/bin/sh\nsleep 60 &\nexec sleep 60\n")
+    fake.chmod(0o755)
+    run_env = {
+        **env,
+        "PATH": f"{bin_dir}:{env['PATH']}",
+        "DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "diagnose", "check-health", "--checks", "docker-version",
+         "--host-root", "/", "--timeout", "5", "-q", "--format", "json"],
+        cwd=lab.ROOT, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )  # fmt: skip
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode in (0, 1), err
+    started = [c for c in json.loads(out)["checks"] if c["id"] == "docker-version"]
+    assert started, out
+    deadline = time.monotonic() + 3
+    left = _running_in_group(proc.pid)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = _running_in_group(proc.pid)
+    for pid in left:
+        os.kill(pid, 9)
+    assert not left, "the run left a child process behind"
+
+
+def _running_in_group(pgid: int) -> list[int]:
+    """Processes of a process group that still run (zombies waiting for a reaper do not)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if fields and fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
+            out.append(int(entry))
+    return out

@@ -6,6 +6,7 @@ import time
 
 from diagnose.check import Check
 from diagnose.context import CheckContext
+from diagnose.facts import API_ANSWER
 from diagnose.models import Finding, Status, passed, problem
 
 
@@ -47,8 +48,9 @@ class AfterApiCheck(Check):
     depends_on = ("api",)
 
     def run(self, ctx: CheckContext) -> Finding:
-        api = ctx.result("api")
-        return passed(f"api said {api.evidence.get('status') if api else None}")
+        ctx.result("api")  # wait for it, then read what it left for others
+        answer = ctx.fact(API_ANSWER)
+        return passed(f"api said {answer.status if answer else None}")
 
 
 class AcrOnlyCheck(Check):

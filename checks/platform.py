@@ -1,0 +1,160 @@
+"""Does the image hold this platform? An index is resolved as containerd's platform matcher
+resolves it; a single image built for another platform pulls, but will not run here."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from diagnose.check import Check
+from diagnose.codes import Code
+from diagnose.context import NO_IMAGE, CheckContext, image_of
+from diagnose.facts import IMAGE_MANIFEST, IMAGE_MANIFEST_DIGEST, PLATFORM_MANIFEST
+from diagnose.findings import registry_error, request_failed
+from diagnose.models import Finding, Status, passed, problem, skipped
+
+
+class PlatformCheck(Check):
+    id = "platform"
+    title = "Platform in the image"
+    order = 150
+    depends_on = ("manifest",)
+    starts_after = ("dns",)
+    timeout_s = 15.0
+    faq_keys = (
+        "platform-mismatch",
+        "distribution-errors",
+        "network-connectivity",
+        "client-timeout",
+        "proxy",
+        "manifest-unknown",
+    )
+    codes = (
+        Code.PLATFORM_MISMATCH,
+        Code.REGISTRY_ERROR,
+        Code.REGISTRY_REQUEST_ERROR,
+        Code.PROXY_ERROR,
+    )
+
+    def skip_reason(self, ctx: CheckContext) -> str | None:
+        if ctx.registry is None or ctx.registry.image is None:
+            return NO_IMAGE
+        return None
+
+    def run(self, ctx: CheckContext) -> Finding:
+        import requests
+
+        from diagnose.oci import (
+            MANIFEST_ACCEPT,
+            choose,
+            host_platform,
+            parse_errors,
+            parse_platform,
+            platforms_in,
+        )
+        from diagnose.registryapi import auth_for, base_url, image_config, read_body, requester
+
+        _, ref = image_of(ctx)
+        ctx.result("manifest")
+        doc = ctx.fact(IMAGE_MANIFEST)
+        if not isinstance(doc, dict):
+            return skipped("no manifest: see the manifest check")
+        want = parse_platform(ctx.options.platform) if ctx.options.platform else host_platform()
+        asked = "asked for with --platform" if ctx.options.platform else "this host's"
+        evidence: dict[str, Any] = {"wanted": str(want)}
+        headers, auth = auth_for(ctx)
+        call = requester(ctx)
+        depth = 0
+        chosen_digest = ctx.fact(IMAGE_MANIFEST_DIGEST)
+        while isinstance(doc.get("manifests"), list) and depth < 3:
+            entries = doc["manifests"]
+            offered = platforms_in(entries)
+            evidence["available"] = offered
+            entry = choose(entries, want)
+            if entry is None:
+                return problem(
+                    Status.FAIL,
+                    f"{ref.normalized} has no image for {want} ({asked} platform); it holds "
+                    f"{', '.join(offered) or 'no platform at all'}",
+                    code=Code.PLATFORM_MISMATCH,
+                    faq=["platform-mismatch"],
+                    remediation=[
+                        "Pull an image built for this platform: a tag that has it, or build one "
+                        f"(`docker buildx build --platform {want},...`) and push the index.",
+                        f"To pull another platform on purpose: `docker pull --platform "
+                        f"{offered[0] if offered else 'os/arch'} {ref.normalized}` (it will not "
+                        "run here without emulation).",
+                    ],
+                    evidence=evidence,
+                )
+            digest = str(entry.get("digest"))
+            chosen_digest = digest
+            url = f"{base_url(ctx)}/manifests/{digest}"
+            try:
+                resp = call(
+                    "GET",
+                    url,
+                    headers={**headers, "Accept": MANIFEST_ACCEPT},
+                    auth=auth,
+                    stream=True,
+                )
+                body = read_body(resp)
+            except requests.RequestException as exc:
+                return request_failed(ctx.options.environ, url, exc, f"GET manifest {digest[:19]}…")
+            if resp.status_code != 200:
+                errors = parse_errors(body)
+                evidence.update(status=resp.status_code, errors=[e.__dict__ for e in errors])
+                return registry_error(
+                    f"the {want} manifest {digest[:19]}… listed in the index",
+                    resp.status_code,
+                    errors,
+                    evidence,
+                )
+            try:
+                doc = json.loads(body)
+            except (ValueError, RecursionError):
+                doc = {}
+            if not isinstance(doc, dict):
+                doc = {}
+            depth += 1
+        evidence["manifest_digest"] = chosen_digest
+        ctx.put(PLATFORM_MANIFEST, doc)
+        if depth:
+            return passed(
+                f"the index holds {want} ({asked}): {str(chosen_digest)[:19]}…; "
+                f"all: {', '.join(evidence.get('available', []))}",
+                **evidence,
+            )
+        config = image_config(ctx, doc)
+        if config is None:
+            return passed(
+                "a single image manifest (no index); its platform was not read", **evidence
+            )
+        have = f"{config.get('os', '?')}/{config.get('architecture', '?')}"
+        if config.get("variant"):
+            have += f"/{config['variant']}"
+        evidence["image_platform"] = have
+        if (str(config.get("os")), _arch(config.get("architecture"))) != (
+            want.os,
+            want.architecture,
+        ):
+            return problem(
+                Status.WARN,
+                f"{ref.normalized} is built for {have}, not {want} ({asked} platform): it pulls, "
+                "but will not run here without emulation",
+                code=Code.PLATFORM_MISMATCH,
+                faq=["platform-mismatch"],
+                remediation=[
+                    f"Build and push the image for {want} (or an index holding both: `docker "
+                    f"buildx build --platform {want},{have}`)."
+                ],
+                evidence=evidence,
+            )
+        return passed(f"a single image for {have}, as {asked} platform", **evidence)
+
+
+def _arch(value: Any) -> str:
+    from diagnose.oci import _ARCH
+
+    text = str(value or "").lower()
+    return _ARCH.get(text, text)
