@@ -526,6 +526,79 @@ def test_proxy_refusing_the_registry_port(far_registry, env, schema, pki, tmp_pa
         tp.stop()
 
 
+@needs_skopeo
+@pytest.mark.parametrize(
+    ("no_proxy", "proxied"),
+    [(".registry.test", True), ("*.registry.test", True), ("registry.test", False)],
+)
+def test_no_proxy_names_as_go_reads_them(no_proxy, proxied, images, env, schema, pki, tmp_path):
+    """Go's NO_PROXY: ".x" (and "*.x") covers the names under x, not x itself; "x" covers x. A
+    name that resolves to 127.0.0.1 is proxied unless NO_PROXY covers it. skopeo, with that
+    name in an /etc/hosts of its own (a private mount namespace), and a proxy that is dead."""
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("unshare and root are needed")
+    server, _ = images
+    port = server.rsplit(":", 1)[1]
+    dead = lab.closed_port()
+    penv = {**env, "HTTPS_PROXY": f"http://127.0.0.1:{dead}", "NO_PROXY": no_proxy}
+    ref = f"registry.test:{port}/gt/small:1.0"
+    (tmp_path / "hosts").write_text("127.0.0.1 localhost\n127.0.0.1 registry.test\n")
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    shutil.copy(pki.ca_file, certs / "ca.crt")
+    script = 'mount --bind "$0" /etc/hosts && exec "$@"'
+    theirs = subprocess.run(
+        [
+            "unshare",
+            "--mount",
+            "sh",
+            "-c",
+            script,
+            str(tmp_path / "hosts"),
+            SKOPEO or "skopeo",
+            "--insecure-policy",
+            "inspect",
+            f"--cert-dir={certs}",
+            f"docker://{ref}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env={**os.environ, **penv},
+    )
+    r = lab.diagnose(
+        "check-health",
+        ref,
+        "--ca-bundle",
+        str(pki.ca_file),
+        "--checks",
+        "proxy",
+        "--host-root",
+        str(empty_hosts(tmp_path)),
+        "-f",
+        "json",
+        "-q",
+        env=penv,
+    )
+    validate_report(r.report, schema)
+    c = r.check("proxy")
+    if proxied:
+        lab.client_failed(theirs, "proxyconnect", f"127.0.0.1:{dead}", "connection refused")
+        assert (c["status"], c["code"]) == ("fail", "PROXY_ERROR"), c
+        assert f"127.0.0.1:{dead}" in c["summary"] and "connection refused" in c["summary"], c
+    else:
+        lab.client_ok(theirs)
+        assert c["status"] == "pass" and "direct connection" in c["summary"], c
+
+
+def empty_hosts(tmp: Path) -> Path:
+    """A host root whose /etc/hosts names registry.test as 127.0.0.1."""
+    root = tmp / "hostroot"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "hosts").write_text("127.0.0.1 localhost\n127.0.0.1 registry.test\n")
+    return root
+
+
 # ------------------------------------------------------------ the token flow, and secrets
 def test_image_through_the_token_flow_and_no_secret_leaks(tokens, pki, env, tmp_path):
     """The real registry in token mode: the manifest, blobs and push path use the access token;
