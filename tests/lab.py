@@ -1166,75 +1166,33 @@ def private_dockerd_with(
 def registry_front(
     upstream_port: int, ca_file: Path, tls: ssl.SSLContext, rule: Any
 ) -> Iterator[Server]:
-    """An HTTPS front on loopback that passes every request on to the real registry at
-    upstream_port, unless rule(method, path, headers) answers it (an Answer) instead: a firewall
-    that denies, a registry that redirects blobs to a storage host, refuses uploads... What the
-    clients get that the rule leaves alone is the registry's own answer."""
+    """An HTTPS front on loopback (a scripted_https) that passes every request on to the real
+    registry at upstream_port, unless rule(method, path, headers) answers it (an Answer)
+    instead: a firewall that denies, a registry that redirects blobs to a storage host or
+    refuses uploads. Requests go on without their body: the front is for pulls and refusals."""
     import http.client
 
     upstream_tls = ssl.create_default_context(cafile=str(ca_file))
     hop = {"connection", "keep-alive", "transfer-encoding", "content-length"}
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def answer(method: str, path: str, headers: dict[str, str]) -> Answer:
+        ruled = rule(method, path, headers)
+        if ruled is not None:
+            return ruled  # type: ignore[no-any-return]
+        conn = http.client.HTTPSConnection(
+            "127.0.0.1", upstream_port, context=upstream_tls, timeout=60
+        )
+        try:
+            sent = {k: v for k, v in headers.items() if k.lower() not in hop}
+            conn.request(method, path, headers=sent)
+            resp = conn.getresponse()
+            got = {k: v for k, v in resp.getheaders() if k.lower() not in hop | {"date"}}
+            return resp.status, got, resp.read()
+        finally:
+            conn.close()
 
-        def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                body = self._chunked()
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in hop}
-            self.server.requests.append(  # type: ignore[attr-defined]
-                {"method": self.command, "path": self.path, "headers": dict(self.headers)}
-            )
-            answer = rule(self.command, self.path, headers)
-            if answer is None:
-                conn = http.client.HTTPSConnection(
-                    "127.0.0.1", upstream_port, context=upstream_tls, timeout=60
-                )
-                try:
-                    conn.request(self.command, self.path, body=body or None, headers=headers)
-                    resp = conn.getresponse()
-                    answer = (resp.status, dict(resp.getheaders()), resp.read())
-                finally:
-                    conn.close()
-            status, out_headers, out = answer
-            self.send_response_only(status)
-            for k, v in out_headers.items():
-                if k.lower() not in hop:
-                    self.send_header(k, v)
-            self.send_header("Content-Length", str(len(out)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(out)
-
-        def _chunked(self) -> bytes:
-            data = b""
-            for _ in range(100000):  # bounded: a chunk per round
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    self.rfile.readline()
-                    return data
-                data += self.rfile.read(size)
-                self.rfile.readline()
-            raise RuntimeError("too many chunks")
-
-        do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    httpd.requests = []  # type: ignore[attr-defined]
-    httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
-    t = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    t.start()
-    try:
-        yield Server(httpd.server_address[1], httpd.shutdown, httpd.requests)  # type: ignore[attr-defined]
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with scripted_https(answer, tls) as server:
+        yield server
 
 
 def push_foreign_image(
