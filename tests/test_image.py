@@ -679,15 +679,18 @@ def test_image_through_the_token_flow_and_no_secret_leaks(tokens, pki, env, tmp_
 
 
 def _token_image(server, reg, pki) -> str:
-    """A real image (docker can unpack it) in the token-mode registry, pushed with a token the
-    token server gives alice; its reference."""
+    """A real image (docker can unpack it) in the token-mode registry, in a repository of its
+    own (team/docker: alice may pull and push, bob pull), pushed with a token the token server
+    gives alice; its reference."""
     import requests
 
     from tests.conftest import USERS
 
+    server.grant("alice", "team/docker", "pull", "push")
+    server.grant("bob", "team/docker", "pull")
     answer = requests.get(
         server.realm,
-        params={"service": server.service, "scope": "repository:team/app:pull,push"},
+        params={"service": server.service, "scope": "repository:team/docker:pull,push"},
         auth=("alice", USERS["alice"]),
         verify=str(pki.ca_file),
         timeout=10,
@@ -695,8 +698,8 @@ def _token_image(server, reg, pki) -> str:
     token = answer.json()["token"]
     base = f"https://127.0.0.1:{reg.port}"
     headers = {"Authorization": f"Bearer {token}"}
-    lab.push_real_image(base, "team/app", "real", ca_file=pki.ca_file, headers=headers)
-    return f"127.0.0.1:{reg.port}/team/app:real"
+    lab.push_real_image(base, "team/docker", "real", ca_file=pki.ca_file, headers=headers)
+    return f"127.0.0.1:{reg.port}/team/docker:real"
 
 
 def test_token_flow_verdicts_agree_with_docker(tokens, pki, env, schema, dockerd, tmp_path):
@@ -746,7 +749,7 @@ def test_token_flow_verdicts_agree_with_docker(tokens, pki, env, schema, dockerd
     for cid in ("scope", "manifest", "platform", "image-blobs", "push-path"):
         assert r.check(cid)["status"] == "pass", r.check(cid)
     lab.client_ok(theirs("alice", "pull", ref))
-    pushed = f"{login_server}/team/app:from-docker"
+    pushed = f"{login_server}/team/docker:from-docker"
     lab.client_ok(theirs("alice", "tag", ref, pushed))
     lab.client_ok(theirs("alice", "push", pushed))
     # bob: his pull works, his push is refused, for both
