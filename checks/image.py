@@ -11,6 +11,7 @@ headers on HEAD, which does not count against the limit.
 from __future__ import annotations
 
 import json
+import time
 from typing import TYPE_CHECKING, Any
 
 from diagnose.check import Check
@@ -22,7 +23,37 @@ from diagnose.models import Finding, ImageRef, Registry, Status, passed, problem
 from diagnose.secrets import safe_url
 
 if TYPE_CHECKING:
-    from diagnose.oci import RegistryError
+    from diagnose.oci import RateLimit, RegistryError
+
+
+def _pulls_left(
+    summary: str, rl: RateLimit | None, anonymous: bool, evidence: dict[str, Any]
+) -> Finding:
+    """A readable manifest: the pulls left in the window, and a warning when few are."""
+    from diagnose.oci import human_window
+
+    if rl is not None and rl.remaining is not None:
+        summary += (
+            f"; {rl.remaining}"
+            + (f" of {rl.limit}" if rl.limit is not None else "")
+            + f" pulls left per {human_window(rl.window_s)}"
+            + (" (anonymous)" if anonymous else "")
+        )
+    if rl is not None and rl.remaining is not None and rl.limit:
+        low = max(1, rl.limit // 10)
+        if rl.remaining <= low:
+            return problem(
+                Status.WARN,
+                f"{summary}: the rate limit is nearly used up",
+                code=Code.RATE_LIMIT_LOW,
+                faq=["rate-limit"],
+                remediation=[
+                    f"Only {rl.remaining} pulls are left in this window: log in, or pull "
+                    "through a mirror, before the limit stops pulls."
+                ],
+                evidence=evidence,
+            )
+    return passed(summary, **evidence)
 
 
 class ImageReferenceCheck(Check):
@@ -120,7 +151,6 @@ class ManifestCheck(Check):
             INDEX_TYPES,
             MANIFEST_ACCEPT,
             SCHEMA1_TYPES,
-            human_window,
             parse_errors,
             rate_limit,
         )
@@ -139,11 +169,13 @@ class ManifestCheck(Check):
             "url": safe_url(url),
             "anonymous": anonymous,
         }
+        t0 = time.monotonic()
         try:
             head = call("HEAD", url, headers=accept, auth=auth)
             head.close()
         except requests.RequestException as exc:
             return request_failed(ctx.options.environ, url, exc, f"HEAD {ref.reference}")
+        evidence["head_ms"] = round((time.monotonic() - t0) * 1000, 2)
         rl = rate_limit(head.headers)
         evidence.update(status=head.status_code, rate_limit=rl.to_dict() if rl else None)
         if head.status_code == 429:
@@ -157,13 +189,20 @@ class ManifestCheck(Check):
         )
         if rl is not None and rl.remaining == 0:
             return rate_limited(rl, anonymous, reg.login_server, evidence)
+        # repeated probes (serve, watch): where the registry counts pulls, the HEAD is all
+        if rl is not None and not ctx.options.spend_pulls:
+            evidence["manifest_get"] = "not made: the registry counts a GET as a pull"
+            summary = f"{ref.normalized}: the manifest answers HEAD (not fetched: a GET is a pull)"
+            return _pulls_left(summary, rl, anonymous, evidence)
         target = ref.digest or digest or ref.reference
         get_url = f"{base}/manifests/{target}"
+        t0 = time.monotonic()
         try:
             resp = call("GET", get_url, headers=accept, auth=auth, stream=True)
             body = read_body(resp)
         except requests.RequestException as exc:
             return request_failed(ctx.options.environ, get_url, exc, f"GET manifest {target}")
+        evidence["get_ms"] = round((time.monotonic() - t0) * 1000, 2)
         got_rl = rate_limit(resp.headers)
         if got_rl is not None:
             rl = got_rl
@@ -224,30 +263,7 @@ class ManifestCheck(Check):
                 evidence=evidence,
             )
         kind = "index" if media in INDEX_TYPES or "manifests" in doc else "image manifest"
-        left = ""
-        if rl is not None and rl.remaining is not None:
-            left = (
-                f"; {rl.remaining}"
-                + (f" of {rl.limit}" if rl.limit is not None else "")
-                + f" pulls left per {human_window(rl.window_s)}"
-                + (" (anonymous)" if anonymous else "")
-            )
-        summary = f"{ref.normalized}: {kind} {actual[:19]}…{left}"
-        if rl is not None and rl.remaining is not None and rl.limit:
-            low = max(1, rl.limit // 10)
-            if rl.remaining <= low:
-                return problem(
-                    Status.WARN,
-                    f"{summary}: the rate limit is nearly used up",
-                    code=Code.RATE_LIMIT_LOW,
-                    faq=["rate-limit"],
-                    remediation=[
-                        f"Only {rl.remaining} pulls are left in this window: log in, or pull "
-                        "through a mirror, before the limit stops pulls."
-                    ],
-                    evidence=evidence,
-                )
-        return passed(summary, **evidence)
+        return _pulls_left(f"{ref.normalized}: {kind} {actual[:19]}…", rl, anonymous, evidence)
 
     # ----------------------------------------------------------------------- failures
     def _not_found_or_refused(

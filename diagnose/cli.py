@@ -12,7 +12,7 @@ import contextlib
 import inspect
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +27,7 @@ from diagnose.options import SPECS, Spec, names
 
 if TYPE_CHECKING:
     from diagnose.context import Options
+    from diagnose.credentials import UserInput
     from diagnose.models import Report
     from diagnose.render import Renderer
     from diagnose.target import Targets
@@ -115,15 +116,36 @@ def prepare(
     given: dict[str, Any], from_file: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any], Options, Targets]:
     """The settled option values, the Options of the run and its targets."""
-    from diagnose.context import Options
-    from diagnose.credentials import user_input
     from diagnose.dockerconfig import config_dir
     from diagnose.options import settle
     from diagnose.target import resolve_targets
 
     e = env()
     values = settle(given, from_file)
-    creds = user_input(
+    options = build_options(values, credentials_given(values), e.environ)
+    registries = list(given.get("registries") or (from_file or {}).get("registries") or [])
+    if (
+        values["wait_for"]
+        and not values["repository"]
+        and not any(r.count("/") for r in registries)
+    ):
+        raise UsageError("--wait-for needs the repository to watch: --repository REPO")
+    targets = resolve_targets(
+        registries,
+        docker_config=config_dir(options.docker_config, e.environ),
+        insecure=options.insecure,
+        repository=values["repository"],
+        image=values["image"],
+    )
+    return values, options, targets
+
+
+def credentials_given(values: dict[str, Any]) -> UserInput:
+    """The credentials given to the command itself (flags, standard input, environment)."""
+    from diagnose.credentials import user_input
+
+    e = env()
+    return user_input(
         values["username"],
         values["password_stdin"],
         values["identity_token_file"],
@@ -131,10 +153,16 @@ def prepare(
         e.stdin,
         e.stdin_tty,
     )
+
+
+def build_options(values: dict[str, Any], creds: UserInput, environ: Mapping[str, str]) -> Options:
+    """The Options of a run from settled option values (see diagnose.options.settle)."""
+    from diagnose.context import Options
+
     pushing = values["require"] == "push" or values["push_test"]
     wait_s = values["propagation_timeout"]
     timeout = values["timeout"]
-    options = Options(
+    return Options(
         host_root=values["host_root"],
         docker_config=values["docker_config"],
         ca_bundle=values["ca_bundle"],
@@ -161,23 +189,8 @@ def prepare(
         push_bytes=values["push_bytes"],
         speedtest_mini=values["speedtest_mini"],
         speedtest_server=values["speedtest_server"],
-        environ=dict(e.environ),
+        environ=dict(environ),
     )
-    registries = list(given.get("registries") or (from_file or {}).get("registries") or [])
-    if (
-        values["wait_for"]
-        and not values["repository"]
-        and not any(r.count("/") for r in registries)
-    ):
-        raise UsageError("--wait-for needs the repository to watch: --repository REPO")
-    targets = resolve_targets(
-        registries,
-        docker_config=config_dir(options.docker_config, e.environ),
-        insecure=options.insecure,
-        repository=values["repository"],
-        image=values["image"],
-    )
-    return values, options, targets
 
 
 def execute(
@@ -600,3 +613,7 @@ def main() -> None:
 
 
 __all__ = ["EXIT_PROBLEM", "SPECS", "app", "main", "run"]
+
+# Commands kept in modules of their own register on `app` when imported; importing them here
+# puts them on the command line (they import this module's plumbing, defined above).
+from diagnose import cli_monitor  # noqa: E402, F401

@@ -68,6 +68,9 @@ class Options:
     push_bytes: int = default("push_bytes")
     speedtest_mini: str | None = None
     speedtest_server: int | None = None
+    # False for repeated probes (serve, watch): the manifest is read with a HEAD only where the
+    # registry counts pulls (it sends RateLimit headers), so that a probe never spends one
+    spend_pulls: bool = True
     extra: dict[str, str] = field(default_factory=dict)
     # the environment variables the command was given (proxies, HOME, DOCKER_HOST, PATH...)
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))

@@ -83,7 +83,7 @@ TRIGGERS = (
     "notary",
     "format",
     "lowercase",
-    "required data",
+    "requested data",
     "unsupported",
     "read-only",
     "method not allowed",
@@ -124,6 +124,9 @@ TRIGGERS = (
     "cannot be set",
     "auth.json",
     "registry_auth",
+    "unexpected commit",
+    "credentials - err",
+    "number of bytes",
 )
 
 

@@ -327,6 +327,8 @@ def from_table(path: Path, table: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     file_keys = {s.key: s for s in SPECS if s.in_file}
     for key, value in table.items():
+        if key == "modules":  # probe modules of `serve` and `watch`: diagnose.modules reads them
+            continue
         if key in FORBIDDEN_KEYS:
             raise OptionError(
                 f"{path}: {key!r} does not belong in a settings file; use "

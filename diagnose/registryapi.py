@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import platform
+import time
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
@@ -219,6 +220,7 @@ def fetch_blob(
     url = f"{base_url(ctx)}/blobs/{digest}"
     extra = {} if limit else {"Range": "bytes=0-0"}
     facts: dict[str, Any] = {}
+    t0 = time.monotonic()
     resp = call("GET", url, headers={**headers, **extra}, auth=auth, stream=True)
     for _ in range(3):
         if resp.status_code not in (301, 302, 303, 307, 308) or not resp.headers.get("Location"):
@@ -244,6 +246,8 @@ def fetch_blob(
             return 0, None, facts
         url = target
     facts["status"] = resp.status_code
+    # until the answer's headers, storage redirects included
+    facts["first_byte_ms"] = round((time.monotonic() - t0) * 1000, 2)
     if not limit:
         resp.close()
         return resp.status_code, None, facts

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from diagnose.challenge import Challenge
 from diagnose.credentials import Credential
-from diagnose.secrets import Secret, register, scrub
+from diagnose.secrets import Secret, register, safe_url, scrub
 
 if TYPE_CHECKING:
     import requests
@@ -92,12 +92,12 @@ def _call(ctx: CheckContext, method: str, url: str, **kw: Any) -> tuple[int, dic
         raw = _read(resp)
     except requests.Timeout:
         raise TokenError(
-            "timeout", f"{method} {_safe(url)} timed out", ms=(time.monotonic() - t0) * 1000
+            "timeout", f"{method} {safe_url(url)} timed out", ms=(time.monotonic() - t0) * 1000
         ) from None
     except requests.RequestException as exc:
         raise TokenError(
             "network",
-            f"{method} {_safe(url)} failed: {type(exc).__name__}",
+            f"{method} {safe_url(url)} failed: {type(exc).__name__}",
             ms=(time.monotonic() - t0) * 1000,
         ) from None
     ms = (time.monotonic() - t0) * 1000
@@ -105,7 +105,7 @@ def _call(ctx: CheckContext, method: str, url: str, **kw: Any) -> tuple[int, dic
     if resp.status_code != 200:
         raise TokenError(
             "http",
-            f"{method} {_safe(url)} answered HTTP {resp.status_code}",
+            f"{method} {safe_url(url)} answered HTTP {resp.status_code}",
             status=resp.status_code,
             body=text,
             ms=ms,
@@ -117,7 +117,7 @@ def _call(ctx: CheckContext, method: str, url: str, **kw: Any) -> tuple[int, dic
     except ValueError:
         raise TokenError(
             "malformed",
-            f"{method} {_safe(url)} answered 200 but not with a JSON object",
+            f"{method} {safe_url(url)} answered 200 but not with a JSON object",
             status=200,
             body=text,
             ms=ms,
@@ -138,11 +138,6 @@ def _read(resp: requests.Response) -> bytes:
         return data
     finally:
         resp.close()
-
-
-def _safe(url: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
 def _token(data: dict[str, Any], *names: str) -> Secret:
@@ -196,7 +191,7 @@ def obtain_grant(
             refresh_token=_token(data, "refresh_token"),
             evidence={
                 "method": "POST /oauth2/exchange (Entra access token)",
-                "url": _safe(url),
+                "url": safe_url(url),
                 "ms": round(ms, 2),
             },
         )
@@ -224,7 +219,7 @@ def obtain_grant(
                 username=user,
                 evidence={
                     "method": "OAuth2 password grant",
-                    "url": _safe(realm),
+                    "url": safe_url(realm),
                     "ms": round(ms, 2),
                 },
                 access_token=Secret(access) if isinstance(access, str) and access else None,
@@ -244,7 +239,11 @@ def obtain_grant(
         "basic",
         username=user,
         password=password,
-        evidence={"method": "GET realm with basic auth", "url": _safe(realm), "ms": round(ms, 2)},
+        evidence={
+            "method": "GET realm with basic auth",
+            "url": safe_url(realm),
+            "ms": round(ms, 2),
+        },
         access_token=token,
         access_scope=scope,
         access_expires_in=data.get("expires_in"),

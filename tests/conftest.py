@@ -239,3 +239,12 @@ def basic_registry(tmp_path_factory, good_cert):
     )
     yield reg
     reg.stop()
+
+
+@pytest.fixture(scope="session")
+def image_registry(tmp_path_factory, pki, good_cert):
+    """An open registry holding team/app:1.0 (the monitoring tests probe it repeatedly)."""
+    reg = lab.start_registry(tmp_path_factory.mktemp("image-registry"), *good_cert)
+    lab.push_image(f"https://127.0.0.1:{reg.port}", "team/app", "1.0", ca_file=pki.ca_file)
+    yield reg
+    reg.stop()

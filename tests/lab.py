@@ -1248,3 +1248,34 @@ def push_foreign_image(
     )
     assert r.status_code == 201, (r.status_code, r.text)
     return {**manifest, "_digest": "sha256:" + hashlib.sha256(raw).hexdigest()}
+
+
+# ------------------------------------------------------------------------ on a terminal
+def run_on_pty(argv: list[str], env: dict[str, str], timeout: float = 30) -> tuple[int, str]:
+    """Run a command with a pseudo-terminal as its stdin, stdout and stderr (as a person
+    would); its exit code and all it wrote. Reads are bounded by timeout."""
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    p = subprocess.Popen(
+        argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=str(ROOT), close_fds=True
+    )
+    os.close(slave)
+    chunks = []
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif p.poll() is not None:
+            break
+    rc = p.wait(10)
+    os.close(master)
+    return rc, b"".join(chunks).decode("utf-8", "replace")

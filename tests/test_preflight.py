@@ -133,16 +133,14 @@ def test_settings_from_diagnose_toml(tokens, pki, env, tmp_path):
         f'registries = ["127.0.0.1:{reg.port}"]\nrepository = "team/app"\nrequire = "push"\n'
         f'ca-bundle = "{pki.ca_file}"\nusername = "bob"\nreport = ["json:out.json"]\n'
     )
-    p = lab.subprocess.run(
-        [lab.sys.executable, "-m", "diagnose", "preflight", "--host-root", str(lab.empty_root())],
+    p = lab.diagnose(
+        "preflight",
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
         timeout=60,
-        env={**env, "PYTHONPATH": str(lab.ROOT), "REGISTRY_DIAGNOSE_PASSWORD": USERS["bob"]},
+        env={**env, "REGISTRY_DIAGNOSE_PASSWORD": USERS["bob"]},
     )
-    assert p.returncode == 1, p.stdout + p.stderr
-    assert p.stdout.startswith(f"preflight: settings from {tmp_path / 'diagnose.toml'}")
+    assert p.rc == 1, p.out + p.err
+    assert p.out.startswith(f"preflight: settings from {tmp_path / 'diagnose.toml'}")
     report = json.loads((tmp_path / "out.json").read_text())
     assert next(c for c in report["checks"] if c["id"] == "scope")["code"] == "TOKEN_SCOPE_ERROR"
 
@@ -154,15 +152,17 @@ def test_settings_from_pyproject_and_command_line_wins(tokens, pki, env, tmp_pat
         f'registry = "127.0.0.1:{reg.port}"\nrepository = "team/app"\nrequire = "push"\n'
         f'ca-bundle = "{pki.ca_file}"\nhost-root = "{lab.empty_root()}"\n'
     )
-    p = lab.subprocess.run(
-        [lab.sys.executable, "-m", "diagnose", "preflight", "--require", "pull", "-u", "bob"],
+    p = lab.diagnose(
+        "preflight",
+        "--require",
+        "pull",
+        "-u",
+        "bob",
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
         timeout=60,
-        env={**env, "PYTHONPATH": str(lab.ROOT), "REGISTRY_DIAGNOSE_PASSWORD": USERS["bob"]},
+        env={**env, "REGISTRY_DIAGNOSE_PASSWORD": USERS["bob"]},
     )
-    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.rc == 0, p.out + p.err
 
 
 @pytest.mark.parametrize(
@@ -177,17 +177,10 @@ def test_settings_from_pyproject_and_command_line_wins(tokens, pki, env, tmp_pat
 )
 def test_bad_settings_file_is_one_line_exit_2(env, tmp_path, content, fragment):
     (tmp_path / "diagnose.toml").write_text(content + "\n")
-    p = lab.subprocess.run(
-        [lab.sys.executable, "-m", "diagnose", "preflight"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**env, "PYTHONPATH": str(lab.ROOT)},
-    )
-    assert p.returncode == 2, p.stdout + p.stderr
-    assert len(p.stderr.strip().splitlines()) == 1 and fragment in p.stderr, p.stderr
-    assert "hunter2" not in p.stderr
+    p = lab.diagnose("preflight", cwd=tmp_path, timeout=30, env=env)
+    assert p.rc == 2, p.out + p.err
+    assert len(p.err.strip().splitlines()) == 1 and fragment in p.err, p.err
+    assert "hunter2" not in p.err
 
 
 @pytest.mark.parametrize("spec", ["junit", "yaml:x.yml", "json:"])
