@@ -104,7 +104,11 @@ class ImageBlobsCheck(Check):
             }
         )
         evidence["storage_hosts"] = storage
-        timed = [o[1][2]["first_byte_ms"] for o in outcomes if isinstance(o[1], tuple) and o[1][2]]
+        timed = [
+            o[1][2]["first_byte_ms"]
+            for o in outcomes
+            if isinstance(o[1], tuple) and "first_byte_ms" in o[1][2]  # not when storage failed
+        ]
         evidence["first_byte_ms"] = min(timed) if timed else None  # the quickest blob's
         for blob, outcome in outcomes:
             short = f"{blob['role']} {str(blob['digest'])[:19]}…"
