@@ -104,7 +104,11 @@ class ImageBlobsCheck(Check):
             }
         )
         evidence["storage_hosts"] = storage
-        timed = [o[1][2]["first_byte_ms"] for o in outcomes if isinstance(o[1], tuple) and o[1][2]]
+        timed = [
+            o[1][2]["first_byte_ms"]
+            for o in outcomes
+            if isinstance(o[1], tuple) and "first_byte_ms" in o[1][2]  # not when storage failed
+        ]
         evidence["first_byte_ms"] = min(timed) if timed else None  # the quickest blob's
         for blob, outcome in outcomes:
             short = f"{blob['role']} {str(blob['digest'])[:19]}…"
@@ -143,9 +147,10 @@ class ImageBlobsCheck(Check):
                 continue
             evidence.update(failed=blob["digest"], **facts)
             if facts.get("storage_host"):
+                what = facts.get("storage_error") or f"storage answered HTTP {status}"
                 return self._storage(
                     [facts["storage_host"]],
-                    f"{short}: storage answered HTTP {status}",
+                    f"{short}: {what}",
                     evidence,
                     ctx.options.environ,
                 )

@@ -499,8 +499,9 @@ class SignaturePolicyCheck(Check):
         scope: str,
         image: ImageRef | None,
     ) -> list[Issue]:
-        """A signedBy or sigstoreSigned requirement: its key on this host, then a signature
-        where the clients would look (the lookaside, then sigstore attachments)."""
+        """A signedBy or sigstoreSigned requirement: a signature where the clients look (the
+        lookaside, then sigstore attachments), then its key on this host. The clients read the
+        key only for a signature they found: with none, that is what they stop on."""
         from diagnose.containers import lookaside_for
 
         sigstore = r.get("type") == "sigstoreSigned"
@@ -510,8 +511,15 @@ class SignaturePolicyCheck(Check):
         inline = any(isinstance(r.get(k), str | list) for k in ("keyData", "keyDatas"))
         root = ctx.options.host_root
         missing = [p for p in paths if not (root / p.lstrip("/")).is_file()]
-        if missing or not (paths or inline or sigstore):
-            return [
+        install = (
+            f"Install the public key at {', '.join(missing) or 'the keyPath'} (the image "
+            f"publisher's {'cosign' if sigstore else 'GPG'} public key)."
+        )
+        key_there = not missing and bool(paths or inline or sigstore)
+        no_key = (
+            []
+            if key_there
+            else [
                 Issue(
                     Status.FAIL,
                     Code.SIGNATURE_KEY_MISSING,
@@ -519,16 +527,12 @@ class SignaturePolicyCheck(Check):
                     f"the {r.get('type')} requirement for {scope} in {where} names the key "
                     f"{', '.join(missing) or '(none)'}, which is not on this host: every pull "
                     "in that scope fails",
-                    [
-                        f"Install the public key at {', '.join(missing) or 'the keyPath'} "
-                        "(the image publisher's "
-                        + ("cosign" if sigstore else "GPG")
-                        + " public key).",
-                    ],
+                    [install],
                 )
             ]
+        )
         if image is None:
-            return []
+            return no_key
         digest = self._digest(ctx)
         lookaside, attachments, src = lookaside_for(root, _home(ctx), name)
         found: bool | None = False
@@ -539,7 +543,7 @@ class SignaturePolicyCheck(Check):
         if not found and attachments:
             found, looked = _attachment_present(ctx, name, digest)
         if found is None or found:
-            return []
+            return no_key
         steps = (
             [
                 "Sign the image (`cosign sign` or `podman push --sign-by-sigstore`), and set "
@@ -557,6 +561,8 @@ class SignaturePolicyCheck(Check):
             "Or, if this scope is meant to take unsigned images, give it "
             f'[{{"type": "insecureAcceptAnything"}}] in {where}.'
         )
+        if no_key:
+            steps.insert(1, f"The key is missing too: {install}")
         return [
             Issue(
                 Status.FAIL,
@@ -564,7 +570,12 @@ class SignaturePolicyCheck(Check):
                 ["signature-policy"],
                 f"{where} requires a signature for {scope} ({r.get('type')}), and none exists "
                 f"for this image (looked at {looked}): the clients stop with 'A signature was "
-                "required, but no signature exists'",
+                "required, but no signature exists'"
+                + (
+                    f"; its key {', '.join(missing) or '(none)'} is not here either"
+                    if no_key
+                    else ""
+                ),
                 steps,
             )
         ]

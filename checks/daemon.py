@@ -135,6 +135,7 @@ class DockerDaemonCheck(Check):
             version=version.get("Version"),
             api_version=version.get("ApiVersion"),
             os=info.get("OperatingSystem"),
+            os_type=info.get("OSType") or None,
             debug=info.get("Debug"),
             registry_config=info.get("RegistryConfig"),
             http_proxy=info.get("HttpProxy") or None,
@@ -161,6 +162,7 @@ class DockerDaemonCheck(Check):
                 registry_config=registry_config if isinstance(registry_config, dict) else {},
                 proxies=proxies,
                 args=args,
+                os_type=str(info.get("OSType") or "").lower() or None,
             ),
         )
         return passed(

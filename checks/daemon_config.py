@@ -15,7 +15,6 @@ from diagnose.dockerhost import (
     flag_value,
     flag_values,
     is_red_hat,
-    no_proxy_covers,
     os_release,
     parse_daemon_json,
     parse_sysconfig,
@@ -25,15 +24,32 @@ from diagnose.dockerhost import (
 from diagnose.facts import DAEMON, SCHEME, DaemonInfo
 from diagnose.models import Finding, Issue, Status, combine, passed, problem, skipped
 from diagnose.net import ConnectError, connect
+from diagnose.proxy import go_uses_proxy
 from diagnose.resolve import ResolveError
 
 RESTART = "sudo systemctl restart docker"
+# A daemon proxy that cannot be reached, for a registry the daemon sends through it.
+PROXY_UNREACHABLE = Status.WARN
 
 
 def _daemon(ctx: CheckContext) -> DaemonInfo:
     """What the docker-daemon check learnt (nothing, when it did not reach a daemon)."""
     ctx.result("docker-daemon")
     return ctx.fact(DAEMON) or DaemonInfo(present=None)
+
+
+def _major(version: str) -> int | None:
+    head = version.split(".")[0]
+    return int(head) if head.isascii() and head.isdigit() else None
+
+
+def _upstream(info: DaemonInfo) -> str | None:
+    """The running daemon's version when it is docker's own (17.03 and later): Red Hat's
+    fork (docker 1.13 and before, `docker-current`) alone has --block-registry, and upstream
+    dockerd refuses to start with that flag."""
+    version = info.version or ""
+    major = _major(version)
+    return version if major is not None and major >= 17 else None
 
 
 def _addresses(ctx: CheckContext, host: str, port: int) -> list[str]:
@@ -126,10 +142,16 @@ class DaemonOptionsCheck(Check):
             *flag_values(args, "--insecure-registry"),
             *flag_values(sc.variables.get("INSECURE_REGISTRY", "").split(), "--insecure-registry"),
         ]
-        blocked = [
-            *flag_values(args, "--block-registry"),
-            *flag_values(sc.variables.get("BLOCK_REGISTRY", "").split(), "--block-registry"),
-        ]
+        blocked = flag_values(args, "--block-registry")
+        from_file = flag_values(sc.variables.get("BLOCK_REGISTRY", "").split(), "--block-registry")
+        upstream = _upstream(info)
+        if from_file and upstream:
+            evidence["block_registry_ignored"] = (
+                f"the running daemon is docker {upstream}, which has no --block-registry: "
+                "BLOCK_REGISTRY in /etc/sysconfig/docker (Red Hat's docker) does not apply"
+            )
+        elif from_file:
+            blocked += from_file
         regcfg = info.registry_config
         api_insecure = [
             name
@@ -288,7 +310,9 @@ class DaemonOptionsCheck(Check):
             for mirror in mirrors:
                 issues += self._mirror(ctx, str(mirror))
         proxy = proxies.get("HTTPS_PROXY" if scheme == "https" else "HTTP_PROXY")
-        if proxy and not no_proxy_covers(proxies.get("NO_PROXY", ""), host, port):
+        # as the daemon (Go) decides: never for "localhost" or a literal loopback address, but
+        # for a name that resolves to one; then NO_PROXY
+        if proxy and go_uses_proxy(host, port, proxies.get("NO_PROXY", "")):
             evidence.setdefault("proxy_for", {})[server] = proxy
             issues += self._proxy_reachable(ctx, server, proxy)
         return issues
@@ -327,7 +351,7 @@ class DaemonOptionsCheck(Check):
         except (ConnectError, IndexError):
             return [
                 Issue(
-                    Status.WARN,
+                    PROXY_UNREACHABLE,
                     Code.DAEMON_PROXY_ERROR,
                     ["network-connectivity"],
                     f"the daemon reaches {server} through proxy {host}:{port}, which "
@@ -349,8 +373,8 @@ class NondistributableCheck(Check):
     depends_on = ("authorized-request", "docker-daemon")
     starts_after = ("dns",)
     timeout_s = 15.0
-    faq_keys = ("nondistributable-artifacts",)
-    codes = (Code.NONDISTRIBUTABLE_NOT_ALLOWED,)
+    faq_keys = ("nondistributable-artifacts", "manifest-unknown")
+    codes = (Code.NONDISTRIBUTABLE_NOT_ALLOWED, Code.BLOB_UNKNOWN)
 
     def run(self, ctx: CheckContext) -> Finding:
         from diagnose.registryapi import NotReadable, manifest_for
@@ -376,12 +400,7 @@ class NondistributableCheck(Check):
             "addresses": addresses,
         }
         version = info.version or ""
-        if (
-            version
-            and version.split(".")[0].isascii()
-            and version.split(".")[0].isdigit()
-            and int(version.split(".")[0]) >= 25
-        ):
+        if (_major(version) or 0) >= 25:
             evidence["note"] = (
                 "docker 25 deprecated allow-nondistributable-artifacts and later "
                 "releases dropped it: they push foreign layers as ordinary ones"
@@ -404,6 +423,8 @@ class NondistributableCheck(Check):
         ][:20]
         if not foreign:
             return passed(f"{reg.repository} has no foreign layers", **evidence)
+        if info.os_type == "linux":
+            return _on_linux(ctx, foreign, evidence)
         if covered:
             return passed(
                 f"{len(foreign)} foreign layer(s) in {reg.repository}; "
@@ -425,6 +446,53 @@ class NondistributableCheck(Check):
             ],
             evidence=evidence,
         )
+
+
+def _on_linux(
+    ctx: CheckContext, foreign: list[dict[str, Any]], evidence: dict[str, Any]
+) -> Finding:
+    """A Linux dockerd fetches a foreign layer from the registry like any other, never from its
+    URLs, and pushes it as an ordinary layer: the allow list does not matter to it, whether the
+    registry holds the blob does (without it, the pull stops at "unknown blob")."""
+    import requests
+
+    from diagnose.registryapi import auth_for, base_url, requester
+
+    reg = ctx.registry
+    assert reg is not None
+    call = requester(ctx)
+    headers, auth = auth_for(ctx)
+    missing = []
+    for layer in foreign:
+        digest = str(layer.get("digest"))
+        try:
+            answer = call("HEAD", f"{base_url(ctx)}/blobs/{digest}", headers=headers, auth=auth)
+        except requests.RequestException:
+            continue  # reachability is the other checks' business
+        if answer.status_code == 404:
+            missing.append(digest)
+    evidence.update(daemon_os="linux", foreign_missing=missing or None)
+    if missing:
+        return problem(
+            Status.FAIL,
+            f"{reg.repository} has {len(missing)} foreign layer(s) the registry does not hold "
+            f"({missing[0][:19]}…): a Linux docker daemon reads foreign layers from the registry "
+            "only, never from their URLs, so its pull stops there (unknown blob)",
+            code=Code.BLOB_UNKNOWN,
+            faq=["manifest-unknown", "nondistributable-artifacts"],
+            remediation=[
+                "Push the image again with its foreign layers: from a daemon that lists the "
+                "registry in allow-nondistributable-artifacts (Windows), or with a tool that "
+                "copies them (`skopeo copy`, `crane copy`).",
+            ],
+            evidence=evidence,
+        )
+    return passed(
+        f"{len(foreign)} foreign layer(s) in {reg.repository}, all held by the registry: a Linux "
+        "docker daemon pulls them from it like any layer and pushes them as ordinary layers "
+        "(allow-nondistributable-artifacts does not change that)",
+        **evidence,
+    )
 
 
 class DockerCertsCheck(Check):

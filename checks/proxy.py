@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING, Any
 from diagnose.check import Check
 from diagnose.codes import Code
 from diagnose.context import CheckContext
-from diagnose.dockerhost import no_proxy_covers, parse_daemon_json, systemd_proxy_env
+from diagnose.dockerhost import parse_daemon_json, systemd_proxy_env
 from diagnose.models import Finding, Status, passed, problem
 from diagnose.proxy import (
     ProxySetting,
     classify_proxy_error,
-    is_loopback,
+    go_uses_proxy,
+    never_proxied,
     proxy_for,
     safe_proxy_url,
 )
@@ -57,27 +58,26 @@ class ProxyCheck(Check):
         daemon = daemon_proxy(ctx)
         if daemon.get("HTTPS_PROXY"):
             safe = safe_proxy_url(daemon["HTTPS_PROXY"])
-            covered = bool(daemon.get("NO_PROXY")) and no_proxy_covers(
-                daemon.get("NO_PROXY", ""), reg.host, reg.effective_port
-            )
             evidence["daemon_proxy"] = {
                 "proxy": safe[0] if safe else "(unparsable)",
                 "source": daemon.get("HTTPS_PROXY_source"),
-                "no_proxy_covers_registry": covered,
+                "used_for_registry": go_uses_proxy(
+                    reg.host, reg.effective_port, daemon.get("NO_PROXY", "")
+                ),
             }
         daemon_note = ""
         if "daemon_proxy" in evidence:
             d = evidence["daemon_proxy"]
             daemon_note = (
                 f"; docker pulls go through the daemon's proxy {d['proxy']} (from {d['source']})"
-                if not d["no_proxy_covers_registry"]
-                else "; the daemon's NO_PROXY covers the registry"
+                if d["used_for_registry"]
+                else "; the daemon sends the registry around its proxy (loopback or NO_PROXY)"
             )
         if setting is None:
-            if is_loopback(reg.host):
+            if never_proxied(reg.host):
                 return passed(
-                    f"{reg.host} is a loopback address: the clients never send it through a "
-                    f"proxy{daemon_note}",
+                    f"{reg.host} is localhost or a loopback address: the clients never send it "
+                    f"through a proxy{daemon_note}",
                     **evidence,
                 )
             return passed(f"no proxy for {reg.host}: direct connection{daemon_note}", **evidence)

@@ -109,8 +109,9 @@ class BlobRedirectCheck(Check):
         except requests.exceptions.SSLError:
             return self._storage_failed(f"TLS with the storage host {host} failed", host, evidence)
         except requests.RequestException as exc:
+            why = "connection refused" if "refused" in str(exc).lower() else type(exc).__name__
             return self._storage_failed(
-                f"the storage host {host} cannot be reached ({type(exc).__name__})", host, evidence
+                f"the storage host {host}:{port} cannot be reached ({why})", host, evidence
             )
         evidence.update(
             storage_status=resp.status_code, storage_ms=round((time.monotonic() - t1) * 1000, 2)

@@ -239,7 +239,8 @@ def systemd_proxy_env(root: Path) -> dict[str, str]:
 
 
 def no_proxy_covers(no_proxy: str, host: str, port: int) -> bool:
-    """Go's NO_PROXY rules (as docker applies them): *, exact, .suffix, suffix, CIDR, :port."""
+    """Go's NO_PROXY rules (as docker applies them): *, exact, .suffix, suffix, CIDR (for a
+    literal address only), :port."""
     host = host.lower().strip("[]")
     for raw in no_proxy.split(","):
         entry = raw.strip().lower()
@@ -259,12 +260,13 @@ def no_proxy_covers(no_proxy: str, host: str, port: int) -> bool:
             continue
         except ValueError:
             pass
-        entry = entry.lstrip("*")
-        if (
-            host == entry.lstrip(".")
-            or (entry.startswith(".") and host.endswith(entry))
-            or host.endswith("." + entry)
-        ):
+        # Go (httpproxy): "*.x" is ".x"; ".x" covers the names under x, not x itself; a bare
+        # "x" covers x and the names under it
+        entry = entry[1:] if entry.startswith("*.") else entry
+        if entry.startswith("."):
+            if host.endswith(entry):
+                return True
+        elif host == entry or host.endswith("." + entry):
             return True
     return False
 

@@ -57,6 +57,7 @@ class DaemonInfo:
     registry_config: dict[str, Any] = field(default_factory=dict)
     proxies: dict[str, str] = field(default_factory=dict)  # HTTP_PROXY... from /info
     args: tuple[str, ...] = ()  # the first dockerd's command line arguments
+    os_type: str | None = None  # "linux" or "windows" (/info OSType): how it treats foreign layers
 
 
 # the scheme the registry speaks ("https", or "http" for an insecure registry): tls

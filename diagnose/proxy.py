@@ -3,8 +3,9 @@ what a proxy failure means.
 
 The container clients are Go programs, and Go reads the proxy environment its own way: upper
 case before lower case, `HTTPS_PROXY` for https URLs with no fallback to `ALL_PROXY`, and never a
-proxy for `localhost` or a loopback address. The run follows the same rules, so it goes where the
-clients go. A proxy is only ever named as host:port: its user-info is a credential.
+proxy for the name `localhost` or a literal loopback address (a name that merely resolves to
+127.0.0.1 is proxied: Go decides before it resolves). The run follows the same rules, so it
+goes where the clients go. A proxy is only ever named as host:port: its user-info is a credential.
 """
 
 from __future__ import annotations
@@ -58,14 +59,27 @@ def _first(env: Mapping[str, str], *names: str) -> tuple[str, str] | None:
     return None
 
 
-def is_loopback(host: str) -> bool:
-    h = host.strip("[]").lower()
-    if h == "localhost" or h.endswith(".localhost"):
+def never_proxied(host: str) -> bool:
+    """Go's rule (golang.org/x/net/http/httpproxy, useProxy), decided on the name as written,
+    before any lookup: the name "localhost" and a literal loopback address never go through a
+    proxy; any other name does, even one that resolves to 127.0.0.1 (or "x.localhost")."""
+    h = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if h == "localhost":
         return True
     try:
-        return ipaddress.ip_address(h).is_loopback
+        ip = ipaddress.ip_address(h)
     except ValueError:
         return False
+    mapped = getattr(ip, "ipv4_mapped", None)  # Go's IsLoopback sees ::ffff:127.0.0.1 as IPv4
+    return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))
+
+
+def go_uses_proxy(host: str, port: int, no_proxy: str) -> bool:
+    """Whether a Go client sends a request for host:port through the proxy it has, given
+    NO_PROXY: the loopback rule first, then the NO_PROXY entries."""
+    if never_proxied(host):
+        return False
+    return not (no_proxy and no_proxy_covers(no_proxy, host, port))
 
 
 def safe_proxy_url(raw: str) -> tuple[str, str, int, bool] | None:
@@ -91,7 +105,7 @@ def proxy_for(url: str, env: Mapping[str, str] | None = None) -> ProxySetting | 
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
     scheme = parts.scheme.lower()
-    if not host or is_loopback(host):
+    if not host:
         return None
     names = ("HTTPS_PROXY", "https_proxy") if scheme == "https" else ("HTTP_PROXY", "http_proxy")
     found = _first(env, *names)
@@ -100,7 +114,7 @@ def proxy_for(url: str, env: Mapping[str, str] | None = None) -> ProxySetting | 
     no = _first(env, "NO_PROXY", "no_proxy")
     no_proxy = no[1] if no else ""
     port = parts.port or (443 if scheme == "https" else 80)
-    if no_proxy and no_proxy_covers(no_proxy, host, port):
+    if not go_uses_proxy(host, port, no_proxy):
         return None
     safe = safe_proxy_url(found[1])
     if safe is None:
@@ -135,7 +149,7 @@ def requests_proxies(url: str, env: Mapping[str, str] | None = None) -> dict[str
 def no_proxy_status(host: str, port: int, env: Mapping[str, str] | None = None) -> str:
     """'direct' (no proxy, or NO_PROXY covers it), 'loopback' or 'proxied'."""
     env = os.environ if env is None else env
-    if is_loopback(host):
+    if never_proxied(host):
         return "loopback"
     return "direct" if proxy_for(f"https://{host}:{port}/", env) is None else "proxied"
 

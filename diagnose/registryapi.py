@@ -232,13 +232,18 @@ def fetch_blob(
         facts["storage_host"] = host
         same = host == (urlsplit(url).hostname or "").lower()
         # a new request: the registry's Authorization header never travels to another host
-        resp = call(
-            "GET",
-            target,
-            headers={**(headers if same else {}), **extra},
-            auth=auth if same else None,
-            stream=True,
-        )
+        try:
+            resp = call(
+                "GET",
+                target,
+                headers={**(headers if same else {}), **extra},
+                auth=auth if same else None,
+                stream=True,
+            )
+        except OSError as exc:  # requests' errors are OSErrors: the storage host failed
+            why = "connection refused" if "refused" in str(exc).lower() else type(exc).__name__
+            facts.update(status=0, storage_error=f"{safe_url(target)}: {why}")
+            return 0, None, facts
         url = target
     facts["status"] = resp.status_code
     # until the answer's headers, storage redirects included

@@ -1087,6 +1087,169 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+# ------------------------------------------------ real clients: agreement on the reason
+def client_failed(proc: subprocess.CompletedProcess[str], *reasons: str) -> str:
+    """Assert that a real client (docker, skopeo, podman, ctr) failed and that its error text
+    names the cause: every one of reasons (case-insensitive) is in its output. Returns that
+    output, for further checks. A failure for some other reason is a disagreement."""
+    text = f"{proc.stderr or ''}\n{proc.stdout or ''}"
+    assert proc.returncode != 0, f"the client succeeded where it should fail: {text[-2000:]}"
+    missing = [r for r in reasons if r.lower() not in text.lower()]
+    assert not missing, f"the client failed, but not for {missing}: {text[-2000:]}"
+    return text
+
+
+def client_ok(proc: subprocess.CompletedProcess[str]) -> None:
+    """Assert that a real client succeeded (its own words are shown when it did not)."""
+    assert proc.returncode == 0, f"the client failed: {(proc.stderr or proc.stdout)[-2000:]}"
+
+
+@contextlib.contextmanager
+def private_dockerd_with(
+    directory: Path,
+    config_file: Path,
+    *,
+    env: dict[str, str] | None = None,
+    hosts_file: Path | None = None,
+) -> Iterator[str]:
+    """A private dockerd as private_dockerd makes it, with more in its environment (a proxy:
+    dockerd 20.10 reads no `proxies` from daemon.json) and, with hosts_file, an /etc/hosts of
+    its own: it runs in a mount namespace of its own (unshare --mount) where hosts_file is
+    bind-mounted over /etc/hosts, so a test name resolves for this daemon alone and the
+    machine's file is never touched. Yields the DOCKER_HOST to reach it."""
+    dockerd = shutil.which("dockerd")
+    if dockerd is None:
+        raise RuntimeError("dockerd is not installed (Debian package docker.io)")
+    sock = directory / "docker.sock"
+    argv = [
+        dockerd,
+        f"--host=unix://{sock}",
+        f"--data-root={directory / 'data'}",
+        f"--exec-root={directory / 'exec'}",
+        f"--pidfile={directory / 'docker.pid'}",
+        "--iptables=false",
+        "--ip6tables=false",
+        "--bridge=none",
+        "--storage-driver=vfs",
+        f"--config-file={config_file}",
+    ]
+    if hosts_file is not None:
+        unshare = shutil.which("unshare")
+        if unshare is None:
+            raise RuntimeError("unshare is not installed (Debian package util-linux)")
+        # unshare makes the new namespace's mounts private: the bind mount stays in it
+        script = 'mount --bind "$0" /etc/hosts && exec "$@"'
+        argv = [unshare, "--mount", "sh", "-c", script, str(hosts_file), *argv]
+    log_path = directory / "dockerd.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=log, env={**os.environ, **(env or {})})
+    host = f"unix://{sock}"
+    try:
+        for _ in range(150):
+            if proc.poll() is not None:
+                break
+            if sock.exists():
+                probe = ["docker", "-H", host, "version"]
+                if subprocess.run(probe, capture_output=True, timeout=20).returncode == 0:
+                    break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError(f"dockerd did not start: {log_path.read_text()[-2000:]}")
+        if proc.poll() is not None:
+            raise RuntimeError(f"dockerd exited: {log_path.read_text()[-2000:]}")
+        yield host
+    finally:
+        stop_process(proc)
+
+
+@contextlib.contextmanager
+def registry_front(
+    upstream_port: int, ca_file: Path, tls: ssl.SSLContext, rule: Any
+) -> Iterator[Server]:
+    """An HTTPS front on loopback (a scripted_https) that passes every request on to the real
+    registry at upstream_port, unless rule(method, path, headers) answers it (an Answer)
+    instead: a firewall that denies, a registry that redirects blobs to a storage host or
+    refuses uploads. Requests go on without their body: the front is for pulls and refusals."""
+    import http.client
+
+    upstream_tls = ssl.create_default_context(cafile=str(ca_file))
+    hop = {"connection", "keep-alive", "transfer-encoding", "content-length"}
+
+    def answer(method: str, path: str, headers: dict[str, str]) -> Answer:
+        ruled = rule(method, path, headers)
+        if ruled is not None:
+            return ruled  # type: ignore[no-any-return]
+        conn = http.client.HTTPSConnection(
+            "127.0.0.1", upstream_port, context=upstream_tls, timeout=60
+        )
+        try:
+            sent = {k: v for k, v in headers.items() if k.lower() not in hop}
+            conn.request(method, path, headers=sent)
+            resp = conn.getresponse()
+            got = {k: v for k, v in resp.getheaders() if k.lower() not in hop | {"date"}}
+            return resp.status, got, resp.read()
+        finally:
+            conn.close()
+
+    with scripted_https(answer, tls) as server:
+        yield server
+
+
+def push_foreign_image(
+    base: str, repo: str, tag: str, *, ca_file: Path, blob_in_registry: bool
+) -> dict[str, Any]:
+    """A real image whose one layer is foreign (a Windows base layer's media type, with a URL
+    nothing answers at): with blob_in_registry the registry holds the layer too (what a push
+    from a daemon that allows nondistributable artifacts leaves), without it only the URL
+    does. Returns the manifest with `_digest`."""
+    import hashlib
+
+    import requests
+
+    layer = layer_tar({"foreign.txt": f"a foreign layer of {repo}:{tag}\n".encode()})
+    diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        }
+    ).encode()
+    s = requests.Session()
+    s.verify = str(ca_file)
+    s.trust_env = False
+    config_digest = upload_blob(s, base, repo, config)
+    if blob_in_registry:
+        upload_blob(s, base, repo, layer)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {
+            "mediaType": "application/vnd.docker.container.image.v1+json",
+            "size": len(config),
+            "digest": config_digest,
+        },
+        "layers": [
+            {
+                "mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+                "size": len(layer),
+                "digest": diff_id,
+                "urls": [f"https://127.0.0.1:{closed_port()}/{repo}/layer.tar"],
+            }
+        ],
+    }
+    raw = json.dumps(manifest).encode()
+    r = s.put(
+        f"{base}/v2/{repo}/manifests/{tag}",
+        data=raw,
+        headers={"Content-Type": manifest["mediaType"]},
+        timeout=10,
+    )
+    assert r.status_code == 201, (r.status_code, r.text)
+    return {**manifest, "_digest": "sha256:" + hashlib.sha256(raw).hexdigest()}
+
+
 # ------------------------------------------------------------------------ on a terminal
 def run_on_pty(argv: list[str], env: dict[str, str], timeout: float = 30) -> tuple[int, str]:
     """Run a command with a pseudo-terminal as its stdin, stdout and stderr (as a person

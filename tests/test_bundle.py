@@ -10,7 +10,6 @@ import stat
 import subprocess
 import sys
 import tarfile
-import time
 
 from tests import lab
 from tests.conftest import USERS
@@ -129,11 +128,11 @@ def test_bundle_has_no_planted_secret_anywhere(tokens, pki, env, home, host_root
     assert redacted.get("secret-field", 0) >= 2 and redacted.get("url-userinfo", 0) >= 1
     assert all(isinstance(v, int) for v in redacted.values())
     report = json.loads(files["report.json"])
-    # the registry is healthy; the daemon's proxy from the planted daemon.json does not exist
-    assert report["summary"]["status"] == "warn"
+    # the registry is healthy; the daemon's proxy from the planted daemon.json does not exist,
+    # but docker never sends a literal loopback registry through it
+    assert report["summary"]["status"] == "pass", report["summary"]
     opts = next(c for c in report["checks"] if c["id"] == "daemon-options")
-    assert opts["code"] == "DAEMON_PROXY_ERROR"
-    assert [c["id"] for c in report["checks"] if c["status"] == "warn"] == ["daemon-options"]
+    assert opts["status"] == "pass" and opts["evidence"]["proxies"]["HTTPS_PROXY"], opts
     assert b"Bearer <redacted>" in files["logs/docker-daemon.log"]
 
 
@@ -243,7 +242,6 @@ def test_bundle_is_readable_without_the_tool(tokens, pki, env, tmp_path):
     html = files["report.html"].decode()
     assert "TOKEN_SCOPE_ERROR" in html and "AcrPush" in html
     assert "<script" not in html and "http-equiv" not in html
-    assert time.time()  # keep the import used
 
 
 def test_runtime_files_go_in_without_their_secrets(registry, pki, env, host_root, tmp_path):

@@ -198,6 +198,12 @@ def test_no_proxy_rules():
     assert no_proxy_covers("*", "a.example", 443)
     assert no_proxy_covers(".example.com", "reg.example.com", 443)
     assert no_proxy_covers("example.com", "reg.example.com", 443)
+    assert no_proxy_covers("example.com", "example.com", 443)
+    # as Go reads them: a leading dot (or "*.") covers the names under it, not the name itself
+    assert not no_proxy_covers(".example.com", "example.com", 443)
+    assert not no_proxy_covers("*.example.com", "example.com", 443)
+    assert no_proxy_covers("*.example.com", "reg.example.com", 443)
+    assert not no_proxy_covers("127.0.0.0/8", "registry.test", 443)  # CIDRs: literal IPs only
     assert no_proxy_covers("10.0.0.0/8", "10.1.2.3", 443)
     assert no_proxy_covers("reg.example.com:5000", "reg.example.com", 5000)
     assert not no_proxy_covers("reg.example.com:5000", "reg.example.com", 443)

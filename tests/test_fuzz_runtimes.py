@@ -4,6 +4,7 @@ each returns what it found and what was wrong, or its own one-line error."""
 from __future__ import annotations
 
 import json
+from urllib.parse import urlsplit
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -161,4 +162,20 @@ def test_pull_secret(tmp_path_factory, text):
 @settings(max_examples=400, deadline=None)
 @given(st.text(max_size=40), REFS)
 def test_match_images(pattern, image):
-    assert image_matches(pattern, image) in (True, False)
+    assert type(image_matches(pattern, image)) is bool
+    # an image given as its own pattern matches itself, unless its port does not parse
+    if "://" not in image:
+        try:
+            _ = urlsplit("https://" + image).port
+            port_parses = True
+        except ValueError:
+            port_parses = False
+        assert image_matches(image, image) is port_parses, image
+
+
+def test_match_images_examples():
+    assert image_matches("*.azurecr.io", "myreg.azurecr.io/team/app:1")
+    assert not image_matches("*.azurecr.io", "azurecr.io/team/app:1")  # label count differs
+    assert image_matches("reg.io:5000/team", "reg.io:5000/team/app:1")
+    assert not image_matches("reg.io:5000/team", "reg.io:5000/other/app:1")
+    assert not image_matches("reg.io", "reg.io:5000/team/app:1")  # the port must be the same

@@ -110,6 +110,7 @@ def _norm(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip().lower()
 
 
+@pytest.mark.may_skip("the FAQ seed documents are outside the repository")
 @pytest.mark.skipif(not SEEDS.is_dir(), reason="the FAQ seed documents are not beside the repo")
 def test_each_entry_cites_a_real_faq_question():
     corpus = _norm(" ".join(p.read_text(errors="replace") for p in SEEDS.glob("*.txt")))
@@ -121,6 +122,7 @@ def test_each_entry_cites_a_real_faq_question():
         assert _norm(entry.question) in corpus, f"{key}: question not found in the FAQ"
 
 
+@pytest.mark.may_skip("the FAQ seed documents are outside the repository")
 @pytest.mark.skipif(not SEEDS.is_dir(), reason="the FAQ seed documents are not beside the repo")
 def test_remediation_is_in_our_own_words():
     corpus = _norm(" ".join(p.read_text(errors="replace") for p in SEEDS.glob("*.txt")))

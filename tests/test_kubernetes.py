@@ -92,12 +92,13 @@ def test_pull_secret_is_the_credential_and_skopeo_agrees(basic_image, pki, env, 
     if good:
         assert r.rc == 0, r.out
         assert r.check("manifest")["status"] == "pass"
-        assert theirs.returncode == 0, theirs.stderr
+        lab.client_ok(theirs)
     else:
         assert r.rc == 1
         failed = [c for c in r.report["checks"] if c["status"] == "fail"]
         assert failed and failed[0]["id"] in ("authorized-request", "refresh-token"), failed
-        assert theirs.returncode != 0 and "unauthorized" in theirs.stderr.lower(), theirs.stderr
+        assert failed[0]["code"] == "REGISTRY_AUTH_ERROR", failed[0]
+        lab.client_failed(theirs, "unauthorized", "authentication required")
     assert password not in r.out + r.err
 
 

@@ -192,6 +192,11 @@ def test_proxy_settings_follow_go():
     assert proxy_for("https://10.1.2.3/v2/", env) is None
     assert proxy_for("https://127.0.0.1:5000/v2/", env) is None  # Go never proxies loopback
     assert proxy_for("https://localhost:5000/v2/", env) is None
+    for literal in ("127.3.2.1", "[::1]:5000", "[::ffff:127.0.0.1]:5000"):
+        assert proxy_for(f"https://{literal}/v2/", env) is None, literal
+    # Go decides on the name as written: a name that resolves to loopback is proxied
+    for name in ("registry.test:5000", "app.localhost", "localhost.corp.example"):
+        assert proxy_for(f"https://{name}/v2/", env) is not None, name
     assert proxy_for("https://x.io/", {"ALL_PROXY": "http://p:1"}) is None  # Go ignores it
     assert requests_proxies("https://x.io/", {"https_proxy": "p:8080"}) == {
         "https": "http://p:8080"

@@ -102,7 +102,8 @@ def test_worst_status():
 def test_problem_findings_must_cite_faq():
     with pytest.raises(ValueError):
         problem(Status.FAIL, "x", code="X", faq=[])
-    assert isinstance(problem(Status.FAIL, "x", code="X", faq=["tls12"]), Finding)
+    f = problem(Status.FAIL, "x", code="X", faq=["tls12"], remediation=["do y"])
+    assert f == Finding(Status.FAIL, "x", "X", ("tls12",), ("do y",), {})
 
 
 def test_ssl_contexts_are_never_shared():

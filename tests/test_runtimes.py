@@ -80,12 +80,15 @@ def pulls(check: dict) -> bool:
     return check["status"] in ("pass", "warn")
 
 
-def skopeo_copy(root: Path, ref: str, tmp: Path) -> subprocess.CompletedProcess[str]:
-    """skopeo with exactly the host root's containers configuration and CA folder."""
+def skopeo_copy(
+    root: Path, ref: str, tmp: Path, policy: str = "etc/containers/policy.json"
+) -> subprocess.CompletedProcess[str]:
+    """skopeo with exactly the host root's containers configuration (or another policy file
+    of it) and CA folder."""
     if SKOPEO is None:
         pytest.skip("skopeo is not installed")
     conf = root / "etc/containers/registries.conf"
-    args = [SKOPEO, "--policy", str(root / "etc/containers/policy.json")]
+    args = [SKOPEO, "--policy", str(root / policy)]
     if conf.exists():
         args += ["--registries-conf", str(conf)]
     args += ["--registries.d", str(root / "etc/containers/registries.d")]
@@ -143,7 +146,7 @@ def test_healthy_podman_host_passes_and_skopeo_pulls(image_registry, pki, env, t
     for cid in ("registries-conf", "signature-policy", "podman-credentials"):
         assert r.check(cid)["status"] == "pass", r.check(cid)
     assert r.check("containerd-hosts")["status"] == "skip"
-    assert skopeo_copy(root, ref, tmp_path).returncode == 0
+    lab.client_ok(skopeo_copy(root, ref, tmp_path))
 
 
 def test_blocked_registry_fails_like_skopeo(image_registry, pki, env, tmp_path):
@@ -159,8 +162,7 @@ def test_blocked_registry_fails_like_skopeo(image_registry, pki, env, tmp_path):
     assert rc == 1
     assert "50-block.conf line 3" in c["summary"] and c["faq"][0] == "registries-conf"
     assert any("blocked = false" in s for s in c["remediation"])
-    theirs = skopeo_copy(root, ref, tmp_path)
-    assert theirs.returncode != 0 and "blocked" in theirs.stderr, theirs.stderr
+    lab.client_failed(skopeo_copy(root, ref, tmp_path), f"registry {hp} is blocked")
 
 
 def test_mirror_down_warns_and_skopeo_falls_back(image_registry, pki, env, tmp_path):
@@ -175,7 +177,7 @@ def test_mirror_down_warns_and_skopeo_falls_back(image_registry, pki, env, tmp_p
     )
     assert (c["status"], c["code"]) == ("warn", "MIRROR_UNREACHABLE"), c
     assert f"127.0.0.1:{dead}" in c["summary"] and rc == 0
-    assert skopeo_copy(root, ref, tmp_path).returncode == 0
+    lab.client_ok(skopeo_copy(root, ref, tmp_path))
 
 
 def test_location_rewritten_to_a_dead_host_fails_like_skopeo(image_registry, pki, env, tmp_path):
@@ -189,8 +191,7 @@ def test_location_rewritten_to_a_dead_host_fails_like_skopeo(image_registry, pki
     assert (c["status"], c["code"]) == ("fail", "RUNTIME_ENDPOINT_ERROR"), c
     assert rc == 1
     assert f"127.0.0.1:{dead}" in c["summary"] and "refused" in c["summary"]
-    theirs = skopeo_copy(root, ref, tmp_path)
-    assert theirs.returncode != 0 and str(dead) in theirs.stderr, theirs.stderr
+    lab.client_failed(skopeo_copy(root, ref, tmp_path), f"127.0.0.1:{dead}", "connection refused")
 
 
 def test_ca_missing_from_containers_certs_d_fails_like_skopeo(image_registry, pki, env, tmp_path):
@@ -210,7 +211,7 @@ def test_ca_missing_from_containers_certs_d_fails_like_skopeo(image_registry, pk
     assert "not trusted" in c["summary"]
     assert any(f"/etc/containers/certs.d/{hp}/ca.crt" in s for s in c["remediation"])
     theirs = skopeo_copy(root, ref, tmp_path)
-    assert theirs.returncode != 0 and "x509" in theirs.stderr, theirs.stderr
+    lab.client_failed(theirs, "x509", "certificate signed by unknown authority")
     # marked insecure, both pull without the CA
     (root / "etc/containers/registries.conf").write_text(
         f'[[registry]]\nlocation = "{hp}"\ninsecure = true\n'
@@ -218,7 +219,7 @@ def test_ca_missing_from_containers_certs_d_fails_like_skopeo(image_registry, pk
     r = ours(root, ref, env, pki)
     c = r.check("registries-conf")
     assert c["status"] == "pass" and "insecure" in c["summary"], c
-    assert skopeo_copy(root, ref, tmp_path).returncode == 0
+    lab.client_ok(skopeo_copy(root, ref, tmp_path))
 
 
 def test_policy_reject_fails_like_skopeo(image_registry, pki, env, tmp_path):
@@ -235,40 +236,46 @@ def test_policy_reject_fails_like_skopeo(image_registry, pki, env, tmp_path):
     assert rc == 1
     assert c["evidence"]["scope"] == f"{hp}/team" and "policy.json" in c["summary"]
     assert any("insecureAcceptAnything" in s for s in c["remediation"])
-    theirs = skopeo_copy(root, ref, tmp_path)
-    assert theirs.returncode != 0 and "rejected" in theirs.stderr, theirs.stderr
+    lab.client_failed(skopeo_copy(root, ref, tmp_path), "is rejected by policy")
     # a more specific scope that accepts wins over the namespace's reject, for both
     policy["transports"]["docker"][f"{hp}/team/app"] = [{"type": "insecureAcceptAnything"}]
     (root / "etc/containers/policy.json").write_text(json.dumps(policy))
     assert ours(root, ref, env, pki).check("signature-policy")["status"] == "pass"
-    assert skopeo_copy(root, ref, tmp_path).returncode == 0
+    lab.client_ok(skopeo_copy(root, ref, tmp_path))
 
 
 def test_signed_by_with_missing_key_fails_like_skopeo(image_registry, pki, env, tmp_path):
-    reg, _ = image_registry
+    """The clients read a signedBy key only for a signature they found: with no signature they
+    stop on that, with one they stop on the missing key. Ours names the same cause each time."""
+    reg, digest = image_registry
     hp = f"127.0.0.1:{reg.port}"
+    key = tmp_path / "nowhere" / "team.gpg"  # neither on this machine nor under the host root
+    look = tmp_path / "sigstore"
     policy = {
         "default": [{"type": "insecureAcceptAnything"}],
         "transports": {
-            "docker": {
-                hp: [{"type": "signedBy", "keyType": "GPGKeys", "keyPath": "/etc/pki/team.gpg"}]
-            }
+            "docker": {hp: [{"type": "signedBy", "keyType": "GPGKeys", "keyPath": str(key)}]}
         },
     }
-    root, ref, c, rc = podman_case(
-        tmp_path, pki, reg, env, {"etc/containers/policy.json": policy}, "signature-policy"
-    )
-    assert (c["status"], c["code"]) == ("fail", "SIGNATURE_KEY_MISSING"), c
-    assert rc == 1
-    assert "/etc/pki/team.gpg" in c["summary"]
-    # skopeo reads the key from the real path in policy.json: point it into the root
-    theirs_policy = tmp_path / "theirs-policy.json"
-    p2 = json.loads(json.dumps(policy))
-    p2["transports"]["docker"][hp][0]["keyPath"] = str(root / "etc/pki/team.gpg")
-    theirs_policy.write_text(json.dumps(p2))
-    shutil.copy(theirs_policy, root / "etc/containers/policy.json")
+    files = {
+        "etc/containers/policy.json": policy,
+        "etc/containers/registries.d/default.yaml": f"default-docker:\n  lookaside: file://{look}\n",
+    }
+    root, ref, c, rc = podman_case(tmp_path, pki, reg, env, files, "signature-policy")
+    assert (c["status"], c["code"]) == ("fail", "SIGNATURE_MISSING"), c
+    assert rc == 1 and f"its key {key} is not here either" in c["summary"], c
     theirs = skopeo_copy(root, ref, tmp_path)
-    assert theirs.returncode != 0, theirs.stderr
+    lab.client_failed(theirs, "A signature was required, but no signature exists")
+    # a signature where both look (skopeo at the path, ours under the host root)
+    leaf = f"team/app@{digest.replace(':', '=')}/signature-1"
+    for base in (look, root / str(look).lstrip("/")):
+        (base / leaf).parent.mkdir(parents=True)
+        # an OpenPGP packet's first byte, so it reads as a simple signature; not a real one
+        (base / leaf).write_bytes(b"\xa3\x01 not a real signature")
+    c = ours(root, ref, env, pki).check("signature-policy")
+    assert (c["status"], c["code"]) == ("fail", "SIGNATURE_KEY_MISSING"), c
+    assert str(key) in c["summary"], c
+    lab.client_failed(skopeo_copy(root, ref, tmp_path), str(key), "no such file or directory")
 
 
 def test_signed_by_on_an_unsigned_image_fails_like_skopeo(image_registry, pki, env, tmp_path):
@@ -307,20 +314,24 @@ def test_signed_by_on_an_unsigned_image_fails_like_skopeo(image_registry, pki, e
     assert (c["status"], c["code"]) == ("fail", "SIGNATURE_MISSING"), c
     assert "no signature exists" in c["summary"] and str(look) in c["summary"]
     theirs = skopeo_copy(root, ref, tmp_path)
-    assert theirs.returncode != 0, theirs.stderr
-    assert "A signature was required, but no signature exists" in theirs.stderr, theirs.stderr
+    lab.client_failed(theirs, "A signature was required, but no signature exists")
 
 
-def short_name_verdict(root: Path, dns_server, env) -> dict:
+SHORT = "rd-probe-app:1.0"
+
+
+def short_name_verdict(root: Path, dns_server, env, pki) -> dict:
     r = lab.diagnose(
         "check-health",
-        "rd-probe-app:3.19",
+        SHORT,
         "--host-root",
         str(root),
         "--runtime",
         "podman",
         "--nameserver",
         dns_server.nameserver,
+        "--ca-bundle",
+        str(pki.ca_file),
         "--checks",
         "registries-conf",
         "-f",
@@ -330,9 +341,50 @@ def short_name_verdict(root: Path, dns_server, env) -> dict:
     return r.check("registries-conf")
 
 
-def test_short_name_enforcing_fails_like_podman(pki, env, tmp_path, dns_server):
+def podman_pull(root: Path, tmp: Path, env, *more: str) -> subprocess.CompletedProcess[str]:
+    """podman pull SHORT with the host root's registries.conf, policy and CA folder, and a
+    store of its own."""
+    import tempfile
+
+    store = Path(tempfile.mkdtemp(prefix="rdp"))  # podman wants a short runroot
+    # an empty user drop-in folder hides this machine's own (its short-name aliases)
+    podhome = tmp / "podhome"
+    (podhome / ".config/containers/registries.conf.d").mkdir(parents=True, exist_ok=True)
+    try:
+        return subprocess.run(
+            [
+                PODMAN or "podman",
+                "--root",
+                str(store / "root"),
+                "--runroot",
+                str(store / "run"),
+                "--storage-driver",
+                "vfs",
+                "pull",
+                "--signature-policy",
+                str(root / "etc/containers/policy.json"),
+                *more,
+                SHORT,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+            env={
+                **env,
+                "CONTAINERS_REGISTRIES_CONF": str(root / "etc/containers/registries.conf"),
+                "HOME": str(podhome),
+            },
+        )
+    finally:
+        shutil.rmtree(store, ignore_errors=True)
+
+
+def test_short_name_enforcing_fails_like_podman(image_registry, pki, env, tmp_path, dns_server):
     if PODMAN is None:
         pytest.skip("podman is not installed")
+    reg, _ = image_registry
+    hp = f"127.0.0.1:{reg.port}"
     conf = (
         'unqualified-search-registries = ["registry.test:5000", "alias.test:5000"]\n'
         'short-name-mode = "enforcing"\n'
@@ -341,51 +393,27 @@ def test_short_name_enforcing_fails_like_podman(pki, env, tmp_path, dns_server):
         tmp_path,
         {"etc/containers/registries.conf": conf, "etc/containers/policy.json": ACCEPT},
     )
-    c = short_name_verdict(root, dns_server, env)
+    with_ca(root, pki, hp)
+    c = short_name_verdict(root, dns_server, env, pki)
     assert (c["status"], c["code"]) == ("fail", "SHORT_NAME_ENFORCING"), c
     assert "registries.conf line 2" in c["summary"]
-    assert any("docker.io/library/rd-probe-app:3.19" in s for s in c["remediation"])
+    assert any(f"docker.io/library/{SHORT}" in s for s in c["remediation"])
     assert any("[aliases]" in s for s in c["remediation"])
-    import tempfile
-
-    store = Path(tempfile.mkdtemp(prefix="rdp"))  # podman wants a short runroot
-    # an empty user drop-in folder hides this machine's own (its short-name aliases)
-    podhome = tmp_path / "podhome"
-    (podhome / ".config/containers/registries.conf.d").mkdir(parents=True)
-    theirs = subprocess.run(
-        [
-            PODMAN,
-            "--root",
-            str(store / "root"),
-            "--runroot",
-            str(store / "run"),
-            "--storage-driver",
-            "vfs",
-            "pull",
-            "rd-probe-app:3.19",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-        env={
-            **env,
-            "CONTAINERS_REGISTRIES_CONF": str(root / "etc/containers/registries.conf"),
-            "HOME": str(podhome),
-        },
+    theirs = podman_pull(root, tmp_path, env)
+    lab.client_failed(theirs, "short-name resolution enforced but cannot prompt without a TTY")
+    # the fix the verdict gives, an alias, resolves it without a prompt: podman pulls the image
+    # the alias names, and the verdict passes
+    (root / "etc/containers/registries.conf").write_text(
+        f'{conf}\n[aliases]\n"rd-probe-app" = "{hp}/team/app"\n'
     )
-    shutil.rmtree(store, ignore_errors=True)
-    assert theirs.returncode != 0
-    assert "short-name resolution enforced but cannot prompt without a TTY" in theirs.stderr
-    # an alias resolves it without a prompt, for both: the verdict moves on to the registry
-    (root / "etc/containers/registries.conf.d").mkdir()
-    (root / "etc/containers/registries.conf.d/000-aliases.conf").write_text(
-        '[aliases]\n"rd-probe-app" = "registry.test:5000/library/rd-probe-app"\n'
+    c = short_name_verdict(root, dns_server, env, pki)
+    assert (c["status"], c["code"]) == ("pass", None), c
+    assert c["evidence"]["alias"]["value"] == f"{hp}/team/app", c
+    theirs = podman_pull(
+        root, tmp_path, env, "--cert-dir", str(root / "etc/containers/certs.d" / hp)
     )
-    c = short_name_verdict(root, dns_server, env)
-    assert c["code"] != "SHORT_NAME_ENFORCING" and c["evidence"]["alias"]["value"].startswith(
-        "registry.test:5000/"
-    ), c
+    lab.client_ok(theirs)
+    assert f"{hp}/team/app:1.0" in theirs.stdout + theirs.stderr, theirs.stdout + theirs.stderr
 
 
 def test_broken_registries_conf_names_the_line(pki, env, tmp_path):
@@ -526,19 +554,32 @@ def hosts_root(tmp: Path, pki, hp: str, hosts_toml: str | None, ca: bool = True)
     return root
 
 
+# ctr_says: None when ctr pulls; else what its error names (the same cause as our summary)
 @pytest.mark.parametrize(
-    ("case", "want_status", "want_code", "ctr_ok", "needle"),
+    ("case", "want_status", "want_code", "needle", "ctr_says"),
     [
-        ("ca", "pass", None, True, None),
-        ("dead-mirror-first", "warn", "MIRROR_UNREACHABLE", True, "refused"),
-        ("dead-mirror-untrusted-server", "fail", "CONTAINERD_HOSTS_ERROR", False, "not trusted"),
-        ("missing-ca", "fail", "CONTAINERD_CA_MISSING", False, "/nonexistent/ca.crt"),
-        ("skip-verify", "warn", "TLS_VERIFY_DISABLED", True, "skip_verify"),
-        ("no-hosts-toml", "fail", "CONTAINERD_HOSTS_ERROR", False, "HTTP 400"),
+        ("ca", "pass", None, None, None),
+        ("dead-mirror-first", "warn", "MIRROR_UNREACHABLE", "refused", None),
+        (
+            "dead-mirror-untrusted-server",
+            "fail",
+            "CONTAINERD_HOSTS_ERROR",
+            "not trusted",
+            ("x509", "certificate signed by unknown authority"),
+        ),
+        (
+            "missing-ca",
+            "fail",
+            "CONTAINERD_CA_MISSING",
+            "/nonexistent/ca.crt",
+            ("/nonexistent/ca.crt", "no such file or directory"),
+        ),
+        ("skip-verify", "warn", "TLS_VERIFY_DISABLED", "skip_verify", None),
+        ("no-hosts-toml", "fail", "CONTAINERD_HOSTS_ERROR", "HTTP 400", ("400 Bad Request",)),
     ],
 )
 def test_containerd_hosts_agree_with_ctr(
-    containerd, image_registry, pki, env, tmp_path, case, want_status, want_code, ctr_ok, needle
+    containerd, image_registry, pki, env, tmp_path, case, want_status, want_code, needle, ctr_says
 ):
     reg, _ = image_registry
     hp = f"127.0.0.1:{reg.port}"
@@ -567,8 +608,12 @@ def test_containerd_hosts_agree_with_ctr(
     if want_status != "pass":
         assert c["faq"][0] == "containerd-hosts" and c["remediation"], c
     theirs = ctr_pull(containerd, root, ref)
-    assert (theirs.returncode == 0) == ctr_ok, theirs.stdout + theirs.stderr
-    assert pulls(c) == (theirs.returncode == 0)
+    if ctr_says is None:
+        lab.client_ok(theirs)
+        assert pulls(c), c
+    else:
+        lab.client_failed(theirs, *ctr_says)
+        assert not pulls(c), c
     assert r.check("registries-conf")["status"] == "skip"
 
 
@@ -627,7 +672,7 @@ def test_broken_auth_file_fails_like_podman(tmp_path, env):
         env=e,
         stdin=subprocess.DEVNULL,
     )
-    assert theirs.returncode != 0, theirs.stdout
+    lab.client_failed(theirs, str(xdg / "containers/auth.json"), "unexpected end of JSON input")
 
 
 def test_crio_reads_its_own_policy_and_auth_file(image_registry, pki, env, tmp_path):
@@ -662,9 +707,14 @@ def test_crio_reads_its_own_policy_and_auth_file(image_registry, pki, env, tmp_p
     cred = r.check("podman-credentials")
     assert "crio-user" in cred["summary"] and "/etc/crio/auth.json" in cred["summary"], cred
     assert "PLANTED-crio-pw-2290" not in r.out + r.err
-    # podman on the same host keeps the shared, accepting policy
+    # no CRI-O here: skopeo, a client of the same library, given CRI-O's policy file, refuses
+    lab.client_failed(
+        skopeo_copy(root, ref, tmp_path, "etc/crio/policy.json"), "rejected by policy"
+    )
+    # podman on the same host keeps the shared, accepting policy, and skopeo with it pulls
     r = ours(root, ref, env, pki, runtime="podman")
     assert r.check("signature-policy")["status"] == "pass"
+    lab.client_ok(skopeo_copy(root, ref, tmp_path))
     # a crio.conf that does not parse names its line
     (root / "etc/crio/crio.conf.d/20-broken.conf").write_text("[crio.image\n")
     c = ours(root, ref, env, pki, runtime="crio").check("registries-conf")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests import lab
 from tests.conftest import USERS, validate_report
 
@@ -137,3 +139,90 @@ def test_storage_host_unresolvable(pki, env, schema, dns_server, host_root):
     step = r.check("blob-redirect")
     assert (step["status"], step["code"]) == ("fail", "STORAGE_REDIRECT_ERROR")
     assert "does not resolve" in step["summary"]
+
+
+def _redirecting(state: dict[str, str]):
+    """The real registry with its blob GETs redirected to a storage host, as ACR and S3- or
+    GCS-backed registries do: the storage host is state["storage"] (the registry itself, on
+    its own address, stands in for it), with a signature in the query."""
+
+    def rule(method: str, path: str, headers: dict[str, str]) -> lab.Answer | None:
+        p = path.split("?")[0]
+        if method in ("GET", "HEAD") and "/blobs/sha256:" in p:
+            return 307, {"Location": f"{state['storage']}{p}?{SAS}"}, b""
+        return None
+
+    return rule
+
+
+def test_storage_redirect_agrees_with_skopeo(registry, pki, good_cert, env, schema, tmp_path):
+    """The real registry behind a front that sends blob downloads to a storage host: skopeo
+    follows the redirect and copies the image while the storage host answers, and fails naming
+    it once it does not; the image-blobs verdict says the same both times."""
+    import shutil
+    import subprocess
+
+    skopeo = shutil.which("skopeo")
+    if skopeo is None:
+        pytest.skip("skopeo is not installed")
+    lab.push_real_image(
+        f"https://127.0.0.1:{registry.port}", "gt/redirected", "1", ca_file=pki.ca_file
+    )
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    shutil.copy(pki.ca_file, certs / "ca.crt")
+    storage = f"127.0.0.1:{registry.port}"
+    state = {"storage": f"https://{storage}"}
+    tls = lab.server_context(*good_cert)
+
+    def theirs(ref: str, n: int) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                skopeo,
+                "--insecure-policy",
+                "copy",
+                f"--src-cert-dir={certs}",
+                f"docker://{ref}",
+                f"dir:{tmp_path / f'copy{n}'}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+
+    def ours(ref: str, *more: str, check: str = "image-blobs") -> dict:
+        r = lab.diagnose(
+            "check-health",
+            ref,
+            *more,
+            "--ca-bundle",
+            str(pki.ca_file),
+            "-f",
+            "json",
+            "-q",
+            env=env,
+        )
+        validate_report(r.report, schema)
+        assert "PLANTED-SAS" not in r.out + r.err
+        return r.check(check)
+
+    with lab.registry_front(registry.port, pki.ca_file, tls, _redirecting(state)) as front:
+        ref = f"127.0.0.1:{front.port}/gt/redirected:1"
+        c = ours(ref)
+        assert c["status"] == "pass" and "through 127.0.0.1" in c["summary"], c
+        by_repo = ("--repository", "gt/redirected")
+        c = ours(f"127.0.0.1:{front.port}", *by_repo, check="blob-redirect")
+        assert c["status"] == "pass" and "redirected to 127.0.0.1" in c["summary"], c
+        lab.client_ok(theirs(ref, 1))
+        redirected = [q for q in front.requests if "/blobs/sha256:" in q["path"]]
+        assert len(redirected) >= 2, front.requests  # config and layer: both went to storage
+        # the storage host stops answering
+        dead = lab.closed_port()
+        state["storage"] = f"https://127.0.0.1:{dead}"
+        c = ours(ref)
+        assert (c["status"], c["code"]) == ("fail", "STORAGE_REDIRECT_ERROR"), c
+        assert f"127.0.0.1:{dead}" in c["summary"] and "connection refused" in c["summary"], c
+        c = ours(f"127.0.0.1:{front.port}", *by_repo, check="blob-redirect")
+        assert (c["status"], c["code"]) == ("fail", "STORAGE_REDIRECT_ERROR"), c
+        assert f"127.0.0.1:{dead}" in c["summary"] and "refused" in c["summary"], c
+        lab.client_failed(theirs(ref, 2), f"127.0.0.1:{dead}", "connection refused")
