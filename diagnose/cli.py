@@ -376,6 +376,124 @@ def _root(
     """Find out why this machine cannot pull from or push to a container registry."""
 
 
+# ======================================================================================
+# Fleet and pod (merge; check-health --pod, --node-name, --hold): thin wrappers of
+# diagnose.fleet and diagnose.pod, kept together so that they move as one block.
+# ======================================================================================
+PodOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--pod",
+        metavar="FILE",
+        help="A pod as `kubectl get pod NAME -o yaml` (or -o json) prints it: every container "
+        "and init container image is checked, and the pod's status is explained.",
+    ),
+]
+NodeNameOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--node-name",
+        metavar="NAME",
+        help="The node this run describes, recorded in the report (default: $NODE_NAME, as "
+        "the downward API sets it).",
+    ),
+]
+HoldOpt = Annotated[
+    bool,
+    typer.Option(
+        "--hold",
+        help="After the report, wait until stopped (a DaemonSet pod: one report, no restarts).",
+    ),
+]
+
+
+def _with_node(report: Report, given: str | None) -> Report:
+    """The node's name in the report: --node-name, else NODE_NAME from the downward API."""
+    name, source = (given, "option") if given else (os.environ.get("NODE_NAME"), "env")
+    name = (name or "").strip()
+    if not name:
+        return report
+    if len(name) > 253 or not name.isprintable():
+        die(f"node name {shown(name)}: at most 253 printable characters")
+    return replace(report, node=(name, source))
+
+
+def _pod_run(settings: RunSettings, path: Path, *, live: bool) -> Report:
+    """One run per batch of the pod's images (one image per registry per run), as one report
+    with the pod's own status first."""
+    from diagnose.pod import PodError, combine, pod_result, read_pod, rounds
+
+    if settings.registries or settings.image:
+        die("--pod names the images: give no REGISTRY or --image with it")
+    try:
+        pod = read_pod(path)
+    except PodError as exc:
+        die(str(exc))
+    insecure = bool(settings.insecure)
+    batches = rounds(pod.references, lambda ref: _image(ref, insecure).login_server)
+    reports = [
+        _execute(replace(settings, registries=batch), live=live and len(batches) == 1)[0]
+        for batch in batches
+    ]
+    return combine(reports, pod_result(pod, pull_secret_given=settings.pull_secret is not None))
+
+
+def _hold() -> None:
+    """Sleep until SIGTERM or SIGINT (as PID 1 in a container, a signal needs a handler)."""
+    import signal
+
+    sys.stdout.flush()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: os._exit(0))
+    while True:
+        signal.pause()
+
+
+@app.command("merge")
+def merge(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="REPORT...",
+            help="JSON reports: files, directories (their *.json), or - for a stream on stdin "
+            "(`kubectl logs --prefix` lines too).",
+            show_default=False,
+        ),
+    ],
+    fmt: Annotated[
+        str,
+        typer.Option("--format", "-f", metavar="FORMAT", help="terminal, json, markdown, html."),
+    ] = "terminal",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write it here.")
+    ] = None,
+) -> None:
+    """Fold many reports (one per node) into one: the causes, with the hosts that share them."""
+    from diagnose.fleet import FleetInputError, fleet_formats, load_fleet_renderer, merge_inputs
+
+    if fmt not in fleet_formats():
+        die(f"unknown format {shown(fmt)}; choose from {', '.join(sorted(fleet_formats()))}")
+    try:
+        fleet = merge_inputs(inputs, sys.stdin)
+    except FleetInputError as exc:
+        die(str(exc))
+    use_color = output is None and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    text = load_fleet_renderer(fmt).render_fleet(fleet, use_color)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        try:
+            tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(output)
+        except OSError as exc:
+            die(f"cannot write {shown(str(output))}: {exc.strerror}")
+    raise typer.Exit(fleet.exit_code)
+
+
+# ==================================================================== end of fleet and pod
+
+
 @app.command("check-health")
 @run_options
 def check_health(
@@ -393,14 +511,23 @@ def check_health(
         Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write the report here.")
     ] = None,
     quiet: QuietOpt = False,
+    pod: PodOpt = None,  # fleet and pod block (below)
+    node_name: NodeNameOpt = None,
+    hold: HoldOpt = False,
     **run: Any,
 ) -> None:
     """Check every step from this machine to the registry and say what to fix."""
     settings = RunSettings(registries=registries, **run)
     renderer = _renderer(fmt)
-    report, _ = _execute(settings, live=not quiet)
+    if pod is not None:
+        report = _pod_run(settings, pod, live=not quiet)
+    else:
+        report, _ = _execute(settings, live=not quiet)
+    report = _with_node(report, node_name)
     warn = settings.fail_on is FailOn.warn
     _emit(report, renderer, output, fail_on_warn=warn)
+    if hold:
+        _hold()
     raise typer.Exit(report.exit_code(fail_on_warn=warn))
 
 

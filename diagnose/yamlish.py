@@ -1,6 +1,8 @@
 """The block-style YAML that node configuration is written in (registries.d lookaside files,
-Kubernetes Secrets, the kubelet's CredentialProviderConfig): mappings and sequences by
-indentation, plain, quoted and `|` / `>` block scalars, and one-line flow lists and maps.
+Kubernetes Secrets, the kubelet's CredentialProviderConfig, `kubectl get pod -o yaml`): mappings
+and sequences by indentation, plain, quoted and `|` / `>` block scalars, and one-line flow lists
+and maps. Plain and quoted scalars may run over several lines, folded as YAML folds them: that
+is how kubectl writes a long message (an image pull error, for one).
 
 Not a YAML implementation: anchors, tags, multi-document streams and multi-line flow
 collections are refused with a `YamlError` naming the line, never guessed at. JSON, being a
@@ -30,12 +32,12 @@ def _scalar(text: str, n: int) -> Any:
     if t[0] in "[{":
         return _flow(t, n)
     if t[0] == '"':
-        try:
-            return json.loads(t)
-        except ValueError:
-            raise YamlError(f"line {n}: unterminated double-quoted string") from None
+        end = _closing(t)
+        if end != len(t) - 1:
+            raise YamlError(f"line {n}: unterminated double-quoted string")
+        return _unescape(t[1:-1], n)
     if t[0] == "'":
-        if len(t) < 2 or not t.endswith("'"):
+        if _closing(t) != len(t) - 1:
             raise YamlError(f"line {n}: unterminated single-quoted string")
         return t[1:-1].replace("''", "'")
     low = t.lower()
@@ -46,6 +48,97 @@ def _scalar(text: str, n: int) -> Any:
     if re.fullmatch(r"-?\d+", t):
         return int(t)
     return t
+
+
+_ESCAPES = {
+    "0": "\0",
+    "a": "\a",
+    "b": "\b",
+    "t": "\t",
+    "\t": "\t",
+    "n": "\n",
+    "v": "\v",
+    "f": "\f",
+    "r": "\r",
+    "e": "\x1b",
+    " ": " ",
+    '"': '"',
+    "/": "/",
+    "\\": "\\",
+    "N": "\x85",
+    "_": "\xa0",
+    "L": "\u2028",
+    "P": "\u2029",
+}
+_ESCAPE = re.compile(r"\\(x[0-9A-Fa-f]{2}|u[0-9A-Fa-f]{4}|U[0-9A-Fa-f]{8}|.)", re.DOTALL)
+
+
+def _unescape(body: str, n: int) -> str:
+    """A double-quoted scalar's escapes (YAML's set, a superset of JSON's)."""
+
+    def one(m: re.Match[str]) -> str:
+        code = m.group(1)
+        if code[0] in "xuU" and len(code) > 1:
+            return chr(int(code[1:], 16))
+        if code in _ESCAPES:
+            return _ESCAPES[code]
+        raise YamlError(f"line {n}: unknown escape \\{code!r} in a double-quoted string")
+
+    if '"' in _ESCAPE.sub("", body):
+        raise YamlError(f"line {n}: a double-quoted string closes before its end")
+    try:
+        out = _ESCAPE.sub(one, body)
+        # \ud83d\ude00, as JSON writes a character outside the BMP: one character
+        return out.encode("utf-16", "surrogatepass").decode("utf-16")
+    except (ValueError, OverflowError):
+        raise YamlError(f"line {n}: an escape names no character") from None
+
+
+def _closing(t: str) -> int:
+    """Where the quoted scalar opening t closes (-1: not on this text)."""
+    quote, i = t[0], 1
+    while i < len(t):
+        ch = t[i]
+        if quote == '"' and ch == "\\":
+            i += 2
+            continue
+        if ch == quote:
+            if quote == "'" and t[i + 1 : i + 2] == "'":
+                i += 2
+                continue
+            return i
+        i += 1
+    return -1
+
+
+def _fold(parts: list[str], double: bool) -> str:
+    """Lines of a flow scalar as one string: a line break is a space, an empty line a newline;
+    in double quotes a backslash at the end of a line joins the lines with nothing between."""
+    out = parts[0] if len(parts) == 1 else parts[0].rstrip(" \t")
+    breaks, joined = 0, False
+    if double and len(parts) > 1 and (len(out) - len(out.rstrip("\\"))) % 2:
+        out, joined = out[:-1], True
+    for i, raw in enumerate(parts[1:], 1):
+        last = i == len(parts) - 1
+        line = raw.lstrip(" \t") if last else raw.strip(" \t")
+        if not line and not last:
+            breaks += 1
+            continue
+        if joined:
+            pass
+        elif breaks:
+            out += "\n" * breaks
+        else:
+            out += " "
+        out += line
+        breaks, joined = 0, False
+        if double and not last:
+            tail = len(out) - len(out.rstrip("\\"))
+            if tail % 2:
+                out, joined = out[:-1], True
+    if breaks:  # empty lines just before the closing quote
+        out += "\n" * breaks
+    return out
 
 
 def _flow(t: str, n: int) -> Any:
@@ -123,10 +216,10 @@ def loads(text: str) -> Any:
     for n, line in enumerate(raw, 1):
         if "\t" in line[: len(line) - len(line.lstrip())]:
             raise YamlError(f"line {n}: tabs are not allowed for indentation")
-        stripped = line.strip()
-        if stripped in ("---", "...") and not lines:
+        marker = line.rstrip() if not line[:1].isspace() else ""
+        if marker in ("---", "...") and not lines:
             continue
-        if stripped == "---":
+        if marker == "---":
             raise YamlError(f"line {n}: more than one document")
         lines.append((n, len(line) - len(line.lstrip()), line))
     pos = 0
@@ -170,13 +263,56 @@ def loads(text: str) -> Any:
         pos += 1
         return _scalar(content, n)
 
+    def flow_scalar(first: str, n: int, ind: int) -> Any:
+        """A plain or quoted scalar whose lines go on below, indented deeper than ind."""
+        nonlocal pos
+        quote = first[0] if first[0] in "'\"" else ""
+        if not quote and (first[0] in "[{&*!|>%@`" or not _more(pos, ind)):
+            return _scalar(first, n)
+        if quote and _closing(first) >= 0:
+            return _scalar(first, n)
+        parts = [first[1:] if quote else first]
+        while pos < len(lines) and len(parts) <= MAX_LINES:
+            _nn, nind, raw = lines[pos]
+            text = raw if quote else _strip_comment(raw)
+            if text.strip() and nind <= ind:
+                break
+            if not quote:
+                if not text.strip() and not _more(pos + 1, ind):
+                    break  # blank lines after the scalar are not part of it
+                if raw.strip() and not text.strip():
+                    break  # a comment line ends a plain scalar
+                if _KEY.match(text.strip()):
+                    raise YamlError(f"line {_nn}: a mapping inside a plain scalar")
+            pos += 1
+            end = _closing(quote + text.lstrip()) if quote else -1
+            if end >= 0:
+                body = text.lstrip()[: end - 1]
+                if _strip_comment(text.lstrip()[end:]).strip():
+                    raise YamlError(f"line {_nn}: text after a closing quote")
+                parts.append(body)
+                folded = _fold(parts, quote == '"')
+                return _unescape(folded, n) if quote == '"' else folded.replace("''", "'")
+            parts.append(text)
+        if quote:
+            raise YamlError(f"line {n}: a quoted string that does not close")
+        return _fold([p.strip(" \t") for p in parts], False)
+
+    def _more(at: int, ind: int) -> bool:
+        """Whether a non-blank line deeper than ind comes next (from `at`, past blanks)."""
+        while at < len(lines) and not _strip_comment(lines[at][2]).strip():
+            if lines[at][2].strip():
+                return False  # a comment line
+            at += 1
+        return at < len(lines) and lines[at][1] > ind
+
     def value_after(rest: str, n: int, ind: int, depth: int) -> Any:
         nonlocal pos
         rest = rest.strip()
         if rest in ("|", "|-", ">", ">-", "|+", ">+"):
             return block_scalar(ind, rest)
         if rest:
-            return _scalar(rest, n)
+            return flow_scalar(rest, n, ind)
         skip_blank()
         if pos < len(lines):
             _nn, nind, nline = lines[pos]
