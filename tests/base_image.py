@@ -1,6 +1,6 @@
 """A container base image made on this machine, since there is no route to Docker Hub: Debian
 (minbase) from Debian's archive with debootstrap, plus Debian's python3 and venv, slimmed the
-way Debian's own slim images are (no docs, man pages, locales, apt lists or cached .debs).
+way Debian's own slim images are (no docs, man pages, locales, iconv modules, apt lists or cached .debs).
 
 The root filesystem is packed into a tarball kept under /var/cache, keyed by a hash of
 everything that decides its contents, so that later runs import it in seconds; `docker import`
@@ -31,6 +31,8 @@ SLIM = (
     "var/lib/apt/lists",
     "var/cache/debconf/templates.dat-old",
     "var/log",
+    # glibc's iconv character sets: nothing in Python uses them
+    f"usr/lib/{os.uname().machine}-linux-gnu/gconv",
 )
 
 
@@ -96,3 +98,21 @@ def debian_base(log: Path | None = None) -> tuple[Path, float]:
     partial.replace(tarball)
     shutil.rmtree(root, ignore_errors=True)
     return tarball, time.monotonic() - t0
+
+
+def trust_layer(directory: Path, base_tag: str) -> Path:
+    """A build context that adds this machine's trust to the base: its CA bundle (the system
+    store, plus any CA this machine's network needs to reach PyPI) and pip told to use it, so
+    that pip inside a build reaches PyPI exactly as pip on this machine does."""
+    directory.mkdir(parents=True, exist_ok=True)
+    bundle = Path(os.environ.get("PIP_CERT") or "/etc/ssl/certs/ca-certificates.crt")
+    lines = [f"FROM {base_tag}"]
+    if bundle.is_file():
+        shutil.copy(bundle, directory / "ca-certificates.crt")
+        (directory / "pip.conf").write_text("[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n")
+        lines += [
+            "COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt",
+            "COPY pip.conf /etc/pip.conf",
+        ]
+    (directory / "Dockerfile").write_text("\n".join(lines) + "\n")
+    return directory
