@@ -83,7 +83,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Any:
         ]
         figures["image_mb"], figures["base_mb"] = (s / 1e6 for s in sizes)
         figure(
-            f"base {'made in %.0fs' % made if made else 'from the cache'} ({tarball.name}); "
+            f"base {f'made in {made:.0f}s' if made else 'from the cache'} ({tarball.name}); "
             f"build {figures['build_s']:.1f}s; image {figures['image_mb']:.1f} MB unpacked "
             f"(base {figures['base_mb']:.1f} MB + {figures['image_mb'] - figures['base_mb']:.1f} MB)"
         )
