@@ -438,13 +438,20 @@ def _pod_run(settings: RunSettings, path: Path, *, live: bool) -> Report:
     return combine(reports, pod_result(pod, pull_secret_given=settings.pull_secret is not None))
 
 
+def _exit_on_stop() -> None:
+    """SIGTERM and SIGINT end the process with 0: as PID 1 in a container a signal without a
+    handler is ignored, and the pod would wait out its grace period."""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: os._exit(0))
+
+
 def _hold() -> None:
-    """Sleep until SIGTERM or SIGINT (as PID 1 in a container, a signal needs a handler)."""
+    """Sleep until stopped (the handlers of _exit_on_stop end it)."""
     import signal
 
     sys.stdout.flush()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: os._exit(0))
     while True:
         signal.pause()
 
@@ -525,6 +532,8 @@ def check_health(
         report, _ = _execute(settings, live=not quiet)
     report = _with_node(report, node_name)
     warn = settings.fail_on is FailOn.warn
+    if hold:
+        _exit_on_stop()
     _emit(report, renderer, output, fail_on_warn=warn)
     if hold:
         _hold()

@@ -10,6 +10,7 @@ The image's size and the time to build it are printed (pytest -s) and the size i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -47,6 +48,15 @@ def figure(text: str) -> None:
     sys.__stderr__.write(f"\n[image] {text}\n")
 
 
+def unmount_under(directory: Path) -> None:
+    """dockerd leaves the host network namespace bound at exec/netns/default once a container
+    ran with host networking: unmounted here, after the daemon stopped."""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines()[::-1]:
+        point = line.split()[4]
+        if point.startswith(f"{directory}/"):
+            subprocess.run(["umount", point], capture_output=True, timeout=30)
+
+
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """(DOCKER_HOST, figures): the image built from the Dockerfile, on a debootstrap base."""
@@ -55,7 +65,9 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Any:
     t0 = time.monotonic()
     tarball, made = debian_base(d / "debootstrap.log")
     figures: dict[str, float] = {"base_s": made or time.monotonic() - t0}
-    with lab.private_dockerd(d, d / "daemon.json") as host:
+    with contextlib.ExitStack() as stack:
+        stack.callback(unmount_under, d)
+        host = stack.enter_context(lab.private_dockerd(d, d / "daemon.json"))
         p = docker(host, "import", str(tarball), "rd-debian:test", timeout=300)
         assert p.returncode == 0, p.stderr
         p = docker(
