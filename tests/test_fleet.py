@@ -218,3 +218,27 @@ def test_other_bad_input(tmp_path, env):
     ):
         r = merge(*args, env=env, stdin="")
         assert r.rc == 2 and needle in r.err and r.err.count("\n") == 1, (args, r.err)
+
+
+def test_5000_reports_merge_in_under_5s_with_flat_memory(tmp_path):
+    """bench/bench_merge.py's fleet: a real report varied over 5,000 nodes, as kubectl logs
+    --prefix lines; merged as a process in under 5 s, its peak memory about that of 500."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_merge", lab.ROOT / "bench" / "bench_merge.py"
+    )
+    assert spec and spec.loader
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    template = bench.real_report(tmp_path)
+    figures = {}
+    for n in (500, 5000):
+        path = tmp_path / f"{n}.log"
+        bench.fleet_logs(template, n, path)
+        seconds, peak, fleet = bench.merge(path)
+        failing = sum(1 for i in range(n) if bench.CAUSES[i % len(bench.CAUSES)])
+        assert fleet["reports"] == n and len(fleet["failed"]) == failing
+        figures[n] = (seconds, peak)
+    assert figures[5000][0] < 5.0, figures
+    assert figures[5000][1] < figures[500][1] * 1.3 + 5, figures
