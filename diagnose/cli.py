@@ -485,17 +485,22 @@ def merge(
     except FleetInputError as exc:
         die(str(exc))
     use_color = output is None and sys.stdout.isatty() and "NO_COLOR" not in os.environ
-    text = load_fleet_renderer(fmt).render_fleet(fleet, use_color)
+    _write(load_fleet_renderer(fmt).render_fleet(fleet, use_color), output)
+    raise typer.Exit(fleet.exit_code)
+
+
+def _write(text: str, output: Path | None) -> None:
+    """Text to stdout, or to a file atomically (a temporary file, then renamed)."""
     if output is None:
         sys.stdout.write(text)
-    else:
-        try:
-            tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
-            tmp.write_text(text, encoding="utf-8")
-            tmp.replace(output)
-        except OSError as exc:
-            die(f"cannot write {shown(str(output))}: {exc.strerror}")
-    raise typer.Exit(fleet.exit_code)
+        sys.stdout.flush()
+        return
+    try:
+        tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(output)
+    except OSError as exc:
+        die(f"cannot write {shown(str(output))}: {exc.strerror}")
 
 
 # ==================================================================== end of fleet and pod
@@ -1016,17 +1021,7 @@ def _emit(
         width = shutil.get_terminal_size((100, 24)).columns
     use_color = (to_tty and "NO_COLOR" not in os.environ) if color is None else color
     opts = RenderOptions(color=use_color, width=width, fail_on_warn=fail_on_warn)
-    text = renderer.render(report, opts)
-    if output is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return
-    try:
-        tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(output)
-    except OSError as exc:
-        die(f"cannot write {shown(str(output))}: {exc.strerror}")
+    _write(renderer.render(report, opts), output)
 
 
 def _ci_lines(report: Report, config_path: Path | None) -> list[str]:

@@ -67,23 +67,12 @@ class Pod:
 
 def read_pod(path: Path) -> Pod:
     """The pod in a file written by `kubectl get pod -o yaml|json`."""
-    from diagnose.yamlish import YamlError, loads
+    from diagnose.yamlish import YamlError, load_file
 
     try:
-        with path.open("rb") as fh:
-            data = fh.read(MAX_POD_BYTES + 1)
-    except FileNotFoundError:
-        raise PodError(f"pod file {path} does not exist") from None
-    except OSError as exc:
-        raise PodError(f"pod file {path} cannot be read: {exc.strerror}") from None
-    if len(data) > MAX_POD_BYTES:
-        raise PodError(f"pod file {path} is larger than {MAX_POD_BYTES // 1024 // 1024} MiB")
-    try:
-        doc = loads(data.decode("utf-8-sig"))
-    except UnicodeDecodeError as exc:
-        raise PodError(f"pod file {path} is not UTF-8 (byte {exc.start})") from None
-    except (YamlError, RecursionError) as exc:
-        raise PodError(f"pod file {path}: {exc}") from None
+        doc = load_file(path, "pod file", MAX_POD_BYTES)
+    except YamlError as exc:
+        raise PodError(str(exc)) from None
     return parse_pod(doc, str(path))
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 MAX_LINES = 20000
@@ -209,7 +210,10 @@ def loads(text: str) -> Any:
             return json.loads(text)
         except (ValueError, RecursionError):
             pass
-    raw = text.splitlines()
+    # YAML 1.2's line breaks only: str.splitlines would also break at NEL, LS, PS, VT, FF
+    raw = re.split(r"\r\n|\r|\n", text)
+    if raw and raw[-1] == "":
+        raw.pop()
     if len(raw) > MAX_LINES:
         raise YamlError(f"more than {MAX_LINES} lines")
     lines: list[tuple[int, int, str]] = []  # (line number, indent, content)
@@ -369,3 +373,23 @@ def loads(text: str) -> Any:
     if pos < len(lines):
         raise YamlError(f"line {lines[pos][0]}: unexpected content")
     return result
+
+
+def load_file(path: Path, what: str, limit: int) -> Any:
+    """The document in a file (at most `limit` bytes, UTF-8); YamlError names `what` and the
+    file: missing, unreadable, too large, not UTF-8, or not this YAML."""
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(limit + 1)
+    except FileNotFoundError:
+        raise YamlError(f"{what} {path} does not exist") from None
+    except OSError as exc:
+        raise YamlError(f"{what} {path} cannot be read: {exc.strerror}") from None
+    if len(data) > limit:
+        raise YamlError(f"{what} {path} is larger than {limit // 1024 // 1024} MiB")
+    try:
+        return loads(data.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise YamlError(f"{what} {path} is not UTF-8 (byte {exc.start})") from None
+    except YamlError as exc:
+        raise YamlError(f"{what} {path}: {exc}") from None
