@@ -456,7 +456,6 @@ def _hold() -> None:
         signal.pause()
 
 
-@app.command("merge")
 def merge(
     inputs: Annotated[
         list[str],
@@ -749,6 +748,9 @@ def list_checks(
         typer.echo(f"{r['id']:<{width}}  {scope:<8}  {r['title']}{deps}")
     for b in broken:
         typer.echo(f"{b.name:<{width}}  BROKEN    {b.error}")
+
+
+app.command("merge")(merge)  # the fleet and pod block: listed after the other commands
 
 
 # ------------------------------------------------------------------------------- helpers

@@ -294,8 +294,11 @@ def merge_inputs(inputs: Iterable[str], stdin: IO[str] | None = None) -> Fleet:
         if name == "-":
             if stdin is None:
                 raise FleetInputError("-: no standard input")
-            for report, host in read_stream(stdin, "stdin"):
-                fleet.add(report, host_of(report, host))
+            try:
+                for report, host in read_stream(stdin, "stdin"):
+                    fleet.add(report, host_of(report, host))
+            except UnicodeDecodeError:
+                raise FleetInputError("stdin: not UTF-8 text, not a report") from None
             continue
         label = name
         try:

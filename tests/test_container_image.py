@@ -66,6 +66,8 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Any:
     tarball, made = debian_base(d / "debootstrap.log")
     figures: dict[str, float] = {"base_s": made or time.monotonic() - t0}
     with contextlib.ExitStack() as stack:
+        # the daemon's layers (vfs: a full copy each, about 2 GB) go when the tests end
+        stack.callback(shutil.rmtree, d / "data", ignore_errors=True)
         stack.callback(unmount_under, d)
         host = stack.enter_context(lab.private_dockerd(d, d / "daemon.json"))
         p = docker(host, "import", str(tarball), "rd-debian:test", timeout=300)

@@ -6,6 +6,8 @@ names, folded into one fleet report: from files, a directory, and a stream on st
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -218,6 +220,16 @@ def test_other_bad_input(tmp_path, env):
     ):
         r = merge(*args, env=env, stdin="")
         assert r.rc == 2 and needle in r.err and r.err.count("\n") == 1, (args, r.err)
+    p = subprocess.run(
+        [sys.executable, "-m", "diagnose", "merge", "-"],
+        input=b"\xff\xfe garbage\n",
+        capture_output=True,
+        env=env,
+        cwd=lab.ROOT,
+        timeout=60,
+    )
+    assert p.returncode == 2 and p.stderr.startswith(b"diagnose: error: stdin"), p.stderr
+    assert p.stderr.count(b"\n") == 1
 
 
 def test_5000_reports_merge_in_under_5s_with_flat_memory(tmp_path):
