@@ -25,7 +25,7 @@ class YamlError(ValueError):
 
 
 def _scalar(text: str, n: int) -> Any:
-    t = text.strip()
+    t = text.strip(" \t")
     if not t:
         return None
     if t[0] in "&*!":
@@ -46,7 +46,7 @@ def _scalar(text: str, n: int) -> Any:
         return low == "true"
     if low in ("null", "~"):
         return None
-    if re.fullmatch(r"-?\d+", t):
+    if re.fullmatch(r"-?[0-9]+", t):
         return int(t)
     return t
 
@@ -148,11 +148,11 @@ def _flow(t: str, n: int) -> Any:
     except (ValueError, RecursionError):
         pass
     if t.startswith("[") and t.endswith("]"):
-        inner = t[1:-1].strip()
+        inner = t[1:-1].strip(" \t")
         return [] if not inner else [_scalar(x, n) for x in _split_flow(inner)]
     if t.startswith("{") and t.endswith("}"):
         out: dict[str, Any] = {}
-        inner = t[1:-1].strip()
+        inner = t[1:-1].strip(" \t")
         for item in _split_flow(inner) if inner else []:
             k, sep, v = item.partition(":")
             if not sep:
@@ -182,9 +182,10 @@ def _split_flow(inner: str) -> list[str]:
             continue
         cur += ch
     parts.append(cur)
-    return [p for p in parts if p.strip()]
+    return [p for p in parts if p.strip(" \t")]
 
 
+# YAML's white space is the space and the tab; str.strip() would take NBSP, NEL and more
 def _strip_comment(line: str) -> str:
     quote = ""
     for i, ch in enumerate(line):
@@ -194,18 +195,18 @@ def _strip_comment(line: str) -> str:
         elif ch in "\"'":
             quote = ch
         elif ch == "#" and (i == 0 or line[i - 1] in " \t"):
-            return line[:i].rstrip()
-    return line.rstrip()
+            return line[:i].rstrip(" \t")
+    return line.rstrip(" \t")
 
 
 _KEY = re.compile(
-    r"""^("(?:[^"\\]|\\.)*"|'[^']*'|[^\s#'"](?:[^#:]|:(?!\s|$))*?)\s*:(?:\s+|$)(.*)$"""
+    r"""^("(?:[^"\\]|\\.)*"|'[^']*'|[^ \t#'"](?:[^#:]|:(?![ \t]|$))*?)[ \t]*:(?:[ \t]+|$)(.*)$"""
 )
 
 
 def loads(text: str) -> Any:
     """The document as dicts, lists and scalars."""
-    if text.lstrip()[:1] in ("{", "["):
+    if text.lstrip(" \t")[:1] in ("{", "["):
         try:
             return json.loads(text)
         except (ValueError, RecursionError):
@@ -218,19 +219,19 @@ def loads(text: str) -> Any:
         raise YamlError(f"more than {MAX_LINES} lines")
     lines: list[tuple[int, int, str]] = []  # (line number, indent, content)
     for n, line in enumerate(raw, 1):
-        if "\t" in line[: len(line) - len(line.lstrip())]:
+        if "\t" in line[: len(line) - len(line.lstrip(" \t"))]:
             raise YamlError(f"line {n}: tabs are not allowed for indentation")
-        marker = line.rstrip() if not line[:1].isspace() else ""
+        marker = line.rstrip(" \t") if line[:1] not in (" ", "\t") else ""
         if marker in ("---", "...") and not lines:
             continue
         if marker == "---":
             raise YamlError(f"line {n}: more than one document")
-        lines.append((n, len(line) - len(line.lstrip()), line))
+        lines.append((n, len(line) - len(line.lstrip(" \t")), line))
     pos = 0
 
     def skip_blank() -> None:
         nonlocal pos
-        while pos < len(lines) and not _strip_comment(lines[pos][2]).strip():
+        while pos < len(lines) and not _strip_comment(lines[pos][2]).strip(" \t"):
             pos += 1
 
     def block_scalar(indent: int, style: str) -> str:
@@ -239,9 +240,9 @@ def loads(text: str) -> Any:
         inner = -1
         while pos < len(lines):
             _n, ind, line = lines[pos]
-            if line.strip() and ind <= indent:
+            if line.strip(" \t") and ind <= indent:
                 break
-            if line.strip() and inner < 0:
+            if line.strip(" \t") and inner < 0:
                 inner = ind
             out.append(line[inner:] if inner >= 0 else "")
             pos += 1
@@ -257,7 +258,7 @@ def loads(text: str) -> Any:
         if pos >= len(lines):
             return None
         n, ind, line = lines[pos]
-        content = _strip_comment(line).strip()
+        content = _strip_comment(line).strip(" \t")
         if ind < indent:
             return None
         if content.startswith("- ") or content == "-":
@@ -279,20 +280,20 @@ def loads(text: str) -> Any:
         while pos < len(lines) and len(parts) <= MAX_LINES:
             _nn, nind, raw = lines[pos]
             text = raw if quote else _strip_comment(raw)
-            if text.strip() and nind <= ind:
+            if text.strip(" \t") and nind <= ind:
                 break
             if not quote:
-                if not text.strip() and not _more(pos + 1, ind):
+                if not text.strip(" \t") and not _more(pos + 1, ind):
                     break  # blank lines after the scalar are not part of it
-                if raw.strip() and not text.strip():
+                if raw.strip(" \t") and not text.strip(" \t"):
                     break  # a comment line ends a plain scalar
-                if _KEY.match(text.strip()):
+                if _KEY.match(text.strip(" \t")):
                     raise YamlError(f"line {_nn}: a mapping inside a plain scalar")
             pos += 1
-            end = _closing(quote + text.lstrip()) if quote else -1
+            end = _closing(quote + text.lstrip(" \t")) if quote else -1
             if end >= 0:
-                body = text.lstrip()[: end - 1]
-                if _strip_comment(text.lstrip()[end:]).strip():
+                body = text.lstrip(" \t")[: end - 1]
+                if _strip_comment(text.lstrip(" \t")[end:]).strip(" \t"):
                     raise YamlError(f"line {_nn}: text after a closing quote")
                 parts.append(body)
                 folded = _fold(parts, quote == '"')
@@ -304,15 +305,15 @@ def loads(text: str) -> Any:
 
     def _more(at: int, ind: int) -> bool:
         """Whether a non-blank line deeper than ind comes next (from `at`, past blanks)."""
-        while at < len(lines) and not _strip_comment(lines[at][2]).strip():
-            if lines[at][2].strip():
+        while at < len(lines) and not _strip_comment(lines[at][2]).strip(" \t"):
+            if lines[at][2].strip(" \t"):
                 return False  # a comment line
             at += 1
         return at < len(lines) and lines[at][1] > ind
 
     def value_after(rest: str, n: int, ind: int, depth: int) -> Any:
         nonlocal pos
-        rest = rest.strip()
+        rest = rest.strip(" \t")
         if rest in ("|", "|-", ">", ">-", "|+", ">+"):
             return block_scalar(ind, rest)
         if rest:
@@ -320,7 +321,7 @@ def loads(text: str) -> Any:
         skip_blank()
         if pos < len(lines):
             _nn, nind, nline = lines[pos]
-            nc = _strip_comment(nline).strip()
+            nc = _strip_comment(nline).strip(" \t")
             if nind > ind or (nind == ind and nc.startswith("-")):
                 return node(nind, depth + 1)
         return None
@@ -333,7 +334,7 @@ def loads(text: str) -> Any:
             if pos >= len(lines):
                 return out
             n, i, line = lines[pos]
-            content = _strip_comment(line).strip()
+            content = _strip_comment(line).strip(" \t")
             if i < ind or (i == ind and content.startswith("-")):
                 return out
             if i > ind:
@@ -353,12 +354,12 @@ def loads(text: str) -> Any:
             if pos >= len(lines):
                 return out
             n, i, line = lines[pos]
-            content = _strip_comment(line).strip()
+            content = _strip_comment(line).strip(" \t")
             if i != ind or not (content.startswith("- ") or content == "-"):
                 if i > ind:
                     raise YamlError(f"line {n}: unexpected indentation")
                 return out
-            rest = content[1:].strip()
+            rest = content[1:].strip(" \t")
             if _KEY.match(rest):
                 # "- key: value" opens a mapping indented at the key
                 inner = ind + (len(content) - len(rest))

@@ -16,7 +16,10 @@ KEYS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz.-_/", min_size=1, max_size=1
     lambda k: k[0].isalpha()
 )
 WORDY = st.lists(
-    st.sampled_from(["pull", "image", '"q"', "'s'", "x509:", "a#b", " ", "  ", "\n", "\\", "é"]),
+    st.sampled_from(
+        ["pull", "image", '"q"', "'s'", "x509:", "a#b", " ", "  ", "\n", "\\", "é"]
+        + ["\xa0", "\u3000", "٣", "- ", ": ", "\t", "{", "[", "&", "*", "!", "|", ">"]
+    ),
     max_size=40,
 ).map("".join)
 # NEL, LS and PS are line breaks to PyYAML (YAML 1.1), which writes them raw inside quotes;
