@@ -17,8 +17,10 @@ KEYS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz.-_/", min_size=1, max_size=1
 )
 WORDY = st.lists(
     st.sampled_from(
-        ["pull", "image", '"q"', "'s'", "x509:", "a#b", " ", "  ", "\n", "\\", "é"]
-        + ["\xa0", "\u3000", "٣", "- ", ": ", "\t", "{", "[", "&", "*", "!", "|", ">"]
+        [
+            *("pull", "image", '"q"', "'s'", "x509:", "a#b", " ", "  ", "\n", "\\", "é"),
+            *("\xa0", "\u3000", "٣", "- ", ": ", "\t", "{", "[", "&", "*", "!", "|", ">"),
+        ]
     ),
     max_size=40,
 ).map("".join)
