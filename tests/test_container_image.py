@@ -156,11 +156,10 @@ def served(tmp_path_factory, registry, pki):
     return f"127.0.0.1:{registry.port}", ca
 
 
-def same_run_outside(args: list[str], ca: Path | None, env: dict[str, str]) -> lab.Run:
+def same_run_outside(args: list[str], ca: Path | None, env: dict[str, str], view: Path) -> lab.Run:
     """The same command on this machine, not in a container: this host's root seen read-only
     at a path of its own, as the container sees it at /host (a private mount namespace, so
     nothing changes on the host), with the same --host-root semantics (not the live host)."""
-    view = "/tmp/rd-host-view"
     script = (
         f"mkdir -p {view} && mount --rbind / {view} && mount -o remount,bind,ro {view} && "
         'exec "$0" "$@"'
@@ -201,14 +200,14 @@ def verdict(report: dict[str, Any]) -> tuple[str, list[tuple[str, str | None, st
     ],
 )
 def test_verdict_in_the_container_equals_the_verdict_outside(
-    image, served, env, schema, case, ref, trust, expect
+    image, served, env, schema, tmp_path, case, ref, trust, expect
 ):
     host, _ = image
     server, ca = served
     # docker's pull: podman's and containerd's own trust (certs.d) on this host does not hold
     # the suite's CA, which would fail those runtimes' checks on both sides alike
     args = ["check-health", f"{server}/{ref}", "--runtime", "docker", "--format", "json", "-q"]
-    outside = same_run_outside(args, ca if trust else None, env)
+    outside = same_run_outside(args, ca if trust else None, env, tmp_path / "host-view")
     assert outside.rc in (0, 1), outside.err
     p = docker(
         host,
