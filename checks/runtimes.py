@@ -50,6 +50,15 @@ PROCESS_NAMES = {
 }
 
 
+def _exists(path: Path) -> bool:
+    """Path.exists, where a path this user may not look at (a root-only /run/containerd seen
+    by a non-root container) is no sign, rather than a crash (Python 3.12's rule)."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
 def detect(
     root: Path, live: bool, table: list[dict[str, Any]], search_path: str | None = None
 ) -> dict[str, dict[str, Any]]:
@@ -64,7 +73,7 @@ def detect(
     for runtime, kinds in SIGNS.items():
         signs: dict[str, list[str]] = {}
         for kind, paths in kinds.items():
-            hits = ["/" + p for p in paths if (root / p).exists()]
+            hits = ["/" + p for p in paths if _exists(root / p)]
             if hits:
                 signs[kind] = hits
         if live:

@@ -248,13 +248,47 @@ def check_health(
     fmt: FormatOpt = "terminal",
     output: OutputOpt = None,
     quiet: QuietOpt = False,
+    pod: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="A pod as `kubectl get pod NAME -o yaml` (or -o json) prints it: every "
+            "container and init container image is checked, and the pod's status explained.",
+        ),
+    ] = None,
+    node_name: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME",
+            help="The node this run describes, recorded in the report (default: $NODE_NAME, "
+            "as the downward API sets it).",
+        ),
+    ] = None,
+    hold: Annotated[
+        bool,
+        typer.Option(
+            "--hold",
+            help="After the report, wait until stopped (a DaemonSet pod: one report, no restarts).",
+        ),
+    ] = False,
     **run: Any,
 ) -> None:
     """Check every step from this machine to the registry and say what to fix."""
+    from diagnose.cli_fleet import exit_on_stop, hold_until_stopped, pod_run, with_node
+
     renderer = _renderer(fmt)
-    report, _, values = execute({**run, "registries": registries}, live=not quiet)
+    given = {**run, "registries": registries}
+    if pod is not None:
+        report, values = pod_run(given, _relative(pod), live=not quiet)
+    else:
+        report, _, values = execute(given, live=not quiet)
+    report = with_node(report, node_name)
     warn = values["fail_on"] == "warn"
+    if hold:
+        exit_on_stop()
     emit(report, renderer, output, fail_on_warn=warn)
+    if hold:
+        hold_until_stopped()
     raise typer.Exit(report.exit_code(fail_on_warn=warn))
 
 
@@ -498,7 +532,6 @@ def emit(
 ) -> None:
     """Render the report to standard output, or to a file written whole (then renamed)."""
     from diagnose.render import RenderOptions
-    from diagnose.secrets import shown
 
     e = env()
     to_tty = output is None and e.stdout_tty
@@ -509,7 +542,14 @@ def emit(
         width = shutil.get_terminal_size((100, 24)).columns
     use_color = (to_tty and "NO_COLOR" not in e.environ) if color is None else color
     opts = RenderOptions(color=use_color, width=width, fail_on_warn=fail_on_warn)
-    text = renderer.render(report, opts)
+    write(renderer.render(report, opts), output)
+
+
+def write(text: str, output: Path | None) -> None:
+    """Text to standard output, or to a file written whole (a temporary file, renamed)."""
+    from diagnose.secrets import shown
+
+    e = env()
     if output is None:
         e.stdout.write(text)
         e.stdout.flush()
@@ -616,4 +656,4 @@ __all__ = ["EXIT_PROBLEM", "SPECS", "app", "main", "run"]
 
 # Commands kept in modules of their own register on `app` when imported; importing them here
 # puts them on the command line (they import this module's plumbing, defined above).
-from diagnose import cli_monitor  # noqa: E402, F401
+from diagnose import cli_fleet, cli_monitor  # noqa: E402, F401

@@ -105,6 +105,23 @@ class RegistriesConf:
         return bool(self.files)
 
 
+def is_file(path: Path) -> bool:
+    """Path.is_file as Python 3.12 has it: a path this user may not look at (the host's /root
+    seen by a non-root container) is not there, rather than a PermissionError."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def is_dir(path: Path) -> bool:
+    """Path.is_dir, with the same rule."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
 def _dropins(directory: Path) -> list[Path]:
     try:
         return sorted(p for p in directory.glob("*.conf") if p.is_file())[:MAX_DROPINS]
@@ -124,10 +141,10 @@ def registries_conf_files(root: Path, home: Path) -> list[Path]:
     the system one when it exists, then the drop-ins of the user's registries.conf.d when that
     folder exists, else of the system one."""
     user = home / ".config/containers/registries.conf"
-    main = user if user.is_file() else root / SYSTEM_REGISTRIES_CONF
-    out = [main] if main.is_file() else []
+    main = user if is_file(user) else root / SYSTEM_REGISTRIES_CONF
+    out = [main] if is_file(main) else []
     user_d = home / ".config/containers/registries.conf.d"
-    out += _dropins(user_d if user_d.is_dir() else root / SYSTEM_REGISTRIES_D)
+    out += _dropins(user_d if is_dir(user_d) else root / SYSTEM_REGISTRIES_D)
     return out
 
 
@@ -273,7 +290,7 @@ class Policy:
 def load_policy(root: Path, home: Path) -> Policy:
     """The user's policy.json when it exists, else the system one (as podman chooses)."""
     user = home / ".config/containers/policy.json"
-    return load_policy_file(user if user.is_file() else root / SYSTEM_POLICY)
+    return load_policy_file(user if is_file(user) else root / SYSTEM_POLICY)
 
 
 def load_policy_file(path: Path) -> Policy:
@@ -334,7 +351,7 @@ def lookaside_for(root: Path, home: Path, ref_name: str) -> tuple[str | None, bo
     best: tuple[int, str | None, bool, str] = (-1, None, False, "")
     default: tuple[str | None, bool, str] = (None, False, "")
     user = home / ".config/containers/registries.d"
-    folder = user if user.is_dir() else root / SYSTEM_LOOKASIDE_D
+    folder = user if is_dir(user) else root / SYSTEM_LOOKASIDE_D
     try:
         files = sorted(folder.glob("*.yaml"))[:MAX_DROPINS] if folder.is_dir() else []
     except OSError:
@@ -540,7 +557,7 @@ def load_hosts_toml(directory: Path, host: str, port: int | None, root: Path) ->
     made absolute against that folder, as containerd does (host paths: not under root)."""
     name = hosts_dir_name(host, port)
     folder = directory / name
-    if not (folder / "hosts.toml").is_file() and (directory / "_default/hosts.toml").is_file():
+    if not is_file(folder / "hosts.toml") and is_file(directory / "_default/hosts.toml"):
         folder = directory / "_default"
     out = HostsToml(str(folder), str(folder / "hosts.toml"))
     doc, err = _toml(folder / "hosts.toml")

@@ -73,25 +73,12 @@ def load_pull_secret(path: Path) -> dict[str, Any]:
     import base64
     import binascii
 
-    from diagnose.yamlish import YamlError, loads
+    from diagnose.yamlish import YamlError, load_file
 
     try:
-        with path.open("rb") as fh:
-            data = fh.read(MAX_CONFIG_BYTES + 1)
-    except FileNotFoundError:
-        raise ConfigError(f"pull secret {path} does not exist") from None
-    except OSError as exc:
-        raise ConfigError(f"pull secret {path} cannot be read: {exc.strerror}") from None
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(
-            f"pull secret {path} is larger than {MAX_CONFIG_BYTES // 1024 // 1024} MiB"
-        )
-    try:
-        doc = loads(data.decode("utf-8-sig"))
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"pull secret {path} is not UTF-8 (byte {exc.start})") from None
+        doc = load_file(path, "pull secret", MAX_CONFIG_BYTES)
     except YamlError as exc:
-        raise ConfigError(f"pull secret {path}: {exc}") from None
+        raise ConfigError(str(exc)) from None
     if not isinstance(doc, dict):
         raise ConfigError(f"pull secret {path}: expected a Secret manifest or a docker config")
     if "auths" in doc and "kind" not in doc:

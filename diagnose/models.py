@@ -319,6 +319,9 @@ class Report:
     results: tuple[CheckResult, ...]
     faq: Mapping[str, FaqEntry]
     notes: tuple[str, ...] = ()
+    # the node the run describes (Kubernetes: the downward API's spec.nodeName): its name, and
+    # where the name came from ("env" for NODE_NAME, "option" for --node-name); None: unnamed
+    node: tuple[str, str] | None = None
 
     def counts(self) -> dict[str, int]:
         out = {s.value: 0 for s in Status}
@@ -343,9 +346,11 @@ class Report:
         return 1 if any(r.status in bad for r in self.results) else 0
 
     def to_dict(self) -> dict[str, Any]:
+        node = {"node": {"name": self.node[0], "source": self.node[1]}} if self.node else {}
         return {
             "schema": REPORT_SCHEMA_ID,
             "tool": self.tool.to_dict(),
+            **node,
             "target": {
                 "source": self.target_source,
                 "registries": [r.to_dict() for r in self.registries],
