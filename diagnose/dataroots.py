@@ -86,6 +86,13 @@ def docker_root(root: Path, args: Sequence[str] = ()) -> DataRoot:
     if not driver and isinstance(value, str):
         driver = value
     path = _absolute(path, source, notes) if path else DOCKER_DEFAULT
+    features = daemon.data.get("features")
+    if isinstance(features, dict) and features.get("containerd-snapshotter") is True:
+        # docker's images then live in containerd's content store and snapshots
+        store = containerd_root(root)
+        notes += [*store.notes, f"docker's own data root {path} holds containers and volumes"]
+        source = f"containerd's root ({store.source}): containerd-snapshotter in daemon.json"
+        return DataRoot("docker", store.path, source, "", True, False, tuple(notes))
     return DataRoot("docker", path, source, driver, True, False, tuple(notes))
 
 

@@ -283,6 +283,11 @@ def test_docker_data_root_from_each_place_dockerd_takes_it(tmp_path):
     (root / "etc/sysconfig").mkdir()
     (root / "etc/sysconfig/docker").write_text("OPTIONS='--selinux-enabled -g /rh/docker'\n")
     assert docker_root(root).path == "/rh/docker"
+    (root / "etc/docker/daemon.json").write_text('{"features": {"containerd-snapshotter": true}}')
+    (root / "etc/containerd").mkdir()
+    (root / "etc/containerd/config.toml").write_text('root = "/ctd"\n')
+    snap = docker_root(root)
+    assert snap.path == "/ctd" and "containerd-snapshotter" in snap.source
     (root / "etc/docker/daemon.json").write_text("{not json")
     (root / "etc/sysconfig/docker").unlink()
     broken = docker_root(root)
