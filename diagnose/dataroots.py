@@ -61,9 +61,10 @@ def docker_root(root: Path, args: Sequence[str] = ()) -> DataRoot:
     flag and the file key may not both be set (dockerd refuses to start)."""
     notes: list[str] = []
     sysconfig = parse_sysconfig(root / "etc/sysconfig/docker")
-    daemon = parse_daemon_json(root / "etc/docker/daemon.json")
+    config = [*flag_values(list(args), "--config-file"), "/etc/docker/daemon.json"][0]
+    daemon = parse_daemon_json(root / config.lstrip("/"))
     if daemon.error:
-        notes.append(f"/etc/docker/daemon.json does not parse ({daemon.error})")
+        notes.append(f"{config} does not parse ({daemon.error})")
     path, source, driver = "", "default", ""
     for where, argv in (
         ("the dockerd command line", list(args)),
@@ -80,7 +81,7 @@ def docker_root(root: Path, args: Sequence[str] = ()) -> DataRoot:
         for key in ("data-root", "graph"):  # "graph": the name before docker 17.05
             value = daemon.data.get(key)
             if isinstance(value, str) and value:
-                path, source = value, f'"{key}" in /etc/docker/daemon.json'
+                path, source = value, f'"{key}" in {config}'
                 break
     value = daemon.data.get("storage-driver")
     if not driver and isinstance(value, str):
@@ -241,7 +242,7 @@ def nearest_existing(root: Path, host_path: str) -> tuple[Path, str, bool, str |
         here = root.joinpath(*done, name)
         try:
             mode = os.lstat(here).st_mode
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a NUL byte in the configured path
             return root.joinpath(*done), "/" + "/".join(done), False, None
         if stat.S_ISLNK(mode):
             links += 1

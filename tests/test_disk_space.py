@@ -280,6 +280,9 @@ def test_docker_data_root_from_each_place_dockerd_takes_it(tmp_path):
     )
     assert docker_root(root, ["-g", "/old/g"]).path == "/old/g"
     assert docker_root(root, ["--graph=/old/graph"]).path == "/old/graph"
+    (root / "etc/other.json").write_text('{"data-root": "/other"}')
+    other = docker_root(root, ["--config-file", "/etc/other.json"])
+    assert (other.path, other.source) == ("/other", '"data-root" in /etc/other.json')
     (root / "etc/sysconfig").mkdir()
     (root / "etc/sysconfig/docker").write_text("OPTIONS='--selinux-enabled -g /rh/docker'\n")
     assert docker_root(root).path == "/rh/docker"
@@ -349,6 +352,7 @@ def test_links_and_dot_dots_stay_inside_the_host_root(tmp_path):
     _, shown, exists, note = nearest_existing(root, "/a/loop/x")
     assert (shown, exists) == ("/a", False) and "symbolic links" in str(note)
     assert measure(root, "/a/loop/x").total > 0
+    assert nearest_existing(root, "/a/b\0/c")[1:3] == ("/a", False)  # never a ValueError
 
 
 def test_image_size_and_what_each_runtime_needs():
