@@ -247,6 +247,8 @@ class DiskSpaceCheck(Check):
                 part += f"not measured ({space.error})"
             else:
                 part += f"{human_bytes(space.free)} free ({facts['used_percent']:g}% used)"
+                if space.available < space.free * 0.99:  # blocks reserved for root
+                    part += f" of which {human_bytes(space.available)} outside root's reserve"
                 if space.inodes:
                     part += f", {space.free_inodes} inodes free"
             if not space.exists:
