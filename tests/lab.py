@@ -1077,6 +1077,39 @@ def private_dockerd(directory: Path, config_file: Path) -> Iterator[str]:
         log.close()
 
 
+@contextlib.contextmanager
+def private_dockerd_own_root(directory: Path, config_file: Path) -> Iterator[str]:
+    """dockerd like `private_dockerd`, but its data root is whatever `data-root` the config
+    file gives (dockerd refuses the flag and the key together); yields the DOCKER_HOST."""
+    dockerd = shutil.which("dockerd")
+    if dockerd is None:
+        raise RuntimeError("dockerd is not installed (Debian package docker.io)")
+    sock = directory / "docker.sock"
+    host = f"unix://{sock}"
+    flags = [f"--host={host}", f"--exec-root={directory / 'exec'}", "--storage-driver=vfs"]
+    flags += [f"--pidfile={directory / 'docker.pid'}", "--iptables=false", "--ip6tables=false"]
+    flags += ["--bridge=none", f"--config-file={config_file}"]
+    log_path = directory / "dockerd.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([dockerd, *flags], stdout=log, stderr=log)
+    try:
+        for _ in range(150):
+            ping = ["docker", "-H", host, "version"]
+            if (
+                sock.exists()
+                and subprocess.run(ping, capture_output=True, timeout=20).returncode == 0
+            ):
+                break
+            if proc.poll() is not None:
+                raise RuntimeError(f"dockerd stopped: {log_path.read_text()[-2000:]}")
+            time.sleep(0.1)
+        else:
+            raise RuntimeError(f"dockerd did not start: {log_path.read_text()[-2000:]}")
+        yield host
+    finally:
+        stop_process(proc)
+
+
 def stop_process(proc: subprocess.Popen[bytes]) -> None:
     """Terminate a daemon the tests started, and kill it if it does not go in 15 s."""
     proc.terminate()
