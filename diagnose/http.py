@@ -115,6 +115,10 @@ def make_session(
             # requests makes the proxy's pool manager apart from the direct one: without this,
             # a request through a proxy would trust certifi's bundle, not what docker trusts
             proxy_kwargs["ssl_context"] = ssl_context
+            if proxy.lower().startswith("https://"):
+                # and the proxy's own certificate (an https:// proxy URL) against the same
+                # store, as Go clients check it, not certifi's
+                proxy_kwargs["proxy_ssl_context"] = ssl_context
             manager = super().proxy_manager_for(proxy, **proxy_kwargs)
             manager.pool_classes_by_scheme = _POOLS
             return manager
