@@ -328,8 +328,8 @@ def _https_for_plain(
     )
     return Probe(
         "https-for-plain",
-        f"the proxy URL says https:// but {proxy.hostport} speaks plain HTTP: the client "
-        f"starts TLS with the proxy and gets an HTTP answer back{waited}",
+        "its URL says https://, but it speaks plain HTTP: the client starts TLS with the "
+        f"proxy and gets an HTTP answer back{waited}",
         go,
     )
 
@@ -347,8 +347,8 @@ def _http_for_tls(proxy: ProxyUrl, answer: bytes, reset: bool) -> Probe:
         )
     return Probe(
         "http-for-tls",
-        f"the proxy URL says http:// but {proxy.hostport} speaks TLS: the client sends its "
-        f"CONNECT in clear text, and the proxy {saw}",
+        "its URL says http://, but it speaks TLS: the client sends its CONNECT in clear "
+        f"text, and the proxy {saw}",
         go,
     )
 
@@ -429,8 +429,8 @@ def _ask_tunnel(
 def _http_for_tls_400(proxy: ProxyUrl) -> Probe:
     return Probe(
         "http-for-tls",
-        f"the proxy URL says http:// but {proxy.hostport} speaks TLS: it answers the clear-text "
-        "CONNECT with 400 (an HTTP request to an HTTPS server)",
+        "its URL says http://, but it speaks TLS: it answers the clear-text CONNECT with 400 "
+        "(an HTTP request to an HTTPS server)",
         "Bad Request",
         status=400,
     )
