@@ -214,7 +214,8 @@ class ApiCheck(Check):
         from diagnose.proxy import proxy_tls_failure
 
         evidence.update(error=type(exc.last).__name__, attempts=exc.attempts)
-        return proxy_tls_failure(url, seen.issuer, exc.attempts, evidence, ctx.environ)
+        compared = seen.reissued is not None
+        return proxy_tls_failure(url, seen.issuer, compared, exc.attempts, evidence, ctx.environ)
 
     def _no_response(
         self, url: str, exc: RetriesExhausted, evidence: dict[str, Any], env: Mapping[str, str]

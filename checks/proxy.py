@@ -174,8 +174,12 @@ class DaemonProxyCheck(Check):
         var = "HTTPS_PROXY" if reg.scheme == "https" else "HTTP_PROXY"
         server, host, port = reg.login_server, reg.host, reg.effective_port
         if var not in settings:
+            where = "docker.service drop-ins, daemon.json `proxies`" + (
+                ", the running daemon" if info.present else ""
+            )
             return passed(
-                f"the docker daemon has no {var}: it reaches {server} directly", **evidence
+                f"no {var} for the docker daemon ({where}): it reaches {server} directly",
+                **evidence,
             )
         raw, source = settings[var]
         no_proxy = settings.get("NO_PROXY", ("", ""))[0]

@@ -258,9 +258,18 @@ def daemon_proxy_settings(
             if isinstance(cfg.get(key), str) and cfg[key]:
                 out[name] = (cfg[key], '/etc/docker/daemon.json ("proxies")')
     for name, value in running.items():
-        if value and (name not in out or out[name][0] != value):
+        # the daemon masks a proxy's user-info in /info ("xxxxx:xxxxx@"): the same proxy
+        # keeps the configured value, credentials and all
+        if value and (name not in out or _no_userinfo(out[name][0]) != _no_userinfo(value)):
             out[name] = (value, "the running daemon's environment (docker info)")
     return out
+
+
+def _no_userinfo(url: str) -> str:
+    scheme, sep, rest = url.strip().partition("://")
+    netloc, slash, path = (rest if sep else scheme).partition("/")
+    bare = f"{netloc.rpartition('@')[2]}{slash}{path}".rstrip("/")
+    return f"{scheme.lower()}://{bare}" if sep else bare
 
 
 def docker_ca_files(root: Path, host: str, port: int) -> list[Path]:

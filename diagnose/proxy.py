@@ -275,6 +275,7 @@ def environment_role(setting: ProxySetting) -> ProxyRole:
 def proxy_tls_failure(
     url: str,
     issuer: str,
+    compared: bool,
     attempts: int,
     evidence: dict[str, Any],
     env: Mapping[str, str],
@@ -294,8 +295,13 @@ def proxy_tls_failure(
     return problem(
         Status.FAIL,
         f"GET {url} failed in TLS after {attempts} attempt(s): the proxy {setting.hostport} "
-        f"(from the {setting.source}) re-signs the registry's certificate with its own CA "
-        f"({issuer}), which this host's trust store does not trust",
+        f"(from the {setting.source}) "
+        + (
+            f"re-signs the registry's certificate with its own CA ({issuer})"
+            if compared
+            else f"hands over a certificate issued by {issuer}"
+        )
+        + ", which this host's trust store does not trust",
         code=Code.PROXY_TLS_INSPECTION,
         faq=["proxy-tls-inspection", "certificate-trust", "proxy"],
         remediation=inspection_remedies(environment_role(setting), host, port, issuer),

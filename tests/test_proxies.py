@@ -23,8 +23,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from diagnose.dockerhost import systemd_proxy_env
+from diagnose.codes import Code
+from diagnose.dockerhost import _no_userinfo, systemd_proxy_env
+from diagnose.proxyprobe import CertSeen, Probe, ProxyUrl, _go_quote
 from tests import lab, tlsproxy
 from tests import tokenserver as ts_mod
 from tests.conftest import validate_report
@@ -97,6 +101,62 @@ def skopeo_inspect(ref: str, certs: Path, env: dict[str, str]) -> subprocess.Com
 def bundle(path: Path, *cas: Path) -> Path:
     path.write_bytes(b"".join(ca.read_bytes() for ca in cas))
     return path
+
+
+def docker_root(base: Path, dropin: str, *, hosts: str = "127.0.0.1 localhost\n") -> Path:
+    """A host root with a docker.service drop-in and an /etc/docker of its own (certs.d)."""
+    root = base / f"root-{time.monotonic_ns()}"
+    (root / "etc" / "docker").mkdir(parents=True)
+    (root / "etc" / "docker" / "daemon.json").write_text("{}")
+    (root / "etc" / "hosts").write_text(hosts)
+    d = root / "etc" / "systemd" / "system" / "docker.service.d"
+    d.mkdir(parents=True)
+    (d / "http-proxy.conf").write_text(f"[Service]\n{dropin}\n")
+    return root
+
+
+def trust_in_certs_d(root: Path, folder: str, *cas: Path) -> None:
+    target = root / "etc" / "docker" / "certs.d" / folder
+    target.mkdir(parents=True, exist_ok=True)
+    for ca in cas:
+        shutil.copy(ca, target / ca.name.replace(".pem", ".crt"))
+
+
+@contextlib.contextmanager
+def dockerd_from_root(root: Path) -> Iterator[str]:
+    """A private dockerd started the way systemd would start it from that root: the drop-in's
+    Environment= as its environment (read with our own parser), the root's /etc/docker
+    (certs.d) and /etc/hosts bind-mounted for it alone. Its state lives in a short /tmp path
+    (containerd's sockets must fit in 104 bytes)."""
+    if DOCKERD is None or shutil.which("unshare") is None:
+        pytest.skip("dockerd (Debian docker.io) and unshare are needed")
+    if not Path("/etc/docker").is_dir():
+        pytest.skip("/etc/docker is needed as a mount point")
+    penv = {"NO_PROXY": "", "no_proxy": "", "HTTP_PROXY": "", "http_proxy": ""}
+    penv.update(systemd_proxy_env(root))
+    d = Path(tempfile.mkdtemp(prefix="rdpx-"))
+    try:
+        with lab.private_dockerd_with(
+            d,
+            root / "etc" / "docker" / "daemon.json",
+            env=penv,
+            hosts_file=root / "etc" / "hosts",
+            binds={root / "etc" / "docker": "/etc/docker"},
+        ) as host:
+            yield host
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def docker(host: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["docker", "-H", host, *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def pull(host: str, ref: str) -> subprocess.CompletedProcess[str]:
+    docker(host, "rmi", "-f", ref)
+    return docker(host, "pull", ref)
 
 
 # ----------------------------------------------------------- an inspecting proxy, HTTPS_PROXY
@@ -237,10 +297,11 @@ def token_registry(far, tmp_path_factory, pki):
         reg.stop()
 
 
-def test_proxy_that_resets_the_token_request(far, token_registry, env, schema, pki):
+def test_proxy_that_resets_the_token_request(far, token_registry, env, schema, pki, tmp_path):
     """The proxy opens a tunnel to the registry and resets the one to its token service: skopeo
-    gets the 401 and then `connection reset by peer` on the token request; we name the proxy,
-    the token host, and the reset. With the token host let through, both pass."""
+    and docker pull (the same proxy in the daemon's drop-in) get the 401 and then `connection
+    reset by peer` on the token request; we name the proxy, the token host, and the reset. With
+    the token host let through, all pass."""
     _, certs, _ = far
     server, tokens = token_registry
     token_port = tokens.port
@@ -264,7 +325,25 @@ def test_proxy_that_resets_the_token_request(far, token_registry, env, schema, p
         assert "connection reset by peer" in c["summary"], (c, theirs)
         assert c["faq"][0] == "proxy-token-service" and "CONNECT" in c["remediation"][0]
         assert r.rc == 1
-        blocked["on"] = False
+        # the same proxy as the docker daemon's, from a drop-in: docker pull and our
+        # daemon-proxy verdict (our own environment has no proxy) fail alike
+        root = docker_root(tmp_path, f'Environment="HTTPS_PROXY={proxy.url}"')
+        trust_in_certs_d(root, server, pki.ca_file)
+        with dockerd_from_root(root) as host:
+            lab.client_failed(pull(host, ref), "/token?", "connection reset by peer")
+            args = (ref, "--host-root", str(root), "--docker-host", host)
+            r = diag(env, schema, *args, ca=pki.ca_file)
+            c = r.check("daemon-proxy")
+            assert (c["status"], c["code"]) == ("fail", "PROXY_TOKEN_REFUSED"), c
+            assert f"{HOST_IP}:{token_port}" in c["summary"], c
+            assert "connection reset by peer" in c["summary"] and r.rc == 1, c
+            blocked["on"] = False
+            lab.client_ok(pull(host, ref))
+            r = diag(env, schema, *args, ca=pki.ca_file)
+            assert r.check("daemon-proxy")["status"] == "pass", r.check("daemon-proxy")
+            assert r.rc == 0, [
+                (x["id"], x["summary"]) for x in r.report["checks"] if x["status"] != "pass"
+            ]
         lab.client_ok(skopeo_inspect(ref, certs, penv))
         r = diag(penv, schema, ref, "--skip", "docker-certs", ca=pki.ca_file)
         assert r.check("auth-challenge")["status"] == "pass", json.dumps(r.check("auth-challenge"))
@@ -274,62 +353,6 @@ def test_proxy_that_resets_the_token_request(far, token_registry, env, schema, p
 
 
 # ------------------------------------------------- the daemon's proxy from a systemd drop-in
-def docker_root(base: Path, dropin: str, *, hosts: str = "127.0.0.1 localhost\n") -> Path:
-    """A host root with a docker.service drop-in and an /etc/docker of its own (certs.d)."""
-    root = base / f"root-{time.monotonic_ns()}"
-    (root / "etc" / "docker").mkdir(parents=True)
-    (root / "etc" / "docker" / "daemon.json").write_text("{}")
-    (root / "etc" / "hosts").write_text(hosts)
-    d = root / "etc" / "systemd" / "system" / "docker.service.d"
-    d.mkdir(parents=True)
-    (d / "http-proxy.conf").write_text(f"[Service]\n{dropin}\n")
-    return root
-
-
-def trust_in_certs_d(root: Path, folder: str, *cas: Path) -> None:
-    target = root / "etc" / "docker" / "certs.d" / folder
-    target.mkdir(parents=True, exist_ok=True)
-    for ca in cas:
-        shutil.copy(ca, target / ca.name.replace(".pem", ".crt"))
-
-
-@contextlib.contextmanager
-def dockerd_from_root(root: Path) -> Iterator[str]:
-    """A private dockerd started the way systemd would start it from that root: the drop-in's
-    Environment= as its environment (read with our own parser), the root's /etc/docker
-    (certs.d) and /etc/hosts bind-mounted for it alone. Its state lives in a short /tmp path
-    (containerd's sockets must fit in 104 bytes)."""
-    if DOCKERD is None or shutil.which("unshare") is None:
-        pytest.skip("dockerd (Debian docker.io) and unshare are needed")
-    if not Path("/etc/docker").is_dir():
-        pytest.skip("/etc/docker is needed as a mount point")
-    penv = {"NO_PROXY": "", "no_proxy": "", "HTTP_PROXY": "", "http_proxy": ""}
-    penv.update(systemd_proxy_env(root))
-    d = Path(tempfile.mkdtemp(prefix="rdpx-"))
-    try:
-        with lab.private_dockerd_with(
-            d,
-            root / "etc" / "docker" / "daemon.json",
-            env=penv,
-            hosts_file=root / "etc" / "hosts",
-            binds={root / "etc" / "docker": "/etc/docker"},
-        ) as host:
-            yield host
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-
-
-def docker(host: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["docker", "-H", host, *args], capture_output=True, text=True, timeout=120
-    )
-
-
-def pull(host: str, ref: str) -> subprocess.CompletedProcess[str]:
-    docker(host, "rmi", "-f", ref)
-    return docker(host, "pull", ref)
-
-
 def test_inspecting_daemon_proxy_in_a_dropin_beside_docker_pull(
     far, inspection, env, schema, pki, tmp_path
 ):
@@ -429,3 +452,65 @@ def test_where_the_daemon_proxy_was_tried_from(far, env, schema, pki, tmp_path):
         else:
             assert "another network namespace" in c["summary"], c
             assert c["evidence"]["vantage"]["shares_network"] is False
+
+
+# ------------------------------------------------------------- what meets hostile input
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_fuzz_proxy_urls_never_crash_and_never_show_a_password(text):
+    parsed = ProxyUrl.parse(text)
+    if parsed is not None:
+        assert "@" not in parsed.shown and parsed.port > 0
+    if "://" in text:  # a proxy as /info masks it compares equal to the configured one
+        assert "@" not in _no_userinfo(text).split("://", 1)[1].split("/", 1)[0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=400))
+def test_fuzz_certificates_and_proxy_answers(data):
+    assert CertSeen.from_der(data) is None or CertSeen.from_der(data).sha256
+    quoted = _go_quote(data)
+    assert quoted.startswith('"') and quoted.endswith('"') and quoted.isascii()
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "ok",
+        "refused",
+        "timeout",
+        "dns",
+        "unreachable",
+        "auth",
+        "denied",
+        "reset",
+        "closed",
+        "garbage",
+        "https-for-plain",
+        "http-for-tls",
+        "proxy-cert",
+        "proxy-tls",
+        "tls",
+        "other",
+    ],
+)
+@pytest.mark.parametrize("token", [False, True])
+def test_every_probe_result_has_a_verdict_with_a_known_faq_key(kind, token):
+    from diagnose import faq
+    from diagnose.models import Status
+    from diagnose.proxy import ProxyRole, judge_tunnel
+
+    role = ProxyRole(
+        who="the proxy 127.0.0.1:3128 (from the environment HTTPS_PROXY)",
+        proxy="http://127.0.0.1:3128",
+        setting="HTTPS_PROXY",
+        no_proxy="",
+        trust="this host's trust store",
+        docker=False,
+        error_code=Code.PROXY_ERROR,
+        bad=Status.FAIL,
+    )
+    f = judge_tunnel(Probe(kind, "words", "go words"), None, role, "r.example", 443, token=token)
+    assert f.status in (Status.PASS, Status.FAIL)
+    assert (f.status is Status.PASS) == (kind in ("ok",)), (kind, f)
+    assert set(f.faq) <= set(faq.load()) and (f.code or f.status is Status.PASS)
