@@ -39,6 +39,7 @@ from diagnose.proxyprobe import (
     reissued,
     seen_directly,
     try_proxy,
+    unverified_context,
 )
 from diagnose.resolve import is_ip
 from diagnose.vantage import vantage
@@ -133,13 +134,6 @@ def _docker_trust(ctx: CheckContext, host: str, port: int) -> ssl.SSLContext:
     return context
 
 
-def _unverified() -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
 class DaemonProxyCheck(Check):
     id = "daemon-proxy"
     title = "Docker daemon's proxy"
@@ -174,11 +168,11 @@ class DaemonProxyCheck(Check):
         var = "HTTPS_PROXY" if reg.scheme == "https" else "HTTP_PROXY"
         server, host, port = reg.login_server, reg.host, reg.effective_port
         if var not in settings:
-            where = "docker.service drop-ins, daemon.json `proxies`" + (
+            looked = "docker.service drop-ins, daemon.json `proxies`" + (
                 ", the running daemon" if info.present else ""
             )
             return passed(
-                f"no {var} for the docker daemon ({where}): it reaches {server} directly",
+                f"no {var} for the docker daemon ({looked}): it reaches {server} directly",
                 **evidence,
             )
         raw, source = settings[var]
@@ -222,7 +216,7 @@ class DaemonProxyCheck(Check):
             bad=Status.FAIL if where.shared else Status.WARN,
             note=f" ({where.words})",
         )
-        trust = _unverified() if insecure else _docker_trust(ctx, host, port)
+        trust = unverified_context() if insecure else _docker_trust(ctx, host, port)
         probe = try_proxy(
             proxy,
             host,

@@ -243,9 +243,7 @@ def _connect_request(host: str, port: int, proxy: ProxyUrl) -> bytes:
 
 def _speaks_tls(proxy: ProxyUrl, dial: Dial, budget: Budget) -> bool:
     """Whether the proxy's port completes a TLS handshake (of any certificate)."""
-    plain = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    plain.check_hostname = False
-    plain.verify_mode = ssl.CERT_NONE
+    plain = unverified_context()
     try:
         sock = dial(proxy.host, proxy.port, budget(3.0))
     except Exception:
@@ -448,7 +446,8 @@ def _handshake(sock: Any, context: ssl.SSLContext, host: str, budget: Budget) ->
     return context.wrap_socket(sock, server_hostname=sni)
 
 
-def _unverified() -> ssl.SSLContext:
+def unverified_context() -> ssl.SSLContext:
+    """A client that takes any certificate, to see who signed it."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
@@ -510,10 +509,10 @@ def _certificate_only(
     proxy: ProxyUrl, host: str, port: int, dial: Dial, budget: Budget
 ) -> CertSeen | None:
     try:
-        sock = _open_to_proxy(proxy, (host, port), _unverified(), dial, budget)
+        sock = _open_to_proxy(proxy, (host, port), unverified_context(), dial, budget)
         try:
             _ask_tunnel(sock, proxy, host, port, dial, budget)
-            with contextlib.closing(_handshake(sock, _unverified(), host, budget)) as inner:
+            with contextlib.closing(_handshake(sock, unverified_context(), host, budget)) as inner:
                 der = inner.getpeercert(binary_form=True)
         finally:
             sock.close()
@@ -534,7 +533,7 @@ def direct_certificate(
             continue
         try:
             sock.settimeout(budget(4.0))
-            with _unverified().wrap_socket(sock, server_hostname=host.strip("[]")) as tls:
+            with unverified_context().wrap_socket(sock, server_hostname=host.strip("[]")) as tls:
                 der = tls.getpeercert(binary_form=True)
             return CertSeen.from_der(der) if der else None
         except (OSError, ValueError):

@@ -273,18 +273,7 @@ def token_registry(far, tmp_path_factory, pki):
             host=HOST_IP,
             extra=ts_mod.token_auth_config(server.realm, server.service, signer.cert_file),
         )
-        now = int(time.time())
-        setup = signer.jwt(
-            {
-                "iss": ts_mod.ISSUER,
-                "sub": "setup",
-                "aud": "registry.test",
-                "exp": now + 600,
-                "nbf": 0,
-                "iat": now,
-                "access": [{"type": "repository", "name": "gt/app", "actions": ["pull", "push"]}],
-            }
-        )
+        setup = signer.setup_token("gt/app")
         lab.push_real_image(
             f"https://{HOST_IP}:{reg.port}",
             "gt/app",

@@ -69,6 +69,21 @@ class Signer:
         sig = self.key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
         return f"{signing_input}.{b64url(sig)}"
 
+    def setup_token(self, repo: str, audience: str = "registry.test") -> str:
+        """A pull and push token for repo, for the tests to put content in the registry."""
+        now = int(time.time())
+        return self.jwt(
+            {
+                "iss": ISSUER,
+                "sub": "setup",
+                "aud": audience,
+                "exp": now + 600,
+                "nbf": 0,
+                "iat": now,
+                "access": [{"type": "repository", "name": repo, "actions": ["pull", "push"]}],
+            }
+        )
+
 
 @dataclass
 class TokenServer:
