@@ -214,7 +214,8 @@ class DaemonProxyCheck(Check):
             docker=True,
             error_code=Code.DAEMON_PROXY_ERROR,
             bad=Status.FAIL if where.shared else Status.WARN,
-            note=f" ({where.words})",
+            note=f"; {where.words}",
+            no_proxy_setting=settings.get("NO_PROXY", ("", source))[1],
         )
         trust = unverified_context() if insecure else _docker_trust(ctx, host, port)
         probe = try_proxy(

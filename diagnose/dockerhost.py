@@ -247,7 +247,7 @@ def daemon_proxy_settings(
     out: dict[str, tuple[str, str]] = {}
     for name, value in systemd_proxy_env(root).items():
         if value:
-            out[name] = (value, "the docker.service drop-in (Environment=)")
+            out[name] = (value, "the docker.service drop-in's Environment=")
     cfg = daemon_json.get("proxies")
     if isinstance(cfg, dict):
         for key, name in (
@@ -256,12 +256,12 @@ def daemon_proxy_settings(
             ("no-proxy", "NO_PROXY"),
         ):
             if isinstance(cfg.get(key), str) and cfg[key]:
-                out[name] = (cfg[key], '/etc/docker/daemon.json ("proxies")')
+                out[name] = (cfg[key], "`proxies` in /etc/docker/daemon.json")
     for name, value in running.items():
         # the daemon masks a proxy's user-info in /info ("xxxxx:xxxxx@"): the same proxy
         # keeps the configured value, credentials and all
         if value and (name not in out or _no_userinfo(out[name][0]) != _no_userinfo(value)):
-            out[name] = (value, "the running daemon's environment (docker info)")
+            out[name] = (value, "the running daemon's environment, as docker info shows it")
     return out
 
 

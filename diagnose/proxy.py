@@ -249,6 +249,7 @@ class ProxyRole:
     error_code: Code
     bad: Status  # FAIL, or WARN when it could not be tried from the client's own network
     note: str = ""  # said after every summary: where the proxy was tried from
+    no_proxy_setting: str = ""  # where NO_PROXY is written (the environment when empty)
 
 
 def _ca_folder(host: str, port: int) -> str:
@@ -339,7 +340,7 @@ def inspection_remedies(role: ProxyRole, host: str, port: int, issuer: str) -> l
 
 
 def _where_no_proxy(role: ProxyRole) -> str:
-    return f" in {role.setting}" if role.docker else ""
+    return f" in {role.no_proxy_setting}" if role.no_proxy_setting else ""
 
 
 def _tunnel_fixes(kind: str, role: ProxyRole, host: str, port: int) -> list[str]:

@@ -68,19 +68,23 @@ def vantage(host_root: Path, live_host: bool, docker_host: str | None) -> Vantag
         same = same_network(Path(f"/proc/{pid}/ns/net"))
         if same is True:
             return Vantage(
-                True, f"tried from the daemon's own network (dockerd, pid {pid}, shares it)"
+                True,
+                f"tried from the daemon's own network: dockerd (pid {pid}) shares this network "
+                "namespace",
             )
         if same is False:
             return Vantage(
                 False,
-                f"tried from here, which is not the daemon's network (dockerd, pid {pid}, is "
-                "in another network namespace)",
+                f"tried from here, not from the daemon's network: dockerd (pid {pid}) is in "
+                "another network namespace",
             )
     if live_host:
         return Vantage(True, "tried from this host, the daemon's own")
     same = same_network(host_root / "proc/1/ns/net")
     if same is True:
-        return Vantage(True, "tried from the host root's network (its PID 1 shares this one)")
+        return Vantage(
+            True, "tried from the host root's network: its PID 1 shares this network namespace"
+        )
     if same is False:
         return Vantage(
             False,
@@ -88,6 +92,6 @@ def vantage(host_root: Path, live_host: bool, docker_host: str | None) -> Vantag
         )
     return Vantage(
         None,
-        "tried from here, and whether here is the daemon's network cannot be told (no "
-        "daemon socket answered, no /proc under the host root)",
+        "tried from here; whether this is the daemon's network cannot be told: no daemon "
+        "socket answered and the host root has no /proc",
     )
