@@ -13,7 +13,7 @@ from urllib.parse import urljoin, urlsplit
 from diagnose.check import Check
 from diagnose.codes import Code
 from diagnose.context import CheckContext
-from diagnose.facts import API_ANSWER, SCHEME, ApiAnswer
+from diagnose.facts import API_ANSWER, PROXY_TLS, SCHEME, ApiAnswer
 from diagnose.models import Finding, Status, passed, problem
 from diagnose.retry import RetriesExhausted
 
@@ -43,12 +43,15 @@ class ApiCheck(Check):
         "network-connectivity",
         "client-timeout",
         "proxy",
+        "proxy-tls-inspection",
+        "certificate-trust",
     )
     codes = (
         Code.CONNECTIVITY_CHALLENGE_ERROR,
         Code.CONNECTIVITY_FORBIDDEN_ERROR,
         Code.CONNECTIVITY_ERROR,
         Code.PROXY_ERROR,
+        Code.PROXY_TLS_INSPECTION,
     )
 
     def run(self, ctx: CheckContext) -> Finding:
@@ -97,7 +100,9 @@ class ApiCheck(Check):
                 if isinstance(exc.last, _Transient):
                     (resp, ms, received_at), attempts = exc.last.answer, exc.attempts
                 else:
-                    return self._no_response(url, exc, evidence, ctx.options.environ)
+                    return self._inspected(ctx, url, exc, evidence) or self._no_response(
+                        url, exc, evidence, ctx.options.environ
+                    )
             body = _read_body(resp)
             hops.append(
                 {
@@ -192,6 +197,25 @@ class ApiCheck(Check):
             ],
             evidence=evidence,
         )
+
+    def _inspected(
+        self, ctx: CheckContext, url: str, exc: RetriesExhausted, evidence: dict[str, Any]
+    ) -> Finding | None:
+        """TLS failed through the environment's proxy, and the proxy check saw that proxy
+        re-sign the registry's certificate with a CA this host does not trust: say so."""
+        import requests
+
+        if not isinstance(exc.last, requests.exceptions.SSLError) or not ctx.proxies(url):
+            return None
+        ctx.result("proxy")
+        seen = ctx.fact(PROXY_TLS)
+        if seen is None or seen.trusted or seen.reissued is False:
+            return None
+        from diagnose.proxy import proxy_tls_failure
+
+        evidence.update(error=type(exc.last).__name__, attempts=exc.attempts)
+        compared = seen.reissued is not None
+        return proxy_tls_failure(url, seen.issuer, compared, exc.attempts, evidence, ctx.environ)
 
     def _no_response(
         self, url: str, exc: RetriesExhausted, evidence: dict[str, Any], env: Mapping[str, str]

@@ -33,8 +33,23 @@ class AuthChallengeCheck(Check):
     depends_on = ("api",)
     starts_after = ("dns",)
     timeout_s = 10.0
-    faq_keys = ("network-connectivity", "registry-api-v2", "tls12")
-    codes = (Code.CONNECTIVITY_REALM_ERROR,)
+    faq_keys = (
+        "network-connectivity",
+        "registry-api-v2",
+        "tls12",
+        "proxy",
+        "proxy-token-service",
+        "proxy-tls-inspection",
+        "proxy-https-scheme",
+        "proxy-tls-scheme",
+        "certificate-trust",
+    )
+    codes = (
+        Code.CONNECTIVITY_REALM_ERROR,
+        Code.PROXY_TOKEN_REFUSED,
+        Code.PROXY_TLS_INSPECTION,
+        Code.PROXY_SCHEME_MISMATCH,
+    )
 
     def run(self, ctx: CheckContext) -> Finding:
 
@@ -96,6 +111,9 @@ class AuthChallengeCheck(Check):
         except Exception as exc:
             kind = _connect_kind(exc)
             evidence["error"] = kind
+            through = _through_proxy(ctx, ch.realm or "", host, port, evidence)
+            if through is not None:
+                return through
             if kind == "tls":
                 return problem(
                     Status.FAIL,
@@ -123,6 +141,29 @@ class AuthChallengeCheck(Check):
             f"Bearer tokens from {ch.realm} (reachable, {addresses[0]}), service {ch.service}",
             **evidence,
         )
+
+
+def _through_proxy(
+    ctx: CheckContext, realm: str, host: str, port: int, evidence: dict[str, Any]
+) -> Finding | None:
+    """The token service failed through the environment's proxy: try the proxy for it as a
+    Go client would, and say what the proxy did (refused it, reset it, re-signed it)."""
+    from diagnose.proxy import environment_role, judge_tunnel, proxy_for
+    from diagnose.proxyprobe import ProxyUrl, dialer, seen_directly, try_proxy
+
+    setting = proxy_for(realm, ctx.environ)
+    if setting is None:
+        return None
+    proxy = ProxyUrl.parse(ctx.environ.get(setting.source.split()[-1], ""))
+    if proxy is None:
+        return None
+    probe = try_proxy(
+        proxy, host, port, trust=ctx.ssl_context(), dial=dialer(ctx), budget=ctx.budget
+    )
+    direct = seen_directly(ctx, probe, host, port)
+    role = environment_role(setting)
+    finding = judge_tunnel(probe, direct, role, host, port, token=True, evidence=evidence)
+    return None if finding.status is Status.PASS else finding
 
 
 def _connect_kind(exc: BaseException) -> str:

@@ -5,13 +5,13 @@ docker trusts for a registry. Merged from the daemon's command line, /etc/docker
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from diagnose.check import Check
 from diagnose.codes import Code
 from diagnose.context import CheckContext
 from diagnose.dockerhost import (
+    daemon_proxy_settings,
     flag_value,
     flag_values,
     is_red_hat,
@@ -19,17 +19,13 @@ from diagnose.dockerhost import (
     parse_daemon_json,
     parse_sysconfig,
     registry_listed,
-    systemd_proxy_env,
 )
 from diagnose.facts import DAEMON, SCHEME, DaemonInfo
 from diagnose.models import Finding, Issue, Status, combine, passed, problem, skipped
 from diagnose.net import ConnectError, connect
-from diagnose.proxy import go_uses_proxy
 from diagnose.resolve import ResolveError
 
 RESTART = "sudo systemctl restart docker"
-# A daemon proxy that cannot be reached, for a registry the daemon sends through it.
-PROXY_UNREACHABLE = Status.WARN
 
 
 def _daemon(ctx: CheckContext) -> DaemonInfo:
@@ -80,7 +76,6 @@ class DaemonOptionsCheck(Check):
         Code.INSECURE_REGISTRY,
         Code.REGISTRY_BLOCKED,
         Code.MIRROR_UNREACHABLE,
-        Code.DAEMON_PROXY_ERROR,
     )
 
     def run(self, ctx: CheckContext) -> Finding:
@@ -163,7 +158,8 @@ class DaemonOptionsCheck(Check):
             api_insecure=api_insecure or None,
             blocked_registries=blocked or None,
         )
-        proxies = self._proxies(root, dj.data, info)
+        # the daemon's proxy is judged by the daemon-proxy check; here it is only shown
+        proxies = {k: v for k, (v, _) in daemon_proxy_settings(root, dj.data, info.proxies).items()}
         evidence["proxies"] = proxies or None
         for reg in ctx.registries:
             issues += self._per_registry(
@@ -174,9 +170,7 @@ class DaemonOptionsCheck(Check):
                 reg.scheme,
                 insecure + api_insecure,
                 blocked,
-                proxies,
                 dj.data,
-                evidence,
             )
         if not issues:
             parts = []
@@ -244,24 +238,6 @@ class DaemonOptionsCheck(Check):
             )
         ]
 
-    def _proxies(self, root: Path, data: dict[str, Any], info: DaemonInfo) -> dict[str, str]:
-        out: dict[str, str] = {}
-        drop = systemd_proxy_env(root)
-        for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
-            if drop.get(name):
-                out[name] = drop[name]
-        cfg = data.get("proxies")
-        if isinstance(cfg, dict):
-            for key, name in (
-                ("http-proxy", "HTTP_PROXY"),
-                ("https-proxy", "HTTPS_PROXY"),
-                ("no-proxy", "NO_PROXY"),
-            ):
-                if isinstance(cfg.get(key), str) and cfg[key]:
-                    out[name] = cfg[key]
-        out.update(info.proxies)
-        return out
-
     def _per_registry(
         self,
         ctx: CheckContext,
@@ -271,9 +247,7 @@ class DaemonOptionsCheck(Check):
         scheme: str,
         insecure: list[str],
         blocked: list[str],
-        proxies: dict[str, str],
         data: dict[str, Any],
-        evidence: dict[str, Any],
     ) -> list[Issue]:
         issues: list[Issue] = []
         addresses = _addresses(ctx, host, port)
@@ -309,12 +283,6 @@ class DaemonOptionsCheck(Check):
         if host in ("registry-1.docker.io", "docker.io", "index.docker.io") and mirrors:
             for mirror in mirrors:
                 issues += self._mirror(ctx, str(mirror))
-        proxy = proxies.get("HTTPS_PROXY" if scheme == "https" else "HTTP_PROXY")
-        # as the daemon (Go) decides: never for "localhost" or a literal loopback address, but
-        # for a name that resolves to one; then NO_PROXY
-        if proxy and go_uses_proxy(host, port, proxies.get("NO_PROXY", "")):
-            evidence.setdefault("proxy_for", {})[server] = proxy
-            issues += self._proxy_reachable(ctx, server, proxy)
         return issues
 
     def _mirror(self, ctx: CheckContext, mirror: str) -> list[Issue]:
@@ -335,32 +303,6 @@ class DaemonOptionsCheck(Check):
                     f"registry mirror {mirror} cannot be reached: Docker Hub pulls wait "
                     "for it before falling back",
                     [f"Fix or remove {mirror} in registry-mirrors (daemon.json)."],
-                )
-            ]
-
-    def _proxy_reachable(self, ctx: CheckContext, server: str, proxy: str) -> list[Issue]:
-        from urllib.parse import urlsplit
-
-        url = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-        host, port = url.hostname or "", url.port or 3128
-        addrs = _addresses(ctx, host, port)
-        try:
-            sock, _ = connect(addrs[0], port, ctx.budget(3.0))
-            sock.close()
-            return []
-        except (ConnectError, IndexError):
-            return [
-                Issue(
-                    PROXY_UNREACHABLE,
-                    Code.DAEMON_PROXY_ERROR,
-                    ["network-connectivity"],
-                    f"the daemon reaches {server} through proxy {host}:{port}, which "
-                    "cannot be reached from here",
-                    [
-                        'Fix the daemon\'s proxy (daemon.json "proxies" or the '
-                        "docker.service drop-in), or add the registry to its NO_PROXY; "
-                        "then restart the daemon."
-                    ],
                 )
             ]
 

@@ -238,6 +238,50 @@ def systemd_proxy_env(root: Path) -> dict[str, str]:
     return out
 
 
+def daemon_proxy_settings(
+    root: Path, daemon_json: dict[str, Any], running: dict[str, str]
+) -> dict[str, tuple[str, str]]:
+    """The docker daemon's proxy variables, each with where it is set: the docker.service
+    drop-ins, then daemon.json `proxies` (which win over the environment since docker 23),
+    then what the running daemon reports (/info: what it really uses)."""
+    out: dict[str, tuple[str, str]] = {}
+    for name, value in systemd_proxy_env(root).items():
+        if value:
+            out[name] = (value, "the docker.service drop-in's Environment=")
+    cfg = daemon_json.get("proxies")
+    if isinstance(cfg, dict):
+        for key, name in (
+            ("http-proxy", "HTTP_PROXY"),
+            ("https-proxy", "HTTPS_PROXY"),
+            ("no-proxy", "NO_PROXY"),
+        ):
+            if isinstance(cfg.get(key), str) and cfg[key]:
+                out[name] = (cfg[key], "`proxies` in /etc/docker/daemon.json")
+    for name, value in running.items():
+        # the daemon masks a proxy's user-info in /info ("xxxxx:xxxxx@"): the same proxy
+        # keeps the configured value, credentials and all
+        if value and (name not in out or _no_userinfo(out[name][0]) != _no_userinfo(value)):
+            out[name] = (value, "the running daemon's environment, as docker info shows it")
+    return out
+
+
+def _no_userinfo(url: str) -> str:
+    scheme, sep, rest = url.strip().partition("://")
+    netloc, slash, path = (rest if sep else scheme).partition("/")
+    bare = f"{netloc.rpartition('@')[2]}{slash}{path}".rstrip("/")
+    return f"{scheme.lower()}://{bare}" if sep else bare
+
+
+def docker_ca_files(root: Path, host: str, port: int) -> list[Path]:
+    """The CA files docker adds to the system store for one registry (certs.d/HOST[:PORT])."""
+    folder = host if port == 443 else f"{host}:{port}"
+    d = root / "etc/docker/certs.d" / folder
+    try:
+        return sorted(p for p in d.glob("*.crt") if p.is_file())
+    except OSError:
+        return []
+
+
 def no_proxy_covers(no_proxy: str, host: str, port: int) -> bool:
     """Go's NO_PROXY rules (as docker applies them): *, exact, .suffix, suffix, CIDR (for a
     literal address only), :port."""

@@ -60,6 +60,17 @@ class DaemonInfo:
     os_type: str | None = None  # "linux" or "windows" (/info OSType): how it treats foreign layers
 
 
+@dataclass(frozen=True)
+class ProxyTls:
+    """The registry's certificate as seen through the environment's proxy (proxy check)."""
+
+    proxy: str  # host:port, never user-info
+    source: str  # e.g. "environment HTTPS_PROXY"
+    issuer: str  # who signed the certificate the tunnel handed over
+    trusted: bool  # by this run's trust store (system store and --ca-bundle)
+    reissued: bool | None  # signed by someone else than the registry's own (None: not compared)
+
+
 # the scheme the registry speaks ("https", or "http" for an insecure registry): tls
 SCHEME: Fact[str] = Fact("scheme")
 # GET /v2/: api
@@ -81,5 +92,7 @@ PLATFORM_MANIFEST: Fact[dict[str, Any]] = Fact("platform-manifest")
 DAEMON: Fact[DaemonInfo] = Fact("daemon")
 # the runtimes whose pulls are diagnosed: container-runtimes (host scope)
 ACTIVE_RUNTIMES: Fact[tuple[str, ...]] = Fact("active-runtimes")
+# TLS through the environment's proxy: proxy
+PROXY_TLS: Fact[ProxyTls] = Fact("proxy-tls")
 # the internet download speed in Mbit/s: internet-speed (host scope)
 INTERNET_MBPS: Fact[float] = Fact("internet-mbps")

@@ -115,6 +115,10 @@ def make_session(
             # requests makes the proxy's pool manager apart from the direct one: without this,
             # a request through a proxy would trust certifi's bundle, not what docker trusts
             proxy_kwargs["ssl_context"] = ssl_context
+            if proxy.lower().startswith("https://"):
+                # and the proxy's own certificate (an https:// proxy URL) against the same
+                # store, as Go clients check it, not certifi's
+                proxy_kwargs["proxy_ssl_context"] = ssl_context
             manager = super().proxy_manager_for(proxy, **proxy_kwargs)
             manager.pool_classes_by_scheme = _POOLS
             return manager
@@ -173,7 +177,7 @@ def warm(
     try:
         conn.timeout = timeout
         if getattr(conn, "sock", None) is None:
-            conn.connect()
+            _connect(pool, conn)
         sock = conn.sock
         version = sock.version() if hasattr(sock, "version") else None
     except BaseException:
@@ -182,3 +186,17 @@ def warm(
         raise
     pool._put_conn(conn)
     return str(version) if version else None
+
+
+def _connect(pool: Any, conn: Any) -> None:
+    """Connect as urllib3's urlopen would: through a proxy, ask it for the tunnel (CONNECT)
+    before TLS, instead of speaking TLS to the proxy itself."""
+    from urllib3.util.proxy import connection_requires_http_tunnel
+
+    proxy = getattr(pool, "proxy", None)
+    if proxy is not None and connection_requires_http_tunnel(
+        proxy, getattr(pool, "proxy_config", None), pool.scheme
+    ):
+        pool._prepare_proxy(conn)
+    else:
+        conn.connect()

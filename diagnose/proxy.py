@@ -22,7 +22,8 @@ from diagnose.codes import Code
 from diagnose.dockerhost import no_proxy_covers
 
 if TYPE_CHECKING:
-    from diagnose.models import Finding
+    from diagnose.models import Finding, Status
+    from diagnose.proxyprobe import CertSeen, Probe
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,8 @@ def classify_proxy_error(text: str) -> tuple[str, str]:
             )
         return "denied", f"the proxy refused to open a tunnel to the registry ({status} {reason})"
     low = t.lower()
+    if "reset by peer" in low or "remote end closed" in low or "remotedisconnected" in low:
+        return "reset", "the proxy dropped the connection when asked for a tunnel (reset)"
     if "refused" in low:
         return "refused", "nothing accepts connections at the proxy's address (connection refused)"
     if "name or service not known" in low or "failed to resolve" in low or "nodename" in low:
@@ -228,4 +231,254 @@ def proxy_failure(
         faq=["proxy", "network-connectivity"],
         remediation=fixes,
         evidence=evidence,
+    )
+
+
+# ------------------------------------------------------------------ verdicts on a tried proxy
+@dataclass(frozen=True)
+class ProxyRole:
+    """Whose proxy a verdict is about, and how to word it: the environment's (skopeo, podman,
+    containerd's ctr, this tool) or the docker daemon's own."""
+
+    who: str  # "the proxy 127.0.0.1:3128 (from the environment HTTPS_PROXY)"
+    proxy: str  # scheme://host:port as set
+    setting: str  # where the proxy URL is written
+    no_proxy: str  # NO_PROXY as the client has it ("" when unset)
+    trust: str  # whose trust store judged the certificate, in words
+    docker: bool  # the daemon's proxy: docker's remedies first, and a restart
+    error_code: Code
+    bad: Status  # FAIL, or WARN when it could not be tried from the client's own network
+    note: str = ""  # said after every summary: where the proxy was tried from
+    no_proxy_setting: str = ""  # where NO_PROXY is written (the environment when empty)
+
+
+def _ca_folder(host: str, port: int) -> str:
+    return host if port == 443 else f"{host}:{port}"
+
+
+def environment_role(setting: ProxySetting) -> ProxyRole:
+    """The environment's proxy, judged with this run's trust store: a verdict for skopeo,
+    podman, containerd's ctr and this tool, which read HTTPS_PROXY as Go does."""
+    from diagnose.models import Status
+
+    return ProxyRole(
+        who=f"the proxy {setting.hostport} (from the {setting.source})",
+        proxy=setting.url,
+        setting=setting.source.split()[-1],
+        no_proxy=setting.no_proxy,
+        trust="this host's trust store (with --ca-bundle)",
+        docker=False,
+        error_code=Code.PROXY_ERROR,
+        bad=Status.FAIL,
+    )
+
+
+def proxy_tls_failure(
+    url: str,
+    issuer: str,
+    compared: bool,
+    attempts: int,
+    evidence: dict[str, Any],
+    env: Mapping[str, str],
+) -> Finding | None:
+    """A request that failed in TLS through the environment's proxy, when the proxy check saw
+    that proxy re-sign the registry's certificate with a CA this host does not trust: name the
+    proxy and its CA instead of a bare TLS failure."""
+    from diagnose.models import Status, problem
+
+    setting = proxy_for(url, env)
+    if setting is None:
+        return None
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    port = parts.port or 443
+    evidence.update(setting.to_dict(), inspection_issuer=issuer)
+    return problem(
+        Status.FAIL,
+        f"GET {url} failed in TLS after {attempts} attempt(s): the proxy {setting.hostport} "
+        f"(from the {setting.source}) "
+        + (
+            f"re-signs the registry's certificate with its own CA ({issuer})"
+            if compared
+            else f"hands over a certificate issued by {issuer}"
+        )
+        + ", which this host's trust store does not trust",
+        code=Code.PROXY_TLS_INSPECTION,
+        faq=["proxy-tls-inspection", "certificate-trust", "proxy"],
+        remediation=inspection_remedies(environment_role(setting), host, port, issuer),
+        evidence=evidence,
+    )
+
+
+def inspection_remedies(role: ProxyRole, host: str, port: int, issuer: str) -> list[str]:
+    """Trust the inspection CA where each client looks, or take the registry around the proxy."""
+    folder = _ca_folder(host, port)
+    hp = urlsplit(role.proxy).netloc or role.proxy
+    steps = {
+        "docker": f"docker: copy the CA to /etc/docker/certs.d/{folder}/ca.crt (read at every "
+        "pull, no restart), or add it to the system store (update-ca-certificates) and restart "
+        "the daemon.",
+        "containers": f"podman, skopeo, CRI-O: copy it to /etc/containers/certs.d/{folder}/ as a "
+        ".crt file, or add it to the system store.",
+        "containerd": f'containerd (and the kubelet through it): `ca = "/path/to/the-ca.crt"` in '
+        f"/etc/containerd/certs.d/{folder}/hosts.toml, or the system store and a restart of "
+        "containerd.",
+        "ours": "this tool: --ca-bundle with the CA file.",
+    }
+    order = ["docker", "containers", "containerd", "ours"]
+    if not role.docker:
+        order = ["containers", "containerd", "ours", "docker"]
+    return [
+        f"Trust the inspection CA ({issuer}) where each client looks; get it from the proxy's "
+        f"owner, or see the chain the proxy hands out with `openssl s_client -proxy {hp} "
+        f"-connect {host}:{port} -showcerts`.",
+        *(steps[k] for k in order),
+        f"Or take the registry around the proxy: add {host} (and its token and storage hosts) "
+        f"to NO_PROXY{_where_no_proxy(role)} (now {role.no_proxy or 'unset'}), where it can be "
+        "reached directly.",
+    ]
+
+
+def _where_no_proxy(role: ProxyRole) -> str:
+    return f" in {role.no_proxy_setting}" if role.no_proxy_setting else ""
+
+
+def _tunnel_fixes(kind: str, role: ProxyRole, host: str, port: int) -> list[str]:
+    hp = urlsplit(role.proxy).netloc or role.proxy
+    restart = "; then restart the daemon" if role.docker else ""
+    fixes = {
+        "refused": f"Start the proxy at {hp}, or correct {role.setting} to the proxy that "
+        f"runs (or remove it if this network needs none){restart}.",
+        "dns": f"Correct the proxy's host name in {role.setting}{restart}.",
+        "timeout": f"Check that {hp} is the proxy's address and that a firewall lets this host "
+        "reach it.",
+        "auth": f"Put the proxy's user and password in {role.setting} "
+        f"(http://user:password@host:port), or have this host allowed without{restart}.",
+        "denied": f"Ask the proxy's owner to allow CONNECT to {host}:{port} (and to the "
+        "registry's token and storage hosts).",
+        "reset": f"Ask the proxy's owner to allow CONNECT to {host}:{port}: the proxy drops the "
+        "request instead of answering it.",
+        "closed": f"Ask the proxy's owner to allow CONNECT to {host}:{port}: the proxy hangs up "
+        "instead of answering it.",
+        "proxy-cert": "Trust the CA of the proxy's own certificate, or write the proxy as "
+        f"http:// if it also speaks plain HTTP{restart}.",
+    }
+    out = [fixes.get(kind, f"Check the proxy at {hp}.")]
+    out.append(
+        f"If {host} is reachable without the proxy, add it to NO_PROXY{_where_no_proxy(role)} "
+        f"(now {role.no_proxy or 'unset'}); the storage hosts layers redirect to need it too."
+    )
+    return out
+
+
+def judge_tunnel(
+    probe: Probe,
+    direct: CertSeen | None,
+    role: ProxyRole,
+    host: str,
+    port: int,
+    *,
+    token: bool = False,
+    evidence: dict[str, Any] | None = None,
+) -> Finding:
+    """The verdict on one tried proxy: a tunnel that fails, a scheme written wrong, a proxy
+    that re-signs the registry's certificate (with a CA the client trusts or not), or a
+    clean tunnel. token: the host is the registry's token service, not the registry."""
+    from diagnose.models import passed, problem
+    from diagnose.proxyprobe import reissued
+
+    target = f"{host}:{port}"
+    what = f"the token service {target}" if token else target
+    ev = dict(evidence or {})
+    ev["tunnel"] = probe.to_dict()
+    if direct is not None:
+        ev["direct_certificate"] = direct.to_dict()
+    go = f"; a Go client prints `{probe.go_says}`" if probe.go_says else ""
+    restart = ", then restart the daemon" if role.docker else ""
+    if probe.kind in ("https-for-plain", "http-for-tls"):
+        plain = probe.kind == "https-for-plain"
+        hp = urlsplit(role.proxy).netloc or role.proxy
+        return problem(
+            role.bad,
+            f"{role.who}: {probe.words}{go}{role.note}",
+            code=Code.PROXY_SCHEME_MISMATCH,
+            faq=["proxy-https-scheme", "proxy"] if plain else ["proxy-tls-scheme", "proxy"],
+            remediation=[
+                f"Write the proxy as {'http' if plain else 'https'}://{hp} in {role.setting}"
+                f"{restart}."
+                + (
+                    " HTTPS to the registry still goes through it in a CONNECT tunnel, "
+                    "encrypted end to end."
+                    if plain
+                    else ""
+                ),
+            ],
+            evidence=ev,
+        )
+    if not probe.tunnel_open:
+        if token:
+            summary = (
+                f"the registry answers, but {role.who} fails for its token service "
+                f"{target}: {probe.words}{go}{role.note}"
+            )
+        else:
+            summary = f"{role.who} fails for {what}: {probe.words}{go}{role.note}"
+        return problem(
+            role.bad,
+            summary,
+            code=Code.PROXY_TOKEN_REFUSED if token else role.error_code,
+            faq=["proxy-token-service", "proxy"] if token else ["proxy", "network-connectivity"],
+            remediation=_tunnel_fixes(probe.kind, role, host, port),
+            evidence=ev,
+        )
+    if probe.kind == "tls":
+        return problem(
+            role.bad,
+            f"{role.who} opens a tunnel to {what}, but TLS inside it fails: {probe.words}"
+            f"{role.note}",
+            code=Code.PROXY_TOKEN_REFUSED if token else role.error_code,
+            faq=["proxy-tls-inspection", "proxy"],
+            remediation=[
+                "A proxy that inspects TLS may refuse server names or protocols it does not "
+                f"know: ask its owner to let {host} through untouched, or add it to NO_PROXY.",
+            ],
+            evidence=ev,
+        )
+    cert = probe.cert
+    if cert is None:
+        return passed(f"{role.who} opens a tunnel to {what}{role.note}", **ev)
+    inspected = reissued(cert, direct) if direct is not None else None
+    if inspected is False or (inspected is None and probe.trusted):
+        whose = "the registry's own" if inspected is False else "trusted"
+        return passed(
+            f"{role.who} opens a tunnel to {what}; the certificate inside it is {whose}{role.note}",
+            **ev,
+        )
+    ev["inspection"] = {
+        "issuer": cert.issuer,
+        "trusted": bool(probe.trusted),
+        "direct_issuer": direct.issuer if direct is not None else None,
+        "compared": direct is not None,
+    }
+    if direct is not None:
+        seen = (
+            f"{role.who} inspects TLS: it re-signs {what}'s certificate with its own CA "
+            f"({cert.issuer}) instead of the registry's issuer ({direct.issuer})"
+        )
+    else:
+        seen = (
+            f"through {role.who}, {what}'s certificate is issued by {cert.issuer}, and the "
+            "registry cannot be reached directly to compare: a proxy that inspects TLS signs "
+            "with a CA of its own like this"
+        )
+    if probe.trusted:
+        return passed(f"{seen}; {role.trust} trusts that CA{role.note}", **ev)
+    return problem(
+        role.bad,
+        f"{seen}, which {role.trust} does not trust ({probe.verify_error}): clients fail with "
+        f"`x509: certificate signed by unknown authority`{role.note}",
+        code=Code.PROXY_TLS_INSPECTION,
+        faq=["proxy-tls-inspection", "certificate-trust", "proxy"],
+        remediation=inspection_remedies(role, host, port, cert.issuer),
+        evidence=ev,
     )

@@ -190,17 +190,7 @@ def token_stack(tmp_path_factory, pki, good_cert):
             extra=ts_mod.token_auth_config(server.realm, server.service, signer.cert_file),
         )
         # content: team/app:1.0, pushed with a token the registry verifies
-        setup = signer.jwt(
-            {
-                "iss": ts_mod.ISSUER,
-                "sub": "setup",
-                "aud": "registry.test",
-                "exp": int(__import__("time").time()) + 600,
-                "nbf": 0,
-                "iat": int(__import__("time").time()),
-                "access": [{"type": "repository", "name": "team/app", "actions": ["pull", "push"]}],
-            }
-        )
+        setup = signer.setup_token("team/app")
         lab.push_image(
             f"https://127.0.0.1:{reg.port}",
             "team/app",

@@ -990,10 +990,15 @@ http {{
 
 
 def start_tinyproxy(
-    directory: Path, *, basic_auth: tuple[str, str] | None = None, connect_ports: list[int]
+    directory: Path,
+    *,
+    basic_auth: tuple[str, str] | None = None,
+    connect_ports: list[int],
+    timeout: int = 30,
 ) -> Proc:
     """tinyproxy (Debian) on loopback: with basic_auth it answers 407 to a client without
-    credentials; CONNECT goes only to connect_ports (others get 403)."""
+    credentials; CONNECT goes only to connect_ports (others get 403). timeout: how long it
+    waits for a client's request before it answers with an error."""
     if TINYPROXY_BIN is None:
         raise RuntimeError("tinyproxy is not installed (Debian package tinyproxy)")
     directory.mkdir(parents=True, exist_ok=True)
@@ -1003,7 +1008,7 @@ def start_tinyproxy(
         "Group root",
         f"Port {port}",
         "Listen 127.0.0.1",
-        "Timeout 30",
+        f"Timeout {timeout}",
         f'LogFile "{directory}/tinyproxy.log"',
         "LogLevel Info",
         "MaxClients 20",
@@ -1144,12 +1149,14 @@ def private_dockerd_with(
     *,
     env: dict[str, str] | None = None,
     hosts_file: Path | None = None,
+    binds: dict[Path, str] | None = None,
 ) -> Iterator[str]:
     """A private dockerd as private_dockerd makes it, with more in its environment (a proxy:
     dockerd 20.10 reads no `proxies` from daemon.json) and, with hosts_file, an /etc/hosts of
     its own: it runs in a mount namespace of its own (unshare --mount) where hosts_file is
     bind-mounted over /etc/hosts, so a test name resolves for this daemon alone and the
-    machine's file is never touched. Yields the DOCKER_HOST to reach it."""
+    machine's file is never touched. binds (source -> existing target, /etc/docker for one)
+    are bind-mounted the same way, for this daemon alone. Yields the DOCKER_HOST to reach it."""
     dockerd = shutil.which("dockerd")
     if dockerd is None:
         raise RuntimeError("dockerd is not installed (Debian package docker.io)")
@@ -1166,13 +1173,21 @@ def private_dockerd_with(
         "--storage-driver=vfs",
         f"--config-file={config_file}",
     ]
+    mounts = dict(binds or {})
     if hosts_file is not None:
+        mounts[hosts_file] = "/etc/hosts"
+    if mounts:
         unshare = shutil.which("unshare")
         if unshare is None:
             raise RuntimeError("unshare is not installed (Debian package util-linux)")
-        # unshare makes the new namespace's mounts private: the bind mount stays in it
-        script = 'mount --bind "$0" /etc/hosts && exec "$@"'
-        argv = [unshare, "--mount", "sh", "-c", script, str(hosts_file), *argv]
+        # unshare makes the new namespace's mounts private: the bind mounts stay in it
+        import shlex
+
+        script = " && ".join(
+            f"mount --bind {shlex.quote(str(src))} {shlex.quote(dst)}"
+            for src, dst in mounts.items()
+        )
+        argv = [unshare, "--mount", "sh", "-c", f'{script} && exec "$@"', "dockerd", *argv]
     log_path = directory / "dockerd.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=log, env={**os.environ, **(env or {})})

@@ -201,15 +201,20 @@ def test_daemon_proxy_from_systemd_dropin(registry, pki, env, schema, tmp_path, 
     )
     (root / "etc" / "hosts").write_text("127.0.0.1 localhost\n127.0.0.1 registry.test\n")
     r = run(env, schema, registry, pki, root)
-    c = r.check("daemon-options")
-    assert c["status"] == "pass" and "proxy_for" not in c["evidence"], c
-    assert c["evidence"]["proxies"]["HTTPS_PROXY"].endswith(f"127.0.0.1:{dead}"), c
+    assert r.check("daemon-options")["evidence"]["proxies"]["HTTPS_PROXY"].endswith(
+        f"127.0.0.1:{dead}"
+    )
+    c = r.check("daemon-proxy")
+    assert c["status"] == "pass" and "loopback" in c["summary"], c
     name = f"registry.test:{registry.port}"
     more = ("--nameserver", dns_server.nameserver)
     r = run(env, schema, registry, pki, root, *more, name=name)
-    c = r.check("daemon-options")
+    c = r.check("daemon-proxy")
+    # a fixture root with no daemon socket and no /proc: whether this is the daemon's network
+    # cannot be told, so the dead proxy stays a warning, with the reason
     assert (c["status"], c["code"]) == ("warn", "DAEMON_PROXY_ERROR"), c
-    assert f"127.0.0.1:{dead}" in c["summary"] and name in c["summary"], c
+    assert f"127.0.0.1:{dead}" in c["summary"] and "connection refused" in c["summary"], c
+    assert "cannot be told" in c["summary"] and c["evidence"]["vantage"]["shares_network"] is None
     assert "PLANTED-proxy-pw" not in r.out + r.err
     # the same proxy with NO_PROXY covering the registry: not used, nothing to say
     root2 = make_root(
@@ -221,8 +226,8 @@ def test_daemon_proxy_from_systemd_dropin(registry, pki, env, schema, tmp_path, 
             }
         ),
     )
-    c = run(env, schema, registry, pki, root2, *more, name=name).check("daemon-options")
-    assert c["status"] == "pass" and "proxy_for" not in c["evidence"], c
+    c = run(env, schema, registry, pki, root2, *more, name=name).check("daemon-proxy")
+    assert c["status"] == "pass" and "NO_PROXY (registry.test) covers it" in c["summary"], c
 
 
 def test_daemon_log_lines_map_to_the_faq(registry, pki, env, schema, tmp_path):
@@ -434,9 +439,9 @@ def test_dead_daemon_proxy_follows_gos_loopback_rule(
         _docker(host, "rmi", "-f", ref)
         lab.client_ok(_docker(host, "pull", ref))
         r = run(env, schema, registry, pki, root, "--docker-host", host, name=name)
-        c = r.check("daemon-options")
-        assert c["status"] == "pass" and "proxy_for" not in c["evidence"], c
-        assert c["evidence"]["proxies"]["HTTPS_PROXY"] == f"http://127.0.0.1:{dead}", c
+        c = r.check("daemon-proxy")
+        assert c["status"] == "pass" and "loopback" in c["summary"], c
+        assert c["evidence"]["settings"]["HTTPS_PROXY"]["value"] == f"http://127.0.0.1:{dead}"
     name = f"registry.test:{registry.port}"
     theirs = _docker(host, "pull", f"{name}/gt/viaproxy:1")
     lab.client_failed(theirs, "proxyconnect", f"127.0.0.1:{dead}", "connection refused")
@@ -452,9 +457,12 @@ def test_dead_daemon_proxy_follows_gos_loopback_rule(
         dns_server.nameserver,
         name=name,
     )
-    c = r.check("daemon-options")
-    assert (c["status"], c["code"]) == ("warn", "DAEMON_PROXY_ERROR"), c
-    assert f"127.0.0.1:{dead}" in c["summary"] and name in c["summary"], c
+    # the daemon (pid from its socket) shares this network namespace: the proxy was tried from
+    # the daemon's own network, so docker's verdict fails as its pull does
+    c = r.check("daemon-proxy")
+    assert (c["status"], c["code"]) == ("fail", "DAEMON_PROXY_ERROR"), c
+    assert f"127.0.0.1:{dead}" in c["summary"] and "connection refused" in c["summary"], c
+    assert "daemon's own network" in c["summary"] and r.rc == 1, c
 
 
 @contextlib.contextmanager

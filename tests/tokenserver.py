@@ -69,6 +69,21 @@ class Signer:
         sig = self.key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
         return f"{signing_input}.{b64url(sig)}"
 
+    def setup_token(self, repo: str, audience: str = "registry.test") -> str:
+        """A pull and push token for repo, for the tests to put content in the registry."""
+        now = int(time.time())
+        return self.jwt(
+            {
+                "iss": ISSUER,
+                "sub": "setup",
+                "aud": audience,
+                "exp": now + 600,
+                "nbf": 0,
+                "iat": now,
+                "access": [{"type": "repository", "name": repo, "actions": ["pull", "push"]}],
+            }
+        )
+
 
 @dataclass
 class TokenServer:
@@ -82,12 +97,13 @@ class TokenServer:
     mode: str = "normal"  # normal, 401, 403, 500, slow, malformed, no-token, no-password-grant
     slow_s: float = 30.0
     port: int = 0
+    host: str = "127.0.0.1"  # where serve() listens: the realm's host
     log: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def realm(self) -> str:
-        return f"https://127.0.0.1:{self.port}/token"
+        return f"https://{self.host}:{self.port}/token"
 
     def grant(self, user: str, repo: str, *actions: str, after_s: float | None = None) -> None:
         with self.lock:
@@ -253,7 +269,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 @contextlib.contextmanager
 def serve(ts: TokenServer, cert: Path, key: Path) -> Iterator[TokenServer]:
     handler = type("H", (_Handler,), {"ts": ts})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", ts.port), handler)
+    httpd = http.server.ThreadingHTTPServer((ts.host, ts.port), handler)
     httpd.daemon_threads = True
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(str(cert), str(key))
