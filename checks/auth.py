@@ -33,7 +33,17 @@ class AuthChallengeCheck(Check):
     depends_on = ("api",)
     starts_after = ("dns",)
     timeout_s = 10.0
-    faq_keys = ("network-connectivity", "registry-api-v2", "tls12")
+    faq_keys = (
+        "network-connectivity",
+        "registry-api-v2",
+        "tls12",
+        "certificate-trust",
+        "certificate-legacy-cn",
+        "certificate-chain-incomplete",
+        "certificate-weak",
+        "certificate-key-usage",
+        "certificate-name-constraints",
+    )
     codes = (Code.CONNECTIVITY_REALM_ERROR,)
 
     def run(self, ctx: CheckContext) -> Finding:
@@ -97,17 +107,7 @@ class AuthChallengeCheck(Check):
             kind = _connect_kind(exc)
             evidence["error"] = kind
             if kind == "tls":
-                return problem(
-                    Status.FAIL,
-                    f"TLS with the token service {host} failed: {_first_line(exc)}",
-                    code=Code.CONNECTIVITY_REALM_ERROR,
-                    faq=["network-connectivity", "tls12"],
-                    remediation=[
-                        "Check the token service's certificate and that this host "
-                        "trusts its issuer (--ca-bundle to test a CA file)."
-                    ],
-                    evidence=evidence,
-                )
+                return _realm_tls(ctx, host, port, exc, evidence)
             return problem(
                 Status.FAIL,
                 f"cannot connect to the token service {host}:{port} ({kind})",
@@ -123,6 +123,44 @@ class AuthChallengeCheck(Check):
             f"Bearer tokens from {ch.realm} (reachable, {addresses[0]}), service {ch.service}",
             **evidence,
         )
+
+
+def _realm_tls(
+    ctx: CheckContext, host: str, port: int, exc: BaseException, evidence: dict[str, Any]
+) -> Finding:
+    """A token service whose TLS failed: in Go's words when its certificate is the cause
+    (asked directly, so only when no proxy stands between)."""
+    from diagnose.certadvice import advise
+    from diagnose.endpoint import certificate_verdict
+
+    realm = f"https://{host}:{port}/"
+    verdict = None if ctx.proxies(realm) else certificate_verdict(ctx, host, port)
+    if verdict is None or verdict.ok:
+        return problem(
+            Status.FAIL,
+            f"TLS with the token service {host} failed: {_first_line(exc)}",
+            code=Code.CONNECTIVITY_REALM_ERROR,
+            faq=["network-connectivity", "tls12"],
+            remediation=[
+                "Check the token service's certificate and that this host "
+                "trusts its issuer (--ca-bundle to test a CA file)."
+            ],
+            evidence=evidence,
+        )
+    advice = advise(verdict, host, port)
+    evidence["verify"] = verdict.evidence()
+    return problem(
+        Status.FAIL,
+        f"the token service {host} is not trusted: {advice.why}",
+        code=Code.CONNECTIVITY_REALM_ERROR,
+        faq=[*advice.faq, "tls12"],
+        remediation=[
+            f"Every client asks {host} for its tokens after the registry: its certificate "
+            "must be acceptable to them as well as the registry's.",
+            *advice.steps,
+        ],
+        evidence=evidence,
+    )
 
 
 def _connect_kind(exc: BaseException) -> str:

@@ -86,6 +86,11 @@ def _walk(ctx: CheckContext, source: PullSource) -> Probe:
 
 def _fix_for(result: Probe, source: PullSource, conf_file: str) -> list[str]:
     host = source.endpoint.split("/", 1)[0]
+    if result.verdict is not None and result.verdict.reason != "unknown-authority":
+        # the certificate itself (or the chain the server sends) is at fault, not the trust
+        from diagnose.certadvice import advise, split_endpoint
+
+        return advise(result.verdict, *split_endpoint(host)).steps
     if result.step == "tls" and "not trusted" in result.detail:
         return [
             f"Put the registry's CA certificate in /etc/containers/certs.d/{host}/ca.crt "
@@ -105,6 +110,15 @@ def _fix_for(result: Probe, source: PullSource, conf_file: str) -> list[str]:
     return [f"Make {host} reachable from this host (DNS, firewall, proxy), or correct the name."]
 
 
+def _cert_faq(result: Probe) -> list[str]:
+    """The knowledge-base entries of a refused certificate, most specific first."""
+    if result.verdict is None:
+        return ["certificate-trust"]
+    from diagnose.certadvice import advise, split_endpoint
+
+    return advise(result.verdict, *split_endpoint(result.url)).faq
+
+
 class RegistriesConfCheck(Check):
     id = "registries-conf"
     title = "registries.conf (podman, CRI-O, skopeo)"
@@ -117,6 +131,11 @@ class RegistriesConfCheck(Check):
         "short-name-resolution",
         "insecure-registry",
         "certificate-trust",
+        "certificate-legacy-cn",
+        "certificate-chain-incomplete",
+        "certificate-weak",
+        "certificate-key-usage",
+        "certificate-name-constraints",
     )
     codes = (
         Code.CONTAINERS_CONFIG_ERROR,
@@ -136,7 +155,6 @@ class RegistriesConfCheck(Check):
             load_registries_conf,
             pull_sources,
         )
-        from diagnose.endpoint import Probe
 
         root = ctx.options.host_root
         conf = load_registries_conf(root, _home(ctx))
@@ -195,8 +213,10 @@ class RegistriesConfCheck(Check):
                 continue
             sources = pull_sources(entry, cand, by_digest)
             conf_file = entry.source if entry is not None else "/etc/containers/registries.conf"
+            probes: list[Probe] = []
             for source in sources:
                 result = _walk(ctx, source)
+                probes.append(result)
                 tried.append(
                     {**result.to_dict(), "mirror": source.mirror, "pull": source.reference}
                 )
@@ -237,14 +257,14 @@ class RegistriesConfCheck(Check):
                             **evidence,
                         )
                     )
-            if tried:
-                last_source = sources[-1]
-                last = Probe(**{k: tried[-1][k] for k in ("url", "ok", "step", "detail", "status")})
+            if probes:
+                last_source, last = sources[-1], probes[-1]
+                cert_faq = _cert_faq(last)
                 issues.append(
                     Issue(
                         Status.FAIL,
                         Code.RUNTIME_ENDPOINT_ERROR,
-                        ["registries-conf", "certificate-trust", "network-connectivity"],
+                        ["registries-conf", *cert_faq, "network-connectivity"],
                         "podman and CRI-O cannot pull "
                         f"{cand}: " + "; ".join(str(t["detail"]) for t in tried),
                         _fix_for(last, last_source, conf_file),

@@ -211,7 +211,9 @@ class RunState:
         """
         import ssl
 
-        ctx = ssl.create_default_context()
+        from diagnose.x509go import go_like
+
+        ctx = go_like(ssl.create_default_context())  # OpenSSL's verdicts brought to Go's
         if self.options.ca_bundle is not None:
             ctx.load_verify_locations(cafile=str(self.options.ca_bundle))
         if not verify:

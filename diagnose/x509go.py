@@ -429,6 +429,33 @@ HINT_REASON = {
 }
 
 
+_EKU_NAMES = {
+    SERVER_AUTH: "serverAuth",
+    "1.3.6.1.5.5.7.3.2": "clientAuth",
+    "1.3.6.1.5.5.7.3.3": "codeSigning",
+    "1.3.6.1.5.5.7.3.4": "emailProtection",
+    "1.3.6.1.5.5.7.3.8": "timeStamping",
+    "1.3.6.1.5.5.7.3.9": "OCSPSigning",
+    ANY_EKU: "anyExtendedKeyUsage",
+}
+
+
+def _culprit(hint: GoError, candidate: GoCert | None) -> dict[str, Any]:
+    """Which certificate of the chain a hint is about, and what it allows, for the finding."""
+    cert = hint.cert or candidate
+    if cert is None:
+        return {}
+    out: dict[str, Any] = {"certificate": cert.x.subject.rfc4514_string()}
+    if hint.kind == "weak-key":
+        out["rsa_bits"] = cert.rsa_bits
+    if hint.kind == "name-constraints":
+        got = _constraints(cert)
+        if got is not None:
+            out["permitted"] = [str(n.value) for n in got[0]]
+            out["excluded"] = [str(n.value) for n in got[1]]
+    return out
+
+
 def _missing(err: GoError, certs: list[GoCert]) -> tuple[str, dict[str, Any] | None]:
     """The issuer nobody has: the server must send it when it is an intermediate (the leaf
     says where to download it, or the server sends certificates that link to nothing)."""
@@ -496,21 +523,24 @@ def verify(sent: Sequence[bytes], host: str, trust: Trust, now: datetime | None 
     usable = [c for c in chains if _usage_ok(c)]
     if not chains:
         assert err is not None
-        reason, missing = err.kind, None
+        reason, missing, detail = err.kind, None, {}
         if err.kind == "unknown-authority":
             if err.hint is not None:
                 reason = HINT_REASON.get(err.hint.kind, "unknown-authority")
+                detail = _culprit(err.hint, err.hint_cert)
             else:
                 reason, missing = _missing(err, certs)
-        return Verdict(False, reason, err.message, sent=shown, missing=missing)
+        return Verdict(False, reason, err.message, sent=shown, missing=missing, detail=detail)
     if not usable:
         msg = "x509: certificate specifies an incompatible key usage"
-        return Verdict(False, "usage", msg, sent=shown, detail={"eku": leaf.eku})
+        detail = {"eku": [_EKU_NAMES.get(o, o) for o in leaf.eku or ()]}
+        return Verdict(False, "usage", msg, sent=shown, detail=detail)
     chain = tuple(c.describe() for c in min(usable, key=len))
     if leaf.rsa_bits is not None and leaf.rsa_bits < MIN_RSA_BITS:
         # crypto/tls checks the server's handshake signature with the leaf's key
         msg = f"tls: invalid signature by the server certificate: {rsa_insecure(leaf.rsa_bits)}"
-        return Verdict(False, "weak-key", msg, chain=chain, sent=shown)
+        detail = {"certificate": leaf.x.subject.rfc4514_string(), "rsa_bits": leaf.rsa_bits}
+        return Verdict(False, "weak-key", msg, chain=chain, sent=shown, detail=detail)
     return Verdict(True, "ok", chain=chain, sent=shown)
 
 

@@ -315,6 +315,10 @@ class Pool:
 class CAFileError(OSError):
     """A CA file a client is told to read that cannot be read or holds no certificate."""
 
+    def __init__(self, path: str | Path, why: str) -> None:
+        super().__init__(f"{path}: {why}")
+        self.path, self.why = str(path), why
+
 
 def pool_from_files(paths: Iterable[str | Path], *, strict: bool = False) -> Pool:
     """The certificates of PEM files. docker and containers/image skip a bad file; containerd
@@ -324,10 +328,10 @@ def pool_from_files(paths: Iterable[str | Path], *, strict: bool = False) -> Poo
         try:
             data = Path(path).read_bytes()
         except OSError as exc:
-            raise CAFileError(f"{path}: {exc.strerror or exc}") from None
+            raise CAFileError(path, str(exc.strerror or exc)) from None
         found = pem_certificates(data)
         if strict and not found:
-            raise CAFileError(f"{path}: no PEM certificate in it")
+            raise CAFileError(path, "not PEM (no certificate in it)")
         for der in found:
             pool.add(der)
     return pool
