@@ -246,6 +246,8 @@ class TlsCheck(Check):
         verdict = self._verdict(ctx, main.chain, server_name)
         evidence["verify"] = verdict.evidence()
         evidence["chain_sent"] = list(verdict.sent)
+        if verdict.ok and verdict.warning:
+            return self._weak(ctx, reg.login_server, verdict, evidence)
         if verdict.ok:
             return self._healthy(reg.login_server, main, cert, legacy, evidence)
         return self._untrusted(ctx, reg.login_server, verdict, cert, evidence)
@@ -387,6 +389,24 @@ class TlsCheck(Check):
                 "Compare with `openssl s_client -connect <host>:<port> "
                 "-servername <host>` from this host."
             ],
+            evidence=evidence,
+        )
+
+    def _weak(
+        self, ctx: CheckContext, name: str, verdict: Verdict, evidence: dict[str, Any]
+    ) -> Finding:
+        """Accepted today, refused by clients built for Go 1.24 and later."""
+        from diagnose.certadvice import advise
+
+        reg = ctx.registry
+        host, port = (reg.host.strip("[]"), reg.effective_port) if reg else (name, 443)
+        advice = advise(verdict, host, port)
+        return problem(
+            Status.WARN,
+            f"{name}: {advice.why}",
+            code=advice.code,
+            faq=advice.faq,
+            remediation=advice.steps,
             evidence=evidence,
         )
 

@@ -67,10 +67,11 @@ def _is_ip(host: str) -> bool:
 
 def advise(v: Verdict, host: str, port: int, names: list[str] | None = None) -> Advice:
     """The finding for a refused certificate of host:port."""
-    err, d, m = v.error, v.detail, v.missing or {}
+    err, d, m = v.error or v.warning, v.detail, v.missing or {}
+    reason = "weak-key" if v.ok and v.warning else v.reason
     who = str(d.get("certificate") or "its certificate")
     trust = ["certificate-trust", "network-connectivity"]
-    if v.reason == "legacy-cn":
+    if reason == "legacy-cn":
         san = f"IP:{host}" if _is_ip(host) else f"DNS:{host}"
         return Advice(
             Code.TLS_CERT_NO_SAN,
@@ -84,7 +85,7 @@ def advise(v: Verdict, host: str, port: int, names: list[str] | None = None) -> 
                 "why the registry can look fine from them.",
             ],
         )
-    if v.reason == "hostname":
+    if reason == "hostname":
         shown = ", ".join(names or []) or "other names"
         return Advice(
             Code.CONNECTIVITY_SSL_ERROR,
@@ -97,7 +98,7 @@ def advise(v: Verdict, host: str, port: int, names: list[str] | None = None) -> 
                 "issuer is shown in the evidence.",
             ],
         )
-    if v.reason == "chain-incomplete":
+    if reason == "chain-incomplete":
         url = m.get("fetch_url")
         unrelated = m.get("unrelated_sent") or []
         sent = (
@@ -121,7 +122,7 @@ def advise(v: Verdict, host: str, port: int, names: list[str] | None = None) -> 
                 + ". Every client and node needs it.",
             ],
         )
-    if v.reason == "unknown-authority":
+    if reason == "unknown-authority":
         if m:
             issuer = m.get("subject")
             why = (
@@ -145,19 +146,20 @@ def advise(v: Verdict, host: str, port: int, names: list[str] | None = None) -> 
                 *extra,
             ],
         )
-    if v.reason in ("insecure-signature", "weak-key"):
-        if v.reason == "weak-key":
+    if reason in ("insecure-signature", "weak-key"):
+        if reason == "weak-key":
             why = (
-                f"{who} has an RSA key of {d.get('rsa_bits')} bits; Go 1.24 and later refuse "
-                f"RSA keys under 1024 bits (clients built with older Go still accept it): {err}"
+                f"{who} has an RSA key of {d.get('rsa_bits')} bits: Go clients whose module "
+                "targets Go 1.24 or later refuse RSA keys under 1024 bits; clients built "
+                f"otherwise (docker and skopeo to this day) still accept it. Go 1.24 says: {err}"
             )
             fix = "Give it a new key of 2048 bits or more (or ECDSA P-256) and issue it again."
         else:
             why = f"{who} is signed with SHA-1, which Go clients refuse on all but a root: {err}"
             fix = "Have its CA sign it again with SHA-256."
         return Advice(Code.TLS_CERT_WEAK, ["certificate-weak", "certificate-trust"], why, [fix])
-    if v.reason in ("usage", "ca-usage", "critical-extension"):
-        if v.reason == "usage":
+    if reason in ("usage", "ca-usage", "critical-extension"):
+        if reason == "usage":
             ekus = ", ".join(d.get("eku") or []) or "none"
             why = (
                 f"its extended key usage ({ekus}), or that of a CA above it, does not allow a "
@@ -170,7 +172,7 @@ def advise(v: Verdict, host: str, port: int, names: list[str] | None = None) -> 
         return Advice(
             Code.TLS_CERT_USAGE, ["certificate-key-usage", "certificate-trust"], why, [fix]
         )
-    if v.reason == "name-constraints":
+    if reason == "name-constraints":
         permitted = ", ".join(d.get("permitted") or []) or "other names"
         return Advice(
             Code.TLS_CERT_NAME_CONSTRAINTS,
@@ -182,7 +184,7 @@ def advise(v: Verdict, host: str, port: int, names: list[str] | None = None) -> 
                 "serve the registry under a name the CA may sign for."
             ],
         )
-    if v.reason == "expired":
+    if reason == "expired":
         return Advice(
             Code.CONNECTIVITY_SSL_ERROR,
             ["certificate-expired", "clock-skew", "network-connectivity"],
@@ -193,7 +195,7 @@ def advise(v: Verdict, host: str, port: int, names: list[str] | None = None) -> 
                 "(`timedatectl`).",
             ],
         )
-    if v.reason == "not-yet-valid":
+    if reason == "not-yet-valid":
         return Advice(
             Code.CONNECTIVITY_SSL_ERROR,
             ["clock-skew", "certificate-expired", "network-connectivity"],

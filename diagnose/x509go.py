@@ -10,8 +10,10 @@ certificates sent (parents found by their raw subject, never fetched: no AIA); s
 SHA-1 or MD5 refused except on the anchor; a parent must be a CA allowed to sign certificates;
 intermediates must be CAs within their path length; name constraints honoured; the extended key
 usage of the chain must allow serverAuth; an unhandled critical extension refuses the
-certificate; RSA keys under 1024 bits are refused (Go 1.24 and later). Errors carry Go's own
-wording, so a finding says what the client will print."""
+certificate. RSA keys under 1024 bits come out as a warning: Go 1.24 refuses them, but only in
+programs whose module targets Go 1.24 (GODEBUG rsa1024min), which the docker, containerd and
+skopeo builds met so far do not. Errors carry Go's own wording, so a finding says what the
+client will print."""
 
 from __future__ import annotations
 
@@ -139,8 +141,6 @@ def _check_signature_from(child: GoCert, parent: GoCert) -> GoError | None:
         )
     if oid not in SUPPORTED:
         return GoError("signature", UNIMPLEMENTED, child)
-    if parent.rsa_bits is not None and parent.rsa_bits < MIN_RSA_BITS:
-        return GoError("weak-key", rsa_insecure(parent.rsa_bits), parent)
     try:
         child.x.verify_directly_issued_by(parent.x)
     except InvalidSignature:
@@ -406,6 +406,7 @@ class Verdict:
     sent: tuple[dict[str, Any], ...] = ()  # what the server sent
     missing: dict[str, Any] | None = None  # the issuer nobody has, for unknown authority
     detail: dict[str, Any] = field(default_factory=dict)
+    warning: str = ""  # accepted, but refused by clients whose module targets Go 1.24+
 
     def evidence(self) -> dict[str, Any]:
         out: dict[str, Any] = {"ok": self.ok, "reason": self.reason}
@@ -415,6 +416,8 @@ class Verdict:
             out["chain"] = [c["subject"] for c in self.chain]
         if self.missing:
             out["missing_issuer"] = self.missing
+        if self.warning:
+            out["go_1_24_error"] = self.warning
         return out
 
 
@@ -535,22 +538,36 @@ def verify(sent: Sequence[bytes], host: str, trust: Trust, now: datetime | None 
         msg = "x509: certificate specifies an incompatible key usage"
         detail = {"eku": [_EKU_NAMES.get(o, o) for o in leaf.eku or ()]}
         return Verdict(False, "usage", msg, sent=shown, detail=detail)
-    chain = tuple(c.describe() for c in min(usable, key=len))
-    if leaf.rsa_bits is not None and leaf.rsa_bits < MIN_RSA_BITS:
-        # crypto/tls checks the server's handshake signature with the leaf's key
-        msg = f"tls: invalid signature by the server certificate: {rsa_insecure(leaf.rsa_bits)}"
-        detail = {"certificate": leaf.x.subject.rfc4514_string(), "rsa_bits": leaf.rsa_bits}
-        return Verdict(False, "weak-key", msg, chain=chain, sent=shown, detail=detail)
-    return Verdict(True, "ok", chain=chain, sent=shown)
+    best = min(usable, key=len)
+    chain = tuple(c.describe() for c in best)
+    warning, detail = _small_rsa(best)
+    return Verdict(True, "ok", chain=chain, sent=shown, warning=warning, detail=detail)
+
+
+def _small_rsa(chain: list[GoCert]) -> tuple[str, dict[str, Any]]:
+    """Go 1.24's crypto/rsa refuses keys under 1024 bits, but only in programs whose module
+    targets Go 1.24 or later (GODEBUG rsa1024min): most clients built with Go 1.24 still accept
+    them, so this is told as what a newer client will print, not as a failure."""
+    for i, cert in enumerate(chain):
+        bits = cert.rsa_bits
+        if bits is None or bits >= MIN_RSA_BITS:
+            continue
+        detail = {"certificate": cert.x.subject.rfc4514_string(), "rsa_bits": bits}
+        if i == 0:  # the handshake's signature is checked with the leaf's key
+            return f"tls: invalid signature by the server certificate: {rsa_insecure(bits)}", detail
+        hint = GoError("weak-key", rsa_insecure(bits), chain[i - 1])
+        return _unknown_authority(chain[i - 1], hint, cert).message, detail
+    return "", {}
 
 
 # ------------------------------------------------------------------------- TLS handshakes
 # what a Go client offers, without OpenSSL's own refusals (its security level): the handshake
 # only fetches the chain, and the verdict is Go's
 CLIENT_CIPHERS = "@SECLEVEL=0:ECDH+AESGCM:ECDH+CHACHA20:ECDH+AES:DHE+AES:!aNULL:!eNULL:!aDSS"
-# for contexts that verify with OpenSSL (HTTP sessions): the same refusals as Go's as far as
-# OpenSSL can: level 1 refuses SHA-1 signatures and RSA keys under 1024 bits, not 1024-2047
-GO_LIKE_CIPHERS = "@SECLEVEL=1:ECDH+AESGCM:ECDH+CHACHA20:ECDH+AES:DHE+AES:!aNULL:!eNULL:!aDSS"
+# for contexts that verify with OpenSSL (HTTP sessions): no refusal of key sizes or digests of
+# OpenSSL's own (level 2 refuses RSA under 2048 bits, which Go accepts); the session judges
+# each chain by Go's rules after the handshake (diagnose.http)
+GO_LIKE_CIPHERS = CLIENT_CIPHERS
 
 
 def client_context() -> ssl.SSLContext:
@@ -566,8 +583,8 @@ def client_context() -> ssl.SSLContext:
 
 
 def go_like(ctx: ssl.SSLContext) -> ssl.SSLContext:
-    """Bring an OpenSSL verifying context close to Go: no Common Name, any pool certificate
-    an anchor, SHA-1 and RSA under 1024 bits refused, RSA of 1024 bits and more accepted."""
+    """Bring an OpenSSL verifying context close to Go: no Common Name, any pool certificate an
+    anchor, no key size refused (what Go refuses beyond that is refused after the handshake)."""
     import ssl
 
     ctx.hostname_checks_common_name = False
