@@ -376,14 +376,16 @@ class _Builder:
                             "certificate chain",
                         )
                         continue
-                    problem = _check_signature_from(cert, cand) or _is_valid(
-                        cand, kind, chain, self.now
-                    )
+                    unsigned = _check_signature_from(cert, cand)
+                    invalid = None if unsigned else _is_valid(cand, kind, chain, self.now)
                 except CertError:
                     continue
-                if problem is not None:
+                if unsigned or invalid:
                     if hint[0] is None:
-                        hint = [problem, cand]
+                        hint = [unsigned or invalid, cand]
+                    # Go keeps a candidate's own invalidity (expired, constrained, not a CA)
+                    # as the error, and a failed signature only as a hint
+                    err = invalid or err
                     continue
                 if kind == ROOT:
                     chains.append([*chain, cand])
@@ -526,7 +528,7 @@ def verify(sent: Sequence[bytes], host: str, trust: Trust, now: datetime | None 
     usable = [c for c in chains if _usage_ok(c)]
     if not chains:
         assert err is not None
-        reason, missing, detail = err.kind, None, {}
+        reason, missing, detail = err.kind, None, _culprit(err, err.cert)
         if err.kind == "unknown-authority":
             if err.hint is not None:
                 reason = HINT_REASON.get(err.hint.kind, "unknown-authority")

@@ -168,17 +168,16 @@ def test_name_constraints_are_honoured(f):
     nc = f.ca("constrained intermediate", f.root, permitted=("allowed.test",))
     outside = check(f, f.leaf(HOST, issuer=nc), nc)
     assert (outside.ok, outside.reason) == (False, "name-constraints")
+    # a candidate's own invalidity is Go's error as it is (a failed signature, only a hint)
     assert outside.error == (
-        'x509: certificate signed by unknown authority (possibly because of "x509: a root or '
-        "intermediate certificate is not authorized to sign for this name: DNS name "
-        '\\"certs.test\\" is not permitted by any constraint" while trying to verify candidate '
-        'authority certificate "constrained intermediate")'
+        "x509: a root or intermediate certificate is not authorized to sign for this name: "
+        'DNS name "certs.test" is not permitted by any constraint'
     )
     assert outside.detail["permitted"] == ["allowed.test"]
     assert check(f, f.leaf("r.allowed.test", issuer=nc), nc, host="r.allowed.test").ok
     excluding = f.ca("excluding intermediate", f.root, excluded=(HOST,))
     v = check(f, f.leaf(HOST, issuer=excluding), excluding)
-    assert 'is excluded by constraint \\"certs.test\\"' in v.error
+    assert 'DNS name "certs.test" is excluded by constraint "certs.test"' in v.error
     advice = certadvice.advise(outside, HOST, 443)
     assert advice.code == Code.TLS_CERT_NAME_CONSTRAINTS and "allowed.test" in advice.why
 
