@@ -8,6 +8,7 @@ import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
+from diagnose.certadvice import CERTIFICATE_FAQ
 from diagnose.check import Check
 from diagnose.codes import Code
 from diagnose.context import CheckContext, Options
@@ -37,12 +38,7 @@ class AuthChallengeCheck(Check):
         "network-connectivity",
         "registry-api-v2",
         "tls12",
-        "certificate-trust",
-        "certificate-legacy-cn",
-        "certificate-chain-incomplete",
-        "certificate-weak",
-        "certificate-key-usage",
-        "certificate-name-constraints",
+        *CERTIFICATE_FAQ,
     )
     codes = (Code.CONNECTIVITY_REALM_ERROR,)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from diagnose.certadvice import CERTIFICATE_FAQ
 from diagnose.check import Check
 from diagnose.codes import Code
 from diagnose.context import CheckContext
@@ -45,13 +46,8 @@ class ContainerdHostsCheck(Check):
     timeout_s = 20.0
     faq_keys = (
         "containerd-hosts",
-        "certificate-trust",
         "insecure-registry",
-        "certificate-legacy-cn",
-        "certificate-chain-incomplete",
-        "certificate-weak",
-        "certificate-key-usage",
-        "certificate-name-constraints",
+        *CERTIFICATE_FAQ,
     )
     codes = (
         Code.CONTAINERD_CONFIG_ERROR,
@@ -213,11 +209,10 @@ class ContainerdHostsCheck(Check):
         last = tried[-1]
         steps = []
         faq = ["containerd-hosts", "certificate-trust", "network-connectivity"]
-        if refused is not None and refused.reason != "unknown-authority":
-            # the certificate itself, or the chain the server sends, is at fault
-            from diagnose.certadvice import advise, split_endpoint
+        from diagnose.certadvice import endpoint_advice
 
-            advice = advise(refused, *split_endpoint(str(last["url"])))
+        advice = endpoint_advice(refused, str(last["url"]))
+        if advice is not None:  # the certificate, or the chain the server sends, is at fault
             steps += advice.steps
             faq = ["containerd-hosts", *advice.faq]
         elif last["step"] == "tls" and "not trusted" in str(last["detail"]):

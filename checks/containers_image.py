@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from diagnose.certadvice import CERTIFICATE_FAQ
 from diagnose.check import Check
 from diagnose.codes import Code
 from diagnose.context import CheckContext
@@ -85,12 +86,12 @@ def _walk(ctx: CheckContext, source: PullSource) -> Probe:
 
 
 def _fix_for(result: Probe, source: PullSource, conf_file: str) -> list[str]:
-    host = source.endpoint.split("/", 1)[0]
-    if result.verdict is not None and result.verdict.reason != "unknown-authority":
-        # the certificate itself (or the chain the server sends) is at fault, not the trust
-        from diagnose.certadvice import advise, split_endpoint
+    from diagnose.certadvice import endpoint_advice
 
-        return advise(result.verdict, *split_endpoint(host)).steps
+    host = source.endpoint.split("/", 1)[0]
+    advice = endpoint_advice(result.verdict, host)
+    if advice is not None:  # the certificate, or the chain the server sends, is at fault
+        return advice.steps
     if result.step == "tls" and "not trusted" in result.detail:
         return [
             f"Put the registry's CA certificate in /etc/containers/certs.d/{host}/ca.crt "
@@ -110,15 +111,6 @@ def _fix_for(result: Probe, source: PullSource, conf_file: str) -> list[str]:
     return [f"Make {host} reachable from this host (DNS, firewall, proxy), or correct the name."]
 
 
-def _cert_faq(result: Probe) -> list[str]:
-    """The knowledge-base entries of a refused certificate, most specific first."""
-    if result.verdict is None:
-        return ["certificate-trust"]
-    from diagnose.certadvice import advise, split_endpoint
-
-    return advise(result.verdict, *split_endpoint(result.url)).faq
-
-
 class RegistriesConfCheck(Check):
     id = "registries-conf"
     title = "registries.conf (podman, CRI-O, skopeo)"
@@ -130,12 +122,7 @@ class RegistriesConfCheck(Check):
         "registries-conf",
         "short-name-resolution",
         "insecure-registry",
-        "certificate-trust",
-        "certificate-legacy-cn",
-        "certificate-chain-incomplete",
-        "certificate-weak",
-        "certificate-key-usage",
-        "certificate-name-constraints",
+        *CERTIFICATE_FAQ,
     )
     codes = (
         Code.CONTAINERS_CONFIG_ERROR,
@@ -258,8 +245,11 @@ class RegistriesConfCheck(Check):
                         )
                     )
             if probes:
+                from diagnose.certadvice import endpoint_advice
+
                 last_source, last = sources[-1], probes[-1]
-                cert_faq = _cert_faq(last)
+                advice = endpoint_advice(last.verdict, last.url)
+                cert_faq = advice.faq if advice else ["certificate-trust"]
                 issues.append(
                     Issue(
                         Status.FAIL,

@@ -11,6 +11,7 @@ import warnings
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from diagnose.certadvice import CERTIFICATE_FAQ
 from diagnose.check import Check
 from diagnose.codes import Code
 from diagnose.context import CheckContext
@@ -154,12 +155,7 @@ class TlsCheck(Check):
     starts_after = ("dns",)
     timeout_s = 15.0
     faq_keys = (
-        "certificate-trust",
-        "certificate-legacy-cn",
-        "certificate-chain-incomplete",
-        "certificate-weak",
-        "certificate-key-usage",
-        "certificate-name-constraints",
+        *CERTIFICATE_FAQ,
         "certificate-expired",
         "insecure-registry",
         "tls12",
@@ -246,9 +242,7 @@ class TlsCheck(Check):
         verdict = self._verdict(ctx, main.chain, server_name)
         evidence["verify"] = verdict.evidence()
         evidence["chain_sent"] = list(verdict.sent)
-        if verdict.ok and verdict.warning:
-            return self._weak(ctx, reg.login_server, verdict, evidence)
-        if verdict.ok:
+        if verdict.ok and not verdict.warning:
             return self._healthy(reg.login_server, main, cert, legacy, evidence)
         return self._untrusted(ctx, reg.login_server, verdict, cert, evidence)
 
@@ -392,24 +386,6 @@ class TlsCheck(Check):
             evidence=evidence,
         )
 
-    def _weak(
-        self, ctx: CheckContext, name: str, verdict: Verdict, evidence: dict[str, Any]
-    ) -> Finding:
-        """Accepted today, refused by clients built for Go 1.24 and later."""
-        from diagnose.certadvice import advise
-
-        reg = ctx.registry
-        host, port = (reg.host.strip("[]"), reg.effective_port) if reg else (name, 443)
-        advice = advise(verdict, host, port)
-        return problem(
-            Status.WARN,
-            f"{name}: {advice.why}",
-            code=advice.code,
-            faq=advice.faq,
-            remediation=advice.steps,
-            evidence=evidence,
-        )
-
     def _untrusted(
         self,
         ctx: CheckContext,
@@ -418,13 +394,24 @@ class TlsCheck(Check):
         cert: dict[str, Any] | None,
         evidence: dict[str, Any],
     ) -> Finding:
+        """A chain Go refuses (or, with only a warning, one clients built for Go 1.24 and
+        later refuse)."""
         from diagnose.certadvice import advise
 
         reg = ctx.registry
         host = reg.host.strip("[]") if reg else name
         port = reg.effective_port if reg else 443
-        evidence["error"] = "verify"
         advice = advise(verdict, host, port, cert.get("names") if cert else None)
+        if verdict.ok:
+            return problem(
+                Status.WARN,
+                f"{name}: {advice.why}",
+                code=advice.code,
+                faq=advice.faq,
+                remediation=advice.steps,
+                evidence=evidence,
+            )
+        evidence["error"] = "verify"
         if ctx.options.insecure:
             return problem(
                 Status.WARN,

@@ -14,6 +14,15 @@ if TYPE_CHECKING:
     from diagnose.x509go import Verdict
 
 CLIENTS = "docker, containerd, podman, skopeo, the kubelet"
+# the knowledge-base entries a refused certificate can lead to, for the checks' faq_keys
+CERTIFICATE_FAQ = (
+    "certificate-trust",
+    "certificate-legacy-cn",
+    "certificate-chain-incomplete",
+    "certificate-weak",
+    "certificate-key-usage",
+    "certificate-name-constraints",
+)
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,14 @@ def _is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def endpoint_advice(verdict: Verdict | None, where: str) -> Advice | None:
+    """Advice for an endpoint a runtime walks (a URL or host[:port]) whose certificate Go
+    refused, when the certificate or the chain sent is at fault rather than the trust."""
+    if verdict is None or verdict.reason == "unknown-authority":
+        return None
+    return advise(verdict, *split_endpoint(where))
 
 
 def advise(v: Verdict, host: str, port: int, names: list[str] | None = None) -> Advice:

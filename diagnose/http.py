@@ -60,11 +60,17 @@ def _pool_classes(trust: Trust | None = None) -> dict[str, Any]:
     data nobody asked for, still count as dropped."""
     from urllib3.connection import HTTPSConnection
     from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+    from urllib3.util.ssl_match_hostname import CertificateError
     from urllib3.util.wait import wait_for_read
 
     class TicketTolerantConnection(HTTPSConnection):
         def connect(self) -> None:
-            super().connect()
+            try:
+                super().connect()
+            except (ssl.SSLCertVerificationError, CertificateError) as exc:
+                if trust is not None:
+                    _go_words(self, trust, exc)
+                raise
             if trust is not None:
                 _go_verdict(self, trust)
 
@@ -97,6 +103,32 @@ def _pool_classes(trust: Trust | None = None) -> dict[str, Any]:
 
 
 _POOLS: dict[str, Any] = {}
+
+
+def _go_words(conn: Any, trust: Trust, exc: BaseException) -> None:
+    """OpenSSL refused a chain (host name, issuer): fetch it once more, unverified, and raise
+    Go's verdict on it instead, so that every check says what the clients say. Direct
+    connections only: through a proxy the chain could be another."""
+    import socket
+
+    from diagnose.x509go import client_context, peer_chain, verify
+
+    if conn._tunnel_host:
+        return
+    name = str(conn.assert_hostname or conn.server_hostname or conn.host)
+    try:
+        with (
+            socket.create_connection((conn.host, conn.port), timeout=conn.timeout or 5.0) as raw,
+            client_context().wrap_socket(raw, server_hostname=name) as tls,
+        ):
+            chain = peer_chain(tls)
+    except (OSError, ssl.SSLError):
+        return
+    verdict = verify(chain, name, trust)
+    if not verdict.ok:
+        err = ssl.SSLCertVerificationError(1, verdict.error)
+        err.verify_message, err.verify_code = verdict.error, 0
+        raise err from exc
 
 
 def _go_verdict(conn: Any, trust: Trust) -> None:

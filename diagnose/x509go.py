@@ -609,3 +609,19 @@ def peer_chain(tls: ssl.SSLSocket) -> list[bytes]:
         return [c.public_bytes(_ssl.ENCODING_DER) for c in got]
     der = tls.getpeercert(binary_form=True)
     return [der] if der else []
+
+
+def go_reason(exc: BaseException) -> str | None:
+    """The certificate verdict inside an exception from an HTTP request (requests wraps
+    urllib3's error, which wraps the one diagnose.http raised with Go's words), if any."""
+    import ssl
+
+    seen: list[BaseException] = [exc]
+    for err in seen:
+        if isinstance(err, ssl.SSLCertVerificationError):
+            return str(err.verify_message or err.reason or err)
+        if len(seen) > 12:
+            break
+        more = [err.__cause__, err.__context__, getattr(err, "reason", None), *err.args]
+        seen += [m for m in more if isinstance(m, BaseException) and m not in seen]
+    return None

@@ -342,24 +342,9 @@ def test_an_incomplete_chain_names_the_missing_issuer_and_the_server_fix(servers
 def test_podman_and_containerd_endpoints_are_judged_the_same_way(servers, env, dns_server):
     """registries-conf and containerd-hosts walk the registry with their own CA files: the
     same Go verdict, the fix for the server, and the intermediate where they look passes."""
-    for case, ca_name in (("cn-only", "root.pem"), ("no-intermediate", "root.pem")):
-        port = servers.ports[case]
-        hp = f"{NAME}:{port}"
-        root = servers.dir / f"runtime-root-{case}"
-        (root / "etc").mkdir(parents=True)
-        shutil.copy(servers.hosts, root / "etc/hosts")
-        (root / "etc/containers/certs.d" / hp).mkdir(parents=True)
-        (root / "etc/containers/registries.conf").write_text("")
-        (root / "etc/containers/policy.json").write_text(
-            '{"default":[{"type":"insecureAcceptAnything"}]}'
-        )
-        shutil.copy(servers.dir / "pki" / ca_name, root / "etc/containers/certs.d" / hp / "ca.crt")
-        (root / "etc/containerd/certs.d" / hp).mkdir(parents=True)
-        (root / "etc/containerd/config.toml").write_text("version = 2\n")
-        (root / "etc/containerd/certs.d" / hp / "hosts.toml").write_text(
-            f'server = "https://{hp}"\n[host."https://{hp}"]\n  ca = "/etc/containers/certs.d/{hp}/ca.crt"\n'
-        )
-        r = lab.diagnose(
+
+    def runtimes(case: str, root: Path) -> lab.Run:
+        return lab.diagnose(
             "check-health",
             ref(servers, case),
             "--host-root",
@@ -375,6 +360,25 @@ def test_podman_and_containerd_endpoints_are_judged_the_same_way(servers, env, d
             "-q",
             env=env,
         )
+
+    for case in ("cn-only", "no-intermediate"):
+        port = servers.ports[case]
+        hp = f"{NAME}:{port}"
+        root = servers.dir / f"runtime-root-{case}"
+        (root / "etc").mkdir(parents=True)
+        shutil.copy(servers.hosts, root / "etc/hosts")
+        (root / "etc/containers/certs.d" / hp).mkdir(parents=True)
+        (root / "etc/containers/registries.conf").write_text("")
+        (root / "etc/containers/policy.json").write_text(
+            '{"default":[{"type":"insecureAcceptAnything"}]}'
+        )
+        shutil.copy(servers.root_pem, root / "etc/containers/certs.d" / hp / "ca.crt")
+        (root / "etc/containerd/certs.d" / hp).mkdir(parents=True)
+        (root / "etc/containerd/config.toml").write_text("version = 2\n")
+        (root / "etc/containerd/certs.d" / hp / "hosts.toml").write_text(
+            f'server = "https://{hp}"\n[host."https://{hp}"]\n  ca = "/etc/containers/certs.d/{hp}/ca.crt"\n'
+        )
+        r = runtimes(case, root)
         podman, ctrd = r.check("registries-conf"), r.check("containerd-hosts")
         assert (podman["status"], podman["code"]) == ("fail", "RUNTIME_ENDPOINT_ERROR"), podman
         assert (ctrd["status"], ctrd["code"]) == ("fail", "CONTAINERD_HOSTS_ERROR"), ctrd
@@ -386,22 +390,7 @@ def test_podman_and_containerd_endpoints_are_judged_the_same_way(servers, env, d
             assert ctrd["remediation"][0].startswith("Fix the server"), ctrd
             # the intermediate where each of them looks: both pull, as skopeo and ctr do
             shutil.copy(servers.inter_pem, root / "etc/containers/certs.d" / hp / "ca.crt")
-            r = lab.diagnose(
-                "check-health",
-                ref(servers, case),
-                "--host-root",
-                str(root),
-                "--runtime",
-                "all",
-                "--nameserver",
-                dns_server.nameserver,
-                "--checks",
-                "registries-conf,containerd-hosts",
-                "-f",
-                "json",
-                "-q",
-                env=env,
-            )
+            r = runtimes(case, root)
             assert r.check("registries-conf")["status"] == "pass", r.check("registries-conf")
             assert r.check("containerd-hosts")["status"] == "pass", r.check("containerd-hosts")
 
@@ -449,3 +438,16 @@ def test_a_token_service_with_a_common_name_only_certificate(pki, tmp_path, env)
                 ]
             )
     assert p.returncode != 0 and LEGACY_CN in p.stderr, p.stderr
+
+
+def test_the_http_sessions_refuse_what_go_refuses_in_go_words(servers, env, dns_server):
+    """With the tls check left out, the requests every other check makes (the api check here;
+    token services and storage hosts alike) still refuse the chains Go refuses, and say why
+    in Go's words; the chains Go accepts, OpenSSL's level 2 notwithstanding, they accept."""
+    for case in ("cn-only", "sha1", "client-auth-only"):
+        api = ours(servers, case, env, dns_server, "--skip", "tls").check("api")
+        assert (api["status"], api["code"]) == ("fail", "CONNECTIVITY_ERROR"), api
+        assert CASES[case].words in api["summary"], api["summary"]
+    for case in ("rsa1024", "rsa768", "intermediate-trusted"):
+        r = ours(servers, case, env, dns_server, "--skip", "tls")
+        assert r.check("api")["status"] == "pass", r.check("api")
