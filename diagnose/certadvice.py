@@ -64,16 +64,6 @@ def trust_locations(host: str, port: int) -> str:
     )
 
 
-def _is_ip(host: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
-
-
 def endpoint_advice(verdict: Verdict | None, where: str) -> Advice | None:
     """Advice for an endpoint a runtime walks (a URL or host[:port]) whose certificate Go
     refused, when the certificate or the chain sent is at fault rather than the trust."""
@@ -89,7 +79,9 @@ def advise(v: Verdict, host: str, port: int, names: list[str] | None = None) -> 
     who = str(d.get("certificate") or "its certificate")
     trust = ["certificate-trust", "network-connectivity"]
     if reason == "legacy-cn":
-        san = f"IP:{host}" if _is_ip(host) else f"DNS:{host}"
+        from diagnose.resolve import is_ip
+
+        san = f"IP:{host}" if is_ip(host) else f"DNS:{host}"
         return Advice(
             Code.TLS_CERT_NO_SAN,
             ["certificate-legacy-cn", "certificate-trust"],
