@@ -231,7 +231,11 @@ class ApiCheck(Check):
         if isinstance(last, requests.Timeout):
             summary, faq = f"GET {url} timed out", ["client-timeout", "network-connectivity"]
         elif isinstance(last, requests.exceptions.SSLError):
-            summary, faq = f"GET {url} failed in TLS", ["network-connectivity", "tls12"]
+            from diagnose.x509go import go_reason
+
+            why = go_reason(last)
+            summary = f"GET {url} failed in TLS" + (f" ({why})" if why else "")
+            faq = ["certificate-trust" if why else "network-connectivity", "tls12"]
         else:
             summary, faq = (
                 f"GET {url} got no answer ({type(last).__name__})",

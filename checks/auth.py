@@ -8,6 +8,7 @@ import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
+from diagnose.certadvice import CERTIFICATE_FAQ
 from diagnose.check import Check
 from diagnose.codes import Code
 from diagnose.context import CheckContext, Options
@@ -42,7 +43,7 @@ class AuthChallengeCheck(Check):
         "proxy-tls-inspection",
         "proxy-https-scheme",
         "proxy-tls-scheme",
-        "certificate-trust",
+        *CERTIFICATE_FAQ,
     )
     codes = (
         Code.CONNECTIVITY_REALM_ERROR,
@@ -115,17 +116,7 @@ class AuthChallengeCheck(Check):
             if through is not None:
                 return through
             if kind == "tls":
-                return problem(
-                    Status.FAIL,
-                    f"TLS with the token service {host} failed: {_first_line(exc)}",
-                    code=Code.CONNECTIVITY_REALM_ERROR,
-                    faq=["network-connectivity", "tls12"],
-                    remediation=[
-                        "Check the token service's certificate and that this host "
-                        "trusts its issuer (--ca-bundle to test a CA file)."
-                    ],
-                    evidence=evidence,
-                )
+                return _realm_tls(ctx, host, port, exc, evidence)
             return problem(
                 Status.FAIL,
                 f"cannot connect to the token service {host}:{port} ({kind})",
@@ -164,6 +155,44 @@ def _through_proxy(
     role = environment_role(setting)
     finding = judge_tunnel(probe, direct, role, host, port, token=True, evidence=evidence)
     return None if finding.status is Status.PASS else finding
+
+
+def _realm_tls(
+    ctx: CheckContext, host: str, port: int, exc: BaseException, evidence: dict[str, Any]
+) -> Finding:
+    """A token service whose TLS failed: in Go's words when its certificate is the cause
+    (asked directly, so only when no proxy stands between)."""
+    from diagnose.certadvice import advise
+    from diagnose.endpoint import certificate_verdict
+
+    realm = f"https://{host}:{port}/"
+    verdict = None if ctx.proxies(realm) else certificate_verdict(ctx, host, port)
+    if verdict is None or verdict.ok:
+        return problem(
+            Status.FAIL,
+            f"TLS with the token service {host} failed: {_first_line(exc)}",
+            code=Code.CONNECTIVITY_REALM_ERROR,
+            faq=["network-connectivity", "tls12"],
+            remediation=[
+                "Check the token service's certificate and that this host "
+                "trusts its issuer (--ca-bundle to test a CA file)."
+            ],
+            evidence=evidence,
+        )
+    advice = advise(verdict, host, port)
+    evidence["verify"] = verdict.evidence()
+    return problem(
+        Status.FAIL,
+        f"the token service {host} is not trusted: {advice.why}",
+        code=Code.CONNECTIVITY_REALM_ERROR,
+        faq=[*advice.faq, "tls12"],
+        remediation=[
+            f"Every client asks {host} for its tokens after the registry: its certificate "
+            "must be acceptable to them as well as the registry's.",
+            *advice.steps,
+        ],
+        evidence=evidence,
+    )
 
 
 def _connect_kind(exc: BaseException) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from diagnose.certadvice import CERTIFICATE_FAQ
 from diagnose.check import Check
 from diagnose.codes import Code
 from diagnose.context import CheckContext
@@ -17,6 +18,7 @@ from diagnose.reference import hub_domain
 
 if TYPE_CHECKING:
     from diagnose.containers import HostEntry, HostsToml
+    from diagnose.x509go import Verdict
 
 NOT_HERE = "containerd is not on this host (--runtime containerd to check)"
 
@@ -42,7 +44,11 @@ class ContainerdHostsCheck(Check):
     runtimes = ("containerd",)
     depends_on = ("container-runtimes",)
     timeout_s = 20.0
-    faq_keys = ("containerd-hosts", "certificate-trust", "insecure-registry")
+    faq_keys = (
+        "containerd-hosts",
+        "insecure-registry",
+        *CERTIFICATE_FAQ,
+    )
     codes = (
         Code.CONTAINERD_CONFIG_ERROR,
         Code.CONTAINERD_CA_MISSING,
@@ -134,13 +140,16 @@ class ContainerdHostsCheck(Check):
         evidence["order"] = [e.url for e in usable]
         tried: list[dict[str, Any]] = []
         issues: list[Issue] = []
+        refused: Verdict | None = None
         for entry in usable:
             result = probe(
                 ctx,
                 v2_url(entry),
                 ca_files=tuple(str(root / p.lstrip("/")) for p in entry.ca),
                 skip_verify=entry.skip_verify,
+                strict_ca=True,  # containerd: "unable to load CA cert"
             )
+            refused = result.verdict
             tried.append({**result.to_dict(), "host": entry.url, "server": entry.server})
             if not result.ok:
                 continue
@@ -199,7 +208,14 @@ class ContainerdHostsCheck(Check):
             )
         last = tried[-1]
         steps = []
-        if last["step"] == "tls" and "not trusted" in str(last["detail"]):
+        faq = ["containerd-hosts", "certificate-trust", "network-connectivity"]
+        from diagnose.certadvice import endpoint_advice
+
+        advice = endpoint_advice(refused, str(last["url"]))
+        if advice is not None:  # the certificate, or the chain the server sends, is at fault
+            steps += advice.steps
+            faq = ["containerd-hosts", *advice.faq]
+        elif last["step"] == "tls" and "not trusted" in str(last["detail"]):
             ca = f"/etc/containerd/certs.d/{name}/ca.crt"
             steps.append(
                 f"Tell containerd the registry's CA: save it as {ca} and write "
@@ -227,7 +243,7 @@ class ContainerdHostsCheck(Check):
                 Issue(
                     Status.FAIL,
                     Code.CONTAINERD_HOSTS_ERROR,
-                    ["containerd-hosts", "certificate-trust", "network-connectivity"],
+                    faq,
                     "containerd cannot pull from any host it would try for "
                     f"{name}: " + "; ".join(f"{t['host']}: {t['detail']}" for t in tried),
                     steps,

@@ -6,16 +6,15 @@ find. Each endpoint the pull would go to is walked with the trust those clients 
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from diagnose.certadvice import CERTIFICATE_FAQ
 from diagnose.check import Check
 from diagnose.codes import Code
+from diagnose.containersref import NOT_HERE, RUNTIMES, names_of, user_home_of
 from diagnose.context import CheckContext
-from diagnose.dockerhost import read_text
 from diagnose.facts import IMAGE_MANIFEST_DIGEST
 from diagnose.models import Finding, ImageRef, Issue, Status, combine, passed, skipped
 from diagnose.reference import DEFAULT_DOMAIN, LEGACY_DOMAINS, api_host
@@ -25,28 +24,6 @@ if TYPE_CHECKING:
 
 if TYPE_CHECKING:
     from diagnose.endpoint import Probe
-
-RUNTIMES = ("podman", "crio")
-NOT_HERE = "neither podman, CRI-O, skopeo nor buildah is on this host (--runtime podman to check)"
-
-
-def _home(ctx: CheckContext) -> Path:
-    from diagnose.containers import user_home
-
-    return user_home(ctx.options.host_root, dict(ctx.environ), ctx.live_host)
-
-
-def _ref(ctx: CheckContext) -> tuple[str, str, ImageRef | None]:
-    """(fully qualified reference, repository name host/path, the image) as containers/image
-    sees them; without an image, the registry itself."""
-    reg = ctx.registry
-    assert reg is not None
-    image = reg.image
-    if image is None:
-        return reg.login_server, reg.login_server, None
-    name = f"{image.domain}/{image.path.lower()}"
-    full = name + (f"@{image.digest}" if image.digest else f":{image.tag or 'latest'}")
-    return full, name, image
 
 
 def _is_short(image: ImageRef | None) -> bool:
@@ -85,7 +62,12 @@ def _walk(ctx: CheckContext, source: PullSource) -> Probe:
 
 
 def _fix_for(result: Probe, source: PullSource, conf_file: str) -> list[str]:
+    from diagnose.certadvice import endpoint_advice
+
     host = source.endpoint.split("/", 1)[0]
+    advice = endpoint_advice(result.verdict, host)
+    if advice is not None:  # the certificate, or the chain the server sends, is at fault
+        return advice.steps
     if result.step == "tls" and "not trusted" in result.detail:
         return [
             f"Put the registry's CA certificate in /etc/containers/certs.d/{host}/ca.crt "
@@ -116,7 +98,7 @@ class RegistriesConfCheck(Check):
         "registries-conf",
         "short-name-resolution",
         "insecure-registry",
-        "certificate-trust",
+        *CERTIFICATE_FAQ,
     )
     codes = (
         Code.CONTAINERS_CONFIG_ERROR,
@@ -136,11 +118,10 @@ class RegistriesConfCheck(Check):
             load_registries_conf,
             pull_sources,
         )
-        from diagnose.endpoint import Probe
 
         root = ctx.options.host_root
-        conf = load_registries_conf(root, _home(ctx))
-        full, _name, image = _ref(ctx)
+        conf = load_registries_conf(root, user_home_of(ctx))
+        full, _name, image = names_of(ctx)
         evidence: dict[str, Any] = {"files": conf.files, "reference": full}
         issues: list[Issue] = [
             Issue(
@@ -195,8 +176,10 @@ class RegistriesConfCheck(Check):
                 continue
             sources = pull_sources(entry, cand, by_digest)
             conf_file = entry.source if entry is not None else "/etc/containers/registries.conf"
+            probes: list[Probe] = []
             for source in sources:
                 result = _walk(ctx, source)
+                probes.append(result)
                 tried.append(
                     {**result.to_dict(), "mirror": source.mirror, "pull": source.reference}
                 )
@@ -237,14 +220,17 @@ class RegistriesConfCheck(Check):
                             **evidence,
                         )
                     )
-            if tried:
-                last_source = sources[-1]
-                last = Probe(**{k: tried[-1][k] for k in ("url", "ok", "step", "detail", "status")})
+            if probes:
+                from diagnose.certadvice import endpoint_advice
+
+                last_source, last = sources[-1], probes[-1]
+                advice = endpoint_advice(last.verdict, last.url)
+                cert_faq = advice.faq if advice else ["certificate-trust"]
                 issues.append(
                     Issue(
                         Status.FAIL,
                         Code.RUNTIME_ENDPOINT_ERROR,
-                        ["registries-conf", "certificate-trust", "network-connectivity"],
+                        ["registries-conf", *cert_faq, "network-connectivity"],
                         "podman and CRI-O cannot pull "
                         f"{cand}: " + "; ".join(str(t["detail"]) for t in tried),
                         _fix_for(last, last_source, conf_file),
@@ -380,7 +366,7 @@ class SignaturePolicyCheck(Check):
             return skipped(NOT_HERE)
         from diagnose.containers import SYSTEM_POLICY, load_crio_conf, load_policy, load_policy_file
 
-        root, home = ctx.options.host_root, _home(ctx)
+        root, home = ctx.options.host_root, user_home_of(ctx)
         policies: dict[str, list[str]] = {}
         if ctx.in_play("podman"):
             policies.setdefault(load_policy(root, home).path, []).append("podman")
@@ -388,7 +374,7 @@ class SignaturePolicyCheck(Check):
             crio = load_crio_conf(root)
             path = crio.signature_policy or "/" + SYSTEM_POLICY
             policies.setdefault(str(root / path.lstrip("/")), []).append("CRI-O")
-        full, _name, _image = _ref(ctx)
+        full, _name, _image = names_of(ctx)
         evidence: dict[str, Any] = {"reference": full, "policies": {}}
         issues: list[Issue] = []
         accepted: list[str] = []
@@ -411,7 +397,7 @@ class SignaturePolicyCheck(Check):
         """The issues one policy file raises for the image, or what it accepts it by."""
         from diagnose.containers import line_of, requirement_for
 
-        full, name, image = _ref(ctx)
+        full, name, image = names_of(ctx)
         evidence: dict[str, Any] = {"file": policy.path, "clients": clients}
         if not policy.exists:
             return [
@@ -534,7 +520,7 @@ class SignaturePolicyCheck(Check):
         if image is None:
             return no_key
         digest = self._digest(ctx)
-        lookaside, attachments, src = lookaside_for(root, _home(ctx), name)
+        lookaside, attachments, src = lookaside_for(root, user_home_of(ctx), name)
         found: bool | None = False
         looked = "nowhere: use-sigstore-attachments is not true in registries.d"
         if not sigstore:
@@ -579,118 +565,3 @@ class SignaturePolicyCheck(Check):
                 steps,
             )
         ]
-
-
-class PodmanCredentialsCheck(Check):
-    id = "podman-credentials"
-    title = "Credentials podman and CRI-O use"
-    order = 257
-    runtimes = RUNTIMES
-    depends_on = ("container-runtimes",)
-    timeout_s = 5.0
-    faq_keys = ("runtime-credentials",)
-    codes = (Code.CREDENTIALS_ERROR, Code.CREDENTIALS_DISAGREE)
-
-    def run(self, ctx: CheckContext) -> Finding:
-        if not ctx.in_play(*RUNTIMES):
-            return skipped(NOT_HERE)
-        from diagnose.containers import auth_keys_for, load_crio_conf, podman_auth_files
-
-        _full, name, _image = _ref(ctx)
-        root = ctx.options.host_root
-        files = podman_auth_files(_home(ctx), dict(ctx.environ), root, ctx.live_host)
-        if ctx.in_play("crio"):
-            crio_auth = load_crio_conf(root).global_auth_file
-            if crio_auth:
-                # CRI-O reads its global_auth_file before anything else
-                files.insert(0, root / crio_auth.lstrip("/"))
-        keys = auth_keys_for(name)
-        evidence: dict[str, Any] = {"files": [str(f) for f in files], "keys": keys}
-        used: dict[str, Any] | None = None
-        seen: list[dict[str, Any]] = []
-        issues: list[Issue] = []
-        for path in files:
-            text = read_text(path)
-            if text is None:
-                continue
-            try:
-                doc = json.loads(text)
-            except (json.JSONDecodeError, RecursionError) as exc:
-                where = f"line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else ""
-                issues.append(
-                    Issue(
-                        Status.FAIL,
-                        Code.CREDENTIALS_ERROR,
-                        ["runtime-credentials"],
-                        f"{path} does not parse ({where}): podman stops at it",
-                        [f"Fix or remove {path}; `podman login` rewrites it."],
-                    )
-                )
-                break
-            hit = _auth_entry(doc if isinstance(doc, dict) else {}, keys, path)
-            if hit is not None:
-                seen.append(hit)
-                if used is None:
-                    used = hit
-        evidence["found"] = seen
-        if issues:
-            return combine(issues, evidence)
-        if used is None:
-            return passed(
-                "no stored credentials for it: podman and CRI-O pull anonymously", **evidence
-            )
-        others = [s for s in seen[1:] if s.get("username") != used.get("username")]
-        summary = (
-            f"podman uses {used['source']} from {used['file']} (key {used['key']}"
-            + (f", user {used['username']}" if used.get("username") else "")
-            + ")"
-        )
-        if others:
-            o = others[0]
-            return combine(
-                [
-                    Issue(
-                        Status.WARN,
-                        Code.CREDENTIALS_DISAGREE,
-                        ["runtime-credentials"],
-                        summary
-                        + f"; {o['file']} holds another login for it"
-                        + (f" (user {o['username']})" if o.get("username") else "")
-                        + ", which docker or another tool would use",
-                        [
-                            "Log in once more with the identity you mean "
-                            f"(`podman login {name.split('/')[0]}`), "
-                            "or remove the stale entry, so every client uses the same one.",
-                        ],
-                    )
-                ],
-                evidence,
-            )
-        return passed(summary, **evidence)
-
-
-def _auth_entry(doc: dict[str, Any], keys: list[str], path: Path) -> dict[str, Any] | None:
-    """The entry of one auth file that applies, most specific key first; never the secret."""
-    from diagnose.containers import normalize_auth_key
-
-    helpers = doc.get("credHelpers") if isinstance(doc.get("credHelpers"), dict) else {}
-    auths = doc.get("auths") if isinstance(doc.get("auths"), dict) else {}
-    assert isinstance(helpers, dict) and isinstance(auths, dict)
-    by_key = {normalize_auth_key(str(k)): v for k, v in auths.items()}
-    for key in keys:
-        if key in helpers and isinstance(helpers[key], str):
-            return {"file": str(path), "key": key, "source": f"credential helper {helpers[key]}"}
-        entry = by_key.get(key)
-        if isinstance(entry, dict) and (entry.get("auth") or entry.get("identitytoken")):
-            user = None
-            if isinstance(entry.get("auth"), str):
-                try:
-                    user = base64.b64decode(entry["auth"], validate=False).decode().split(":", 1)[0]
-                except (ValueError, UnicodeDecodeError):
-                    user = None
-            kind = "an identity token" if entry.get("identitytoken") else "a stored login"
-            return {"file": str(path), "key": key, "source": kind, "username": user}
-    store = doc.get("credsStore")
-    if isinstance(store, str) and store and path.name == "config.json":
-        return {"file": str(path), "key": keys[-1], "source": f"credential store {store}"}
-    return None

@@ -1,5 +1,7 @@
 """TLS: protocol and cipher negotiated, whether TLS 1.0/1.1 is still accepted, and whether the
-certificate is one docker on this host would trust (chain, host name, validity dates)."""
+certificate the server sends is one a Go client (docker, containerd, podman) trusting the system
+store and --ca-bundle accepts: judged by Go's crypto/x509 rules (diagnose.x509go), not
+OpenSSL's, where the two disagree (Common Name, missing intermediates, key sizes)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import warnings
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from diagnose.certadvice import CERTIFICATE_FAQ
 from diagnose.check import Check
 from diagnose.codes import Code
 from diagnose.context import CheckContext
@@ -20,12 +23,10 @@ from diagnose.resolve import ResolveError, is_ip
 if TYPE_CHECKING:
     import ssl
 
+    from diagnose.x509go import Verdict
+
 HANDSHAKE_CAP_S = 6.0
 EXPIRY_WARN_DAYS = 14
-
-# OpenSSL verify codes worth telling apart.
-V_NOT_YET_VALID, V_EXPIRED, V_HOSTNAME = 9, 10, 62
-V_UNTRUSTED = {2, 18, 19, 20, 21, 27}
 
 
 class Handshake:
@@ -38,7 +39,7 @@ class Handshake:
         self.protocol: str | None = None
         self.cipher: tuple[str, str, int] | None = None
         self.der: bytes | None = None
-        self.verify_code: int | None = None
+        self.chain: list[bytes] = []
         self.ms = 0.0
 
 
@@ -46,6 +47,8 @@ def handshake(
     address: str, port: int, sni: str | None, context: ssl.SSLContext, timeout: float
 ) -> Handshake:
     import ssl
+
+    from diagnose.x509go import peer_chain
 
     out = Handshake()
     try:
@@ -61,9 +64,7 @@ def handshake(
             out.protocol = tls.version()
             out.cipher = tls.cipher()
             out.der = tls.getpeercert(binary_form=True)
-    except ssl.SSLCertVerificationError as exc:
-        out.kind, out.verify_code = "verify", exc.verify_code
-        out.detail = str(exc.verify_message or exc.reason or exc)
+            out.chain = peer_chain(tls) or ([out.der] if out.der else [])
     except ssl.SSLError as exc:
         reason = (exc.reason or "").upper()
         out.detail = f"{exc.reason or exc}"
@@ -104,16 +105,6 @@ def legacy_context() -> ssl.SSLContext:
         ctx.minimum_version = ssl.TLSVersion.TLSv1
         ctx.maximum_version = ssl.TLSVersion.TLSv1_1
     ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
-    return ctx
-
-
-def modern_unverified() -> ssl.SSLContext:
-    import ssl
-
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     return ctx
 
 
@@ -164,7 +155,7 @@ class TlsCheck(Check):
     starts_after = ("dns",)
     timeout_s = 15.0
     faq_keys = (
-        "certificate-trust",
+        *CERTIFICATE_FAQ,
         "certificate-expired",
         "insecure-registry",
         "tls12",
@@ -179,6 +170,11 @@ class TlsCheck(Check):
         Code.CONNECTIVITY_TLS_VERSION_ERROR,
         Code.TLS_CERT_EXPIRING,
         Code.INSECURE_REGISTRY,
+        Code.TLS_CERT_NO_SAN,
+        Code.TLS_CHAIN_INCOMPLETE,
+        Code.TLS_CERT_WEAK,
+        Code.TLS_CERT_USAGE,
+        Code.TLS_CERT_NAME_CONSTRAINTS,
     )
 
     def run(self, ctx: CheckContext) -> Finding:
@@ -203,7 +199,8 @@ class TlsCheck(Check):
             )
         sni = None if is_ip(reg.host) else reg.host
         server_name = reg.host.strip("[]")
-        trusted = ctx.ssl_context(True)
+        from diagnose.x509go import client_context
+
         # whether the old protocols are still accepted is asked at the same time, on the first
         # address, so that it costs no round trips of its own
         legacy: dict[str, Any] = {}
@@ -211,11 +208,11 @@ class TlsCheck(Check):
             target=self._legacy, args=(addresses[0], port, sni, ctx, legacy), daemon=True
         )
         probe.start()
-        # the first address that takes a connection, as a client would use it
+        # the first address that takes a connection, as a client would use it; the handshake
+        # only fetches the chain the server sends: the verdict on it is Go's, below
+        client = client_context()
         for address in addresses[:4]:
-            main = handshake(
-                address, port, sni or server_name, trusted, ctx.budget(HANDSHAKE_CAP_S)
-            )
+            main = handshake(address, port, sni, client, ctx.budget(HANDSHAKE_CAP_S))
             if main.kind not in ("refused", "unreachable"):
                 break
         evidence: dict[str, Any] = {
@@ -225,11 +222,6 @@ class TlsCheck(Check):
             "ca_bundle": str(ctx.options.ca_bundle) if ctx.options.ca_bundle else None,
             "handshake_ms": round(main.ms, 2),
         }
-        if not main.ok and main.kind in ("verify", "protocol", "tls", "eof"):
-            # learn what the server offers even though we would not trust or use it
-            seen = handshake(address, port, sni, modern_unverified(), ctx.budget(HANDSHAKE_CAP_S))
-            if seen.ok:
-                main.protocol, main.cipher, main.der = seen.protocol, seen.cipher, seen.der
         probe.join(ctx.budget(HANDSHAKE_CAP_S))
         evidence["legacy_tls"] = legacy or {"accepted": None, "detail": "probe did not finish"}
         if main.protocol:
@@ -243,16 +235,29 @@ class TlsCheck(Check):
         cert = describe_cert(main.der) if main.der else None
         if cert:
             evidence["certificate"] = cert
-        evidence["verify"] = {
-            "ok": main.ok,
-            "code": main.verify_code,
-            "message": main.detail if main.kind == "verify" else None,
-        }
         evidence["scheme"] = "https"
         ctx.put(SCHEME, "https")
-        if main.ok:
+        if not main.ok:
+            return self._failed(ctx, reg.login_server, main, cert, legacy, evidence)
+        verdict = self._verdict(ctx, main.chain, server_name)
+        evidence["verify"] = verdict.evidence()
+        evidence["chain_sent"] = list(verdict.sent)
+        if verdict.ok and not verdict.warning:
             return self._healthy(reg.login_server, main, cert, legacy, evidence)
-        return self._failed(ctx, reg.login_server, main, cert, legacy, evidence)
+        return self._untrusted(ctx, reg.login_server, verdict, cert, evidence)
+
+    @staticmethod
+    def _verdict(ctx: CheckContext, chain: list[bytes], host: str) -> Verdict:
+        """Go's verdict with the trust this run was given: the system store and --ca-bundle."""
+        from diagnose.x509go import Verdict, verify
+        from diagnose.x509pool import CAFileError, Trust, pool_from_files
+
+        bundle = ctx.options.ca_bundle
+        try:
+            files = pool_from_files([bundle] if bundle else [])
+        except CAFileError as exc:
+            return Verdict(False, "parse", f"the --ca-bundle file cannot be read: {exc}")
+        return verify(chain, host, Trust(files, environ=ctx.environ))
 
     def _legacy(
         self, address: str, port: int, sni: str | None, ctx: CheckContext, out: dict[str, Any]
@@ -343,8 +348,6 @@ class TlsCheck(Check):
                 ],
                 evidence=evidence,
             )
-        if hs.kind == "verify":
-            return self._untrusted(ctx, name, hs, cert, evidence)
         if hs.kind == "timeout":
             return problem(
                 Status.FAIL,
@@ -387,73 +390,46 @@ class TlsCheck(Check):
         self,
         ctx: CheckContext,
         name: str,
-        hs: Handshake,
+        verdict: Verdict,
         cert: dict[str, Any] | None,
         evidence: dict[str, Any],
     ) -> Finding:
-        code = hs.verify_code or 0
-        faq = ["network-connectivity"]
-        if code == V_EXPIRED:
-            when = cert.get("not_after") if cert else "?"
-            why = f"its certificate expired ({when})"
-            steps = [
-                "Renew the registry's certificate.",
-                "If the certificate looks valid elsewhere, check this host's clock "
-                "(`timedatectl`).",
-            ]
-            faq = ["certificate-expired", "clock-skew", "network-connectivity"]
-        elif code == V_NOT_YET_VALID:
-            why = f"its certificate is not valid yet ({cert.get('not_before') if cert else '?'})"
-            steps = [
-                "This host's clock is probably behind: synchronise it (`timedatectl set-ntp true`)."
-            ]
-            faq = ["clock-skew", "certificate-expired", "network-connectivity"]
-        elif code == V_HOSTNAME:
-            names = ", ".join(cert.get("names", [])) if cert else "?"
-            why = (
-                f"its certificate is for {names}, not {ctx.registry.host if ctx.registry else name}"
+        """A chain Go refuses (or, with only a warning, one clients built for Go 1.24 and
+        later refuse)."""
+        from diagnose.certadvice import advise
+
+        reg = ctx.registry
+        host = reg.host.strip("[]") if reg else name
+        port = reg.effective_port if reg else 443
+        advice = advise(verdict, host, port, cert.get("names") if cert else None)
+        if verdict.ok:
+            return problem(
+                Status.WARN,
+                f"{name}: {advice.why}",
+                code=advice.code,
+                faq=advice.faq,
+                remediation=advice.steps,
+                evidence=evidence,
             )
-            steps = [
-                "Use the name the certificate was issued for, or reissue the certificate "
-                "with this name.",
-                "A proxy that intercepts TLS presents its own certificate: check which "
-                "issuer is shown in the evidence.",
-            ]
-            faq = ["certificate-trust", "network-connectivity", "registry-api-v2"]
-        elif code in V_UNTRUSTED:
-            faq = ["certificate-trust", "network-connectivity"]
-            issuer = cert.get("issuer") if cert else "an unknown issuer"
-            why = f"its certificate chains to an issuer this host does not trust ({issuer})"
-            port = ctx.registry.effective_port if ctx.registry else 443
-            host = ctx.registry.host if ctx.registry else name
-            folder = host if port == 443 else f"{host}:{port}"
-            steps = [
-                f"Give docker the registry's CA: copy it to /etc/docker/certs.d/{folder}/ca.crt.",
-                "Or add the CA to the system trust store "
-                "(`/usr/local/share/ca-certificates/` then `update-ca-certificates`).",
-                "To check a CA file with this tool, pass it with --ca-bundle.",
-            ]
-        else:
-            why = f"its certificate is not trusted ({hs.detail})"
-            steps = ["Inspect the chain: `openssl s_client -connect <host>:<port> -showcerts`."]
+        evidence["error"] = "verify"
         if ctx.options.insecure:
             return problem(
                 Status.WARN,
-                f"{name}: {why}; accepted because of --insecure",
+                f"{name}: {advice.why}; accepted because of --insecure",
                 code=Code.INSECURE_REGISTRY,
-                faq=faq,
+                faq=advice.faq,
                 remediation=[
                     "Docker accepts this only for registries listed in "
                     "`insecure-registries`; fix the certificate instead.",
-                    *steps,
+                    *advice.steps,
                 ],
                 evidence=evidence,
             )
         return problem(
             Status.FAIL,
-            f"{name} is not trusted: {why}",
-            code=Code.CONNECTIVITY_SSL_ERROR,
-            faq=faq,
-            remediation=steps,
+            f"{name} is not trusted: {advice.why}",
+            code=advice.code,
+            faq=advice.faq,
+            remediation=advice.steps,
             evidence=evidence,
         )

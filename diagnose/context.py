@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
     import requests
 
+    from diagnose.x509pool import Trust
+
 T = TypeVar("T")
 
 
@@ -181,12 +183,24 @@ class RunState:
             return session
         from diagnose.http import make_session
 
-        made = make_session(self.http_context(verify), pin=self.pin)
+        made = make_session(self.http_context(verify), pin=self.pin, trust=self.go_trust())
         with self._lock:
             session = self._sessions.setdefault(verify, made)
         if session is not made:
             made.close()
         return session
+
+    def go_trust(self) -> Trust | None:
+        """The system store and --ca-bundle as Go clients hold them (None: unreadable bundle,
+        which the HTTP context reports first)."""
+        from diagnose.x509pool import CAFileError, Trust, pool_from_files
+
+        bundle = self.options.ca_bundle
+        try:
+            files = pool_from_files([bundle] if bundle else [])
+        except CAFileError:
+            return None
+        return Trust(files, environ=self.options.environ)
 
     def pin(self, host: str) -> str | None:
         """The address to connect to when the run resolves names itself (--nameserver)."""
@@ -211,7 +225,9 @@ class RunState:
         """
         import ssl
 
-        ctx = ssl.create_default_context()
+        from diagnose.x509go import go_like
+
+        ctx = go_like(ssl.create_default_context())  # OpenSSL's verdicts brought to Go's
         if self.options.ca_bundle is not None:
             ctx.load_verify_locations(cafile=str(self.options.ca_bundle))
         if not verify:

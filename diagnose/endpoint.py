@@ -1,7 +1,8 @@
 """One registry endpoint walked the way a client that is configured for it would walk it: DNS,
-TCP, TLS with the trust that client has (its own CA files, or none at all with skip-verify),
-then `GET /v2/`. Used for the hosts a runtime's configuration sends a pull to (mirrors,
-rewritten locations), which the registry-level checks never see."""
+TCP, TLS with the trust that client has (its own CA files and the system store, or none at all
+with skip-verify), the certificate judged as Go's crypto/x509 judges it, then `GET /v2/`. Used
+for the hosts a runtime's configuration sends a pull to (mirrors, rewritten locations), which
+the registry-level checks never see."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from diagnose.resolve import ResolveError
 
 if TYPE_CHECKING:
     from diagnose.context import CheckContext
+    from diagnose.x509go import Verdict
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,7 @@ class Probe:
     detail: str
     status: int | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
+    verdict: Verdict | None = None  # Go's verdict on the certificate, when it refused it
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -41,19 +44,6 @@ class Probe:
         }
 
 
-def tls_context(
-    ca_files: tuple[str, ...], skip_verify: bool, extra_ca: str | None = None
-) -> ssl.SSLContext:
-    """The trust of a Go client given these CA files: the system store plus the files."""
-    ctx = ssl.create_default_context()
-    for ca in (*ca_files, *((extra_ca,) if extra_ca else ())):
-        ctx.load_verify_locations(cafile=ca)
-    if skip_verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
 def probe(
     ctx: CheckContext,
     url: str,
@@ -61,10 +51,13 @@ def probe(
     ca_files: tuple[str, ...] = (),
     skip_verify: bool = False,
     extra_ca: str | None = None,
+    strict_ca: bool = False,
     plain_http_fallback: bool = False,
     timeout: float = 5.0,
 ) -> Probe:
-    """Walk url (scheme://host[:port]/path/) to an answer from its /v2/ endpoint."""
+    """Walk url (scheme://host[:port]/path/) to an answer from its /v2/ endpoint. A CA file
+    that holds no certificate stops the walk only with strict_ca (containerd refuses to pull;
+    docker and containers/image skip the file)."""
     parts = urlsplit(url if "://" in url else "https://" + url)
     host = parts.hostname or ""
     try:
@@ -94,24 +87,18 @@ def probe(
         )
     evidence: dict[str, Any] = {"address": addresses[0], "connect_ms": round(connect_ms, 2)}
     if parts.scheme == "https":
+        from diagnose.x509go import client_context, peer_chain, verify
+        from diagnose.x509pool import CAFileError, Trust, pool_from_files
+
         try:
-            tls = tls_context(ca_files, skip_verify, extra_ca)
-        except (OSError, ssl.SSLError) as exc:
-            sock.close()
-            missing = ", ".join(ca_files) or str(extra_ca)
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not PEM"
-            return Probe(url, False, "ca", f"the CA file {missing} cannot be used: {why}")
-        try:
-            sock = tls.wrap_socket(sock, server_hostname=host)
-        except ssl.SSLCertVerificationError as exc:
-            sock.close()
-            return Probe(
-                url,
-                False,
-                "tls",
-                f"the certificate of {host}:{port} is not trusted: {exc.verify_message}",
-                evidence={**evidence, "verify": exc.verify_message},
+            files = pool_from_files(
+                (*ca_files, *((extra_ca,) if extra_ca else ())), strict=strict_ca
             )
+        except CAFileError as exc:
+            sock.close()
+            return Probe(url, False, "ca", f"the CA file {exc.path} cannot be used: {exc.why}")
+        try:
+            sock = client_context().wrap_socket(sock, server_hostname=host)
         except (ssl.SSLError, OSError) as exc:
             sock.close()
             text = str(exc)
@@ -127,6 +114,18 @@ def probe(
             return Probe(
                 url, False, "tls", f"TLS with {host}:{port} failed: {text}", None, evidence
             )
+        if not skip_verify:
+            verdict = verify(peer_chain(sock), host, Trust(files, environ=ctx.environ))
+            if not verdict.ok:
+                sock.close()
+                return Probe(
+                    url,
+                    False,
+                    "tls",
+                    f"the certificate of {host}:{port} is not trusted: {verdict.error}",
+                    evidence={**evidence, "verify": verdict.evidence()},
+                    verdict=verdict,
+                )
     conn = http.client.HTTPConnection(host, port, timeout=ctx.budget(timeout))
     conn.sock = sock
     try:
@@ -154,3 +153,33 @@ def probe(
         status,
         evidence,
     )
+
+
+def certificate_verdict(
+    ctx: CheckContext,
+    host: str,
+    port: int,
+    *,
+    ca_files: tuple[str, ...] = (),
+    timeout: float = 5.0,
+) -> Verdict | None:
+    """Go's verdict on the chain host:port sends, trusting the system store and ca_files (the
+    run's --ca-bundle when none are given); None when no handshake could be made to ask."""
+    from diagnose.x509go import client_context, peer_chain, verify
+    from diagnose.x509pool import CAFileError, Trust, pool_from_files
+
+    bundle = ctx.options.ca_bundle
+    try:
+        files = pool_from_files(ca_files or ((str(bundle),) if bundle else ()))
+        addresses = ctx.resolver.addresses(host, port, ctx.budget(timeout))
+        sock, _ = connect(addresses[0], port, ctx.budget(timeout))
+    except (CAFileError, ResolveError, ConnectError, IndexError):
+        return None
+    try:
+        with client_context().wrap_socket(sock, server_hostname=host) as tls:
+            chain = peer_chain(tls)
+    except (ssl.SSLError, OSError):
+        return None
+    finally:
+        sock.close()
+    return verify(chain, host, Trust(files, environ=ctx.environ))

@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 if TYPE_CHECKING:
     import requests
 
+    from diagnose.x509pool import Trust
+
 USER_AGENT = "registry-diagnose"
 
 # Response headers worth keeping as evidence; anything else (cookies above all) is dropped.
@@ -47,7 +49,7 @@ def safe_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return keep
 
 
-def _pool_classes() -> dict[str, Any]:
+def _pool_classes(trust: Trust | None = None) -> dict[str, Any]:
     """Connection pools whose idle TLS connections survive a TLS 1.3 session ticket.
 
     A TLS 1.3 server sends session tickets after the handshake. On a connection nobody has
@@ -58,9 +60,20 @@ def _pool_classes() -> dict[str, Any]:
     data nobody asked for, still count as dropped."""
     from urllib3.connection import HTTPSConnection
     from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+    from urllib3.util.ssl_match_hostname import CertificateError
     from urllib3.util.wait import wait_for_read
 
     class TicketTolerantConnection(HTTPSConnection):
+        def connect(self) -> None:
+            try:
+                super().connect()
+            except (ssl.SSLCertVerificationError, CertificateError) as exc:
+                if trust is not None:
+                    _go_words(self, trust, exc)
+                raise
+            if trust is not None:
+                _go_verdict(self, trust)
+
         @property
         def is_connected(self) -> bool:
             sock = self.sock
@@ -92,24 +105,73 @@ def _pool_classes() -> dict[str, Any]:
 _POOLS: dict[str, Any] = {}
 
 
+def _go_words(conn: Any, trust: Trust, exc: BaseException) -> None:
+    """OpenSSL refused a chain (host name, issuer): fetch it once more, unverified, and raise
+    Go's verdict on it instead, so that every check says what the clients say. Direct
+    connections only: through a proxy the chain could be another."""
+    import socket
+
+    from diagnose.x509go import client_context, peer_chain, verify
+
+    if conn._tunnel_host:
+        return
+    name = str(conn.assert_hostname or conn.server_hostname or conn.host)
+    try:
+        with (
+            socket.create_connection((conn.host, conn.port), timeout=conn.timeout or 5.0) as raw,
+            client_context().wrap_socket(raw, server_hostname=name) as tls,
+        ):
+            chain = peer_chain(tls)
+    except (OSError, ssl.SSLError):
+        return
+    verdict = verify(chain, name, trust)
+    if not verdict.ok:
+        err = ssl.SSLCertVerificationError(1, verdict.error)
+        err.verify_message, err.verify_code = verdict.error, 0
+        raise err from exc
+
+
+def _go_verdict(conn: Any, trust: Trust) -> None:
+    """The chain of a connection OpenSSL accepted, judged as a Go client judges it: a chain
+    Go refuses (SHA-1, an extended key usage without serverAuth, name constraints...) fails
+    the connection with Go's own words, whatever host it is (registry, token service,
+    storage)."""
+    from diagnose.x509go import peer_chain, verify
+
+    sock = conn.sock
+    if not isinstance(sock, ssl.SSLSocket):
+        return
+    name = conn.assert_hostname or conn.server_hostname or conn._tunnel_host or conn.host
+    verdict = verify(peer_chain(sock), str(name), trust)
+    if verdict.ok:
+        return
+    conn.close()
+    err = ssl.SSLCertVerificationError(1, verdict.error)
+    err.verify_message, err.verify_code = verdict.error, 0
+    raise err
+
+
 def make_session(
     ssl_context: ssl.SSLContext,
     *,
     pin: Callable[[str], str | None] | None = None,
+    trust: Trust | None = None,
 ) -> requests.Session:
-    """A session trusting `ssl_context`; `pin(host)` returns the address to connect to, if any."""
+    """A session trusting `ssl_context`; `pin(host)` returns the address to connect to, if any.
+    With `trust`, every TLS connection is judged by Go's rules too (diagnose.x509go)."""
     import requests
     from requests.adapters import HTTPAdapter
 
     if not _POOLS:
         _POOLS.update(_pool_classes())
     verifying = ssl_context.verify_mode != ssl.CERT_NONE
+    pools = _pool_classes(trust) if trust is not None and verifying else _POOLS
 
     class _Adapter(HTTPAdapter):
         def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
             kwargs["ssl_context"] = ssl_context
             super().init_poolmanager(*args, **kwargs)
-            self.poolmanager.pool_classes_by_scheme = _POOLS
+            self.poolmanager.pool_classes_by_scheme = pools
 
         def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
             # requests makes the proxy's pool manager apart from the direct one: without this,
@@ -120,7 +182,7 @@ def make_session(
                 # store, as Go clients check it, not certifi's
                 proxy_kwargs["proxy_ssl_context"] = ssl_context
             manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-            manager.pool_classes_by_scheme = _POOLS
+            manager.pool_classes_by_scheme = pools
             return manager
 
         def build_connection_pool_key_attributes(

@@ -1031,9 +1031,12 @@ def start_tinyproxy(
 
 
 @contextlib.contextmanager
-def private_dockerd(directory: Path, config_file: Path) -> Iterator[str]:
+def private_dockerd(
+    directory: Path, config_file: Path, wrap: tuple[str, ...] = ()
+) -> Iterator[str]:
     """dockerd (Debian docker.io) with its own data root, exec root and socket; yields the
-    DOCKER_HOST to reach it. No bridge, no iptables: it only pulls and pushes."""
+    DOCKER_HOST to reach it. No bridge, no iptables: it only pulls and pushes. `wrap` is put
+    before the command (a mount namespace with its own /etc/hosts and /etc/docker)."""
     dockerd = shutil.which("dockerd")
     if dockerd is None:
         raise RuntimeError("dockerd is not installed (Debian package docker.io)")
@@ -1041,6 +1044,7 @@ def private_dockerd(directory: Path, config_file: Path) -> Iterator[str]:
     log = (directory / "dockerd.log").open("wb")
     proc = subprocess.Popen(
         [
+            *wrap,
             dockerd,
             "--host",
             f"unix://{sock}",

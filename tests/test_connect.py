@@ -51,7 +51,7 @@ def test_tls_expired_certificate(pki, expired_cert, run_json):
     assert "expired" in tls["summary"]
     assert "clock-skew" in tls["faq"]
     assert tls["evidence"]["certificate"]["days_left"] < 0
-    assert tls["evidence"]["verify"]["code"] == 10
+    assert tls["evidence"]["verify"]["reason"] == "expired"
 
 
 def test_tls_not_yet_valid_certificate(pki, run_json):
@@ -114,7 +114,7 @@ def test_tls_wrong_host_certificate(pki, dns_server, host_root, run_json):
             tls = r.check("tls")
             assert (tls["status"], tls["code"]) == ("fail", "CONNECTIVITY_SSL_ERROR")
             assert "somewhere-else.example" in tls["summary"]
-            assert tls["evidence"]["verify"]["code"] == 62
+            assert tls["evidence"]["verify"]["reason"] == "hostname"
 
 
 def test_tls_untrusted_ca_then_trusted_with_ca_bundle(registry, run_json, pki):
