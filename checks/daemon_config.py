@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from diagnose.certadvice import CERTIFICATE_FAQ
 from diagnose.check import Check
 from diagnose.codes import Code
 from diagnose.context import CheckContext
@@ -445,13 +446,14 @@ class DockerCertsCheck(Check):
     depends_on = ("tls", "docker-daemon")
     starts_after = ("dns",)
     timeout_s = 10.0
-    faq_keys = ("certificate-trust", "network-connectivity")
+    faq_keys = ("network-connectivity", *CERTIFICATE_FAQ)
     codes = (Code.DOCKER_CA_MISSING,)
 
     def run(self, ctx: CheckContext) -> Finding:
         import ipaddress
-        import ssl
 
+        from diagnose.certadvice import advise
+        from diagnose.endpoint import certificate_verdict
         from diagnose.net import registry_addresses
 
         reg = ctx.registry
@@ -470,38 +472,41 @@ class DockerCertsCheck(Check):
                 "not check this certificate",
                 **evidence,
             )
-        context = ssl.create_default_context()
         cas = sorted(certs_dir.glob("*.crt")) if certs_dir.is_dir() else []
         evidence["ca_files"] = [p.name for p in cas] or None
-        for ca in cas:
-            try:
-                context.load_verify_locations(cafile=str(ca))
-            except (ssl.SSLError, OSError, ValueError):
-                evidence.setdefault("unreadable", []).append(ca.name)
-        from diagnose.net import connect
-
-        try:
-            sock, _ = connect(addresses[0], reg.effective_port, ctx.budget(4.0))
-            with context.wrap_socket(sock, server_hostname=reg.host.strip("[]")):
-                pass
-        except ssl.SSLCertVerificationError as exc:
-            evidence["verify"] = str(exc.verify_message)
+        # the chain judged as dockerd (a Go program) judges it, with dockerd's own trust
+        verdict = certificate_verdict(
+            ctx,
+            reg.host.strip("[]"),
+            reg.effective_port,
+            ca_files=tuple(str(p) for p in cas),
+            timeout=4.0,
+            run_bundle=False,
+        )
+        if verdict is None:
+            return skipped("could not complete a handshake to check", **evidence)
+        evidence["verify"] = verdict.evidence()
+        if not verdict.ok and verdict.reason == "unknown-authority":
+            advice = advise(verdict, reg.host.strip("[]"), reg.effective_port)
             return problem(
                 Status.FAIL,
-                f"docker does not trust {reg.login_server}'s certificate: it chains to a CA that "
-                f"is neither in the system store nor in /etc/docker/certs.d/{folder}/",
+                f"docker does not trust {reg.login_server}'s certificate: {advice.why}; "
+                f"dockerd looks in the system store and /etc/docker/certs.d/{folder}/",
                 code=Code.DOCKER_CA_MISSING,
-                faq=["certificate-trust", "network-connectivity"],
+                faq=["certificate-trust", "network-connectivity", *advice.faq],
                 remediation=[
                     f"Copy the registry's CA certificate to "
                     f"/etc/docker/certs.d/{folder}/ca.crt (no restart needed).",
                     "Or add it to the system trust store and restart the daemon.",
+                    *advice.steps,
                 ],
                 evidence=evidence,
             )
-        except (ssl.SSLError, OSError, ConnectError, IndexError) as exc:
+        if not verdict.ok:
             return skipped(
-                f"could not complete a handshake to check: {type(exc).__name__}", **evidence
+                f"docker finds the CA, but refuses the certificate for another reason (the "
+                f"tls check says which): {verdict.error}",
+                **evidence,
             )
         where = f"/etc/docker/certs.d/{folder}" if cas else "the system trust store"
         return passed(f"docker trusts {reg.login_server}'s certificate ({where})", **evidence)

@@ -162,13 +162,15 @@ def certificate_verdict(
     *,
     ca_files: tuple[str, ...] = (),
     timeout: float = 5.0,
+    run_bundle: bool = True,
 ) -> Verdict | None:
     """Go's verdict on the chain host:port sends, trusting the system store and ca_files (the
-    run's --ca-bundle when none are given); None when no handshake could be made to ask."""
+    run's --ca-bundle when none are given and run_bundle; a client's own trust passes
+    run_bundle=False); None when no handshake could be made to ask."""
     from diagnose.x509go import client_context, peer_chain, verify
     from diagnose.x509pool import CAFileError, Trust, pool_from_files
 
-    bundle = ctx.options.ca_bundle
+    bundle = ctx.options.ca_bundle if run_bundle else None
     try:
         files = pool_from_files(ca_files or ((str(bundle),) if bundle else ()))
         addresses = ctx.resolver.addresses(host, port, ctx.budget(timeout))
