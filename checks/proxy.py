@@ -125,13 +125,16 @@ def _insecure_for_docker(
 
 def _docker_trust(ctx: CheckContext, host: str, port: int) -> ssl.SSLContext:
     """What docker trusts for one registry: the system store plus certs.d/HOST[:PORT]/*.crt."""
-    context = ssl.create_default_context()
+    from diagnose.tlscontext import check_ca_file, verifying_context
+
+    usable = []
     for ca in docker_ca_files(ctx.options.host_root, host, port):
-        try:
-            context.load_verify_locations(cafile=str(ca))
-        except (ssl.SSLError, OSError, ValueError):
+        try:  # docker skips a file it cannot read
+            check_ca_file(ca)
+        except ValueError:
             continue
-    return context
+        usable.append(ca)
+    return verifying_context(usable, environ=ctx.environ)
 
 
 class DaemonProxyCheck(Check):

@@ -90,7 +90,6 @@ class RunState:
         self._expected: set[tuple[str | None, str]] = set()
         self._facts: dict[tuple[str | None, Fact[Any]], object] = {}
         self._once: dict[tuple[str | None, str], list[Any]] = {}
-        self._http_contexts: dict[bool, ssl.SSLContext] = {}
         self._sessions: dict[bool, requests.Session] = {}
         self.started = time.monotonic()
         self.deadline = self.started + options.timeout_s
@@ -164,15 +163,15 @@ class RunState:
         )
 
     def http_context(self, verify: bool) -> ssl.SSLContext:
-        """The context all HTTP sessions of the run share (see diagnose.http: urllib3 matches
-        host names itself there, so its changes to the context are the same for everyone)."""
-        with self._lock:
-            ctx = self._http_contexts.get(verify)
-        if ctx is None:
-            ctx = self.ssl_context(verify)
-            with self._lock:
-                ctx = self._http_contexts.setdefault(verify, ctx)
-        return ctx
+        """The context all HTTP sessions share (see diagnose.http: urllib3 matches host names
+        itself there, so its changes to the context are the same for everyone); kept for the
+        process (diagnose.tlscontext)."""
+        from diagnose.tlscontext import verifying_context
+
+        bundle = self.options.ca_bundle
+        return verifying_context(
+            [bundle] if bundle else [], verify=verify, role="http", environ=self.options.environ
+        )
 
     def session(self, verify: bool) -> requests.Session:
         """The HTTP session every check of the run shares: one keep-alive connection pool per
@@ -217,23 +216,15 @@ class RunState:
             session.close()
 
     def ssl_context(self, verify: bool = True) -> ssl.SSLContext:
-        """System trust store plus --ca-bundle: what docker on this host would trust.
+        """System trust store plus --ca-bundle: what docker on this host would trust, with
+        OpenSSL's verdicts brought close to Go's. Kept for the process and shared: never
+        change it (urllib3 gets contexts of its own, `http_context`)."""
+        from diagnose.tlscontext import verifying_context
 
-        Always a new context: urllib3 changes settings (check_hostname) on the context it is
-        handed, so a context shared between checks would make one check's verification depend
-        on what another check is doing at that moment.
-        """
-        import ssl
-
-        from diagnose.x509go import go_like
-
-        ctx = go_like(ssl.create_default_context())  # OpenSSL's verdicts brought to Go's
-        if self.options.ca_bundle is not None:
-            ctx.load_verify_locations(cafile=str(self.options.ca_bundle))
-        if not verify:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        return ctx
+        bundle = self.options.ca_bundle
+        return verifying_context(
+            [bundle] if bundle else [], verify=verify, environ=self.options.environ
+        )
 
 
 NO_IMAGE = "no image reference given (name one: REGISTRY/REPO:TAG, or --image)"

@@ -203,6 +203,14 @@ def make_session(
                 pool_kwargs["assert_hostname"] = name if verifying else False
             return host_params, pool_kwargs
 
+        def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+            # requests hands every verifying connection certifi's bundle, and urllib3 loads it
+            # into the context on each new connection: a trust docker does not have (the
+            # context holds the system store and --ca-bundle already), and 20 ms of CPU a time
+            super().cert_verify(conn, url, verify, cert)  # type: ignore[no-untyped-call]
+            conn.ca_certs = None
+            conn.ca_cert_dir = None
+
         def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
             if pin is not None and request.url:
                 parts = urlsplit(request.url)

@@ -189,14 +189,9 @@ def _file(path: Path) -> Path:
 
 
 def _ca_bundle(path: Path) -> Path:
-    import ssl
+    from diagnose.tlscontext import check_ca_file
 
-    if not path.exists():
-        raise ValueError("does not exist")
-    try:
-        ssl.create_default_context().load_verify_locations(cafile=str(path))
-    except (ssl.SSLError, OSError, ValueError):
-        raise ValueError("holds no usable PEM certificate") from None
+    check_ca_file(path)
     return path
 
 
