@@ -56,11 +56,42 @@ def _pool_classes() -> dict[str, Any]:
     TLS again. Here a readable socket is read without blocking first: records that are not
     application data (the tickets) are consumed and the connection stays; end of stream, or
     data nobody asked for, still count as dropped."""
-    from urllib3.connection import HTTPSConnection
+    from urllib3.connection import HTTPConnection, HTTPSConnection
     from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
     from urllib3.util.wait import wait_for_read
 
-    class TicketTolerantConnection(HTTPSConnection):
+    from diagnose import wire
+
+    class Watched(HTTPConnection):
+        """A request made inside `wire.until(deadline)` ends at that deadline, its headers
+        and body included, however slowly the server sends them."""
+
+        _rd_watch: wire.Watch | None = None
+
+        def request(self, *args: Any, **kwargs: Any) -> None:
+            wire.release(self._rd_watch)  # the previous request on this connection is over
+            self._rd_watch = None
+            super().request(*args, **kwargs)
+
+        def getresponse(self) -> Any:
+            self._rd_watch = wire.watch(self.sock)
+            resp = super().getresponse()
+            if self._rd_watch is not None:
+                resp._rd_watch = self._rd_watch  # type: ignore[attr-defined]
+            return resp
+
+        def close(self) -> None:
+            wire.release(self._rd_watch)
+            self._rd_watch = None
+            super().close()
+
+    class WatchedHTTPS(Watched, HTTPSConnection):
+        pass
+
+    class WatchedPool(HTTPConnectionPool):
+        ConnectionCls = Watched
+
+    class TicketTolerantConnection(WatchedHTTPS):
         @property
         def is_connected(self) -> bool:
             sock = self.sock
@@ -86,7 +117,7 @@ def _pool_classes() -> dict[str, Any]:
     class TicketTolerantPool(HTTPSConnectionPool):
         ConnectionCls = TicketTolerantConnection
 
-    return {"http": HTTPConnectionPool, "https": TicketTolerantPool}
+    return {"http": WatchedPool, "https": TicketTolerantPool}
 
 
 _POOLS: dict[str, Any] = {}
