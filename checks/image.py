@@ -18,7 +18,14 @@ from diagnose.check import Check
 from diagnose.codes import Code
 from diagnose.context import NO_IMAGE, CheckContext, image_of, pushing
 from diagnose.facts import IMAGE_MANIFEST, IMAGE_MANIFEST_DIGEST, TAGS
-from diagnose.findings import denied, messages, rate_limited, registry_error, request_failed
+from diagnose.findings import (
+    REQUEST_CODES,
+    denied,
+    messages,
+    rate_limited,
+    registry_error,
+    request_failed,
+)
 from diagnose.models import Finding, ImageRef, Registry, Status, passed, problem
 from diagnose.secrets import safe_url
 
@@ -54,6 +61,34 @@ def _pulls_left(
                 evidence=evidence,
             )
     return passed(summary, **evidence)
+
+
+def manifest_bytes_problem(
+    ref: ImageRef,
+    body: bytes,
+    actual: str,
+    head_digest: str | None,
+    headers: Any,
+    evidence: dict[str, Any],
+) -> Finding | None:
+    """The manifest's bytes against what was said of them: at most the 4 MiB the clients
+    read, and hashing to the digest pinned in the reference and to the one the registry
+    stated (Docker-Content-Digest, on the HEAD and on the GET)."""
+    from diagnose.findings import manifest_digest_mismatch, manifest_too_large
+    from diagnose.registryapi import MAX_MANIFEST
+
+    what = f"the manifest of {ref.normalized}"
+    if len(body) > MAX_MANIFEST:
+        return manifest_too_large(what, len(body), MAX_MANIFEST, evidence)
+    stated = [
+        (ref.digest, "the digest pinned in the reference"),
+        (headers.get("Docker-Content-Digest"), "the registry's Docker-Content-Digest"),
+        (head_digest, "the Docker-Content-Digest of its HEAD answer"),
+    ]
+    for digest, said_by in stated:
+        if isinstance(digest, str) and digest.startswith("sha256:") and digest != actual:
+            return manifest_digest_mismatch(what, digest, actual, said_by, evidence)
+    return None
 
 
 class ImageReferenceCheck(Check):
@@ -121,6 +156,8 @@ class ManifestCheck(Check):
         "content-trust",
         "nondistributable-artifacts",
         "body-size-limit",
+        "transfer-cut-short",
+        "blob-digest-mismatch",
     )
     codes = (
         Code.REPOSITORY_NOT_FOUND,
@@ -132,9 +169,9 @@ class ManifestCheck(Check):
         Code.RATE_LIMITED,
         Code.RATE_LIMIT_LOW,
         Code.REGISTRY_ERROR,
-        Code.REGISTRY_REQUEST_ERROR,
-        Code.PROXY_ERROR,
         Code.MANIFEST_SCHEMA1,
+        Code.MANIFEST_TOO_LARGE,
+        *REQUEST_CODES,
     )
 
     def skip_reason(self, ctx: CheckContext) -> str | None:
@@ -154,7 +191,14 @@ class ManifestCheck(Check):
             parse_errors,
             rate_limit,
         )
-        from diagnose.registryapi import auth_for, base_url, is_anonymous, read_body, requester
+        from diagnose.registryapi import (
+            auth_for,
+            base_url,
+            follow,
+            is_anonymous,
+            read_body,
+            requester,
+        )
 
         reg, ref = image_of(ctx)
         ctx.result("authorized-request")
@@ -171,7 +215,7 @@ class ManifestCheck(Check):
         }
         t0 = time.monotonic()
         try:
-            head = call("HEAD", url, headers=accept, auth=auth)
+            head, _ = follow(call, "HEAD", url, headers=accept, auth=auth)
             head.close()
         except requests.RequestException as exc:
             return request_failed(ctx.options.environ, url, exc, f"HEAD {ref.reference}")
@@ -198,7 +242,7 @@ class ManifestCheck(Check):
         get_url = f"{base}/manifests/{target}"
         t0 = time.monotonic()
         try:
-            resp = call("GET", get_url, headers=accept, auth=auth, stream=True)
+            resp, _ = follow(call, "GET", get_url, headers=accept, auth=auth, stream=True)
             body = read_body(resp)
         except requests.RequestException as exc:
             return request_failed(ctx.options.environ, get_url, exc, f"GET manifest {target}")
@@ -215,19 +259,9 @@ class ManifestCheck(Check):
             )
         actual = "sha256:" + hashlib.sha256(body).hexdigest()
         evidence["content_digest"] = actual
-        if ref.digest and ref.digest.startswith("sha256:") and actual != ref.digest:
-            return problem(
-                Status.FAIL,
-                f"the registry's manifest for {ref.digest[:19]}… hashes to {actual[:19]}…: "
-                "the clients reject it",
-                code=Code.MANIFEST_DIGEST_MISMATCH,
-                faq=["distribution-errors"],
-                remediation=[
-                    "Something between this host and the registry alters the manifest (a "
-                    "caching proxy or mirror): pull without it, or report it to its owner."
-                ],
-                evidence=evidence,
-            )
+        wrong = manifest_bytes_problem(ref, body, actual, digest, resp.headers, evidence)
+        if wrong is not None:
+            return wrong
         media = resp.headers.get("Content-Type", "").split(";")[0].strip()
         try:
             doc = json.loads(body)

@@ -112,10 +112,13 @@ class PushPathCheck(Check):
             elif chunk.headers.get("Location"):
                 location = urljoin(location, chunk.headers["Location"])
         except requests.RequestException as exc:
-            evidence["chunk_error"] = type(exc).__name__
+            from diagnose.wire import broken
+
+            brk = broken(exc, host=urlsplit(location).netloc).brk
+            evidence["chunk_error"] = brk.to_dict()
             outcome = problem(
                 Status.FAIL,
-                f"sending a {size}-byte chunk failed: {type(exc).__name__} (a proxy or load "
+                f"sending a {size:,}-byte chunk: {brk.describe()} (a proxy or load "
                 "balancer that drops large request bodies does this)",
                 code=Code.PUSH_BODY_TOO_LARGE,
                 faq=["body-size-limit", "network-connectivity"],

@@ -250,6 +250,13 @@ def broken(
     )
 
 
+def how(exc: BaseException, url: str) -> str:
+    """How a request to url broke, in words (never the bare name of an exception)."""
+    from urllib.parse import urlsplit
+
+    return broken(exc, host=urlsplit(url).netloc.rpartition("@")[2]).brk.describe()
+
+
 def again(exc: Broken, attempt: int) -> Broken:
     """The same break, counted as attempt `attempt`."""
     return Broken(replace(exc.brk, attempt=attempt))
