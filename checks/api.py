@@ -97,6 +97,10 @@ class ApiCheck(Check):
             return answer
 
         def transient(exc: BaseException) -> bool:
+            from diagnose.wire import Broken
+
+            if isinstance(exc, Broken) and exc.brk.kind == "timeout":
+                return False  # the deadline ended it: no time for another try
             return isinstance(exc, _Transient | requests.ConnectionError | requests.Timeout)
 
         resp: Any = None

@@ -196,6 +196,7 @@ class ManifestCheck(Check):
             base_url,
             follow,
             is_anonymous,
+            json_object,
             read_body,
             requester,
         )
@@ -263,14 +264,11 @@ class ManifestCheck(Check):
         if wrong is not None:
             return wrong
         media = resp.headers.get("Content-Type", "").split(";")[0].strip()
-        try:
-            doc = json.loads(body)
-        except (ValueError, RecursionError):
-            doc = None
-        if not isinstance(doc, dict):
+        doc, why = json_object(body)
+        if doc is None:
             return problem(
                 Status.FAIL,
-                f"the manifest of {ref.normalized} is not a JSON object",
+                f"the manifest of {ref.normalized} {why}",
                 code=Code.REGISTRY_ERROR,
                 faq=["distribution-errors"],
                 remediation=[

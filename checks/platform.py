@@ -130,11 +130,12 @@ class PlatformCheck(Check):
             from diagnose.content import config_read
 
             got = config_read(ctx, doc)
-            why = (
-                f" (the config {got.verdict}: see image-blobs)"
-                if got is not None and got.verdict not in ("ok", "")
-                else ""
-            )
+            why = {
+                "digest": " (its config is not the blob the manifest names: see image-blobs)",
+                "size": " (its config is not the blob the manifest names: see image-blobs)",
+                "broken": " (reading its config broke: see image-blobs)",
+                "answer": " (the registry did not serve its config: see image-blobs)",
+            }.get(got.verdict if got is not None else "", "")
             return passed(
                 f"a single image manifest (no index); its platform was not read{why}", **evidence
             )

@@ -169,6 +169,23 @@ def read_body(resp: requests.Response, limit: int = MAX_MANIFEST) -> bytes:
     ).data
 
 
+def json_object(body: bytes) -> tuple[dict[str, Any] | None, str]:
+    """A JSON object from a registry's bytes, or None and what is wrong with them, in words
+    a report can carry (invalid UTF-8 and where, the JSON error and where)."""
+    try:
+        doc = json.loads(body)
+    except UnicodeDecodeError as exc:
+        byte = body[exc.start] if exc.start < len(body) else 0
+        return None, f"is not valid UTF-8 (byte 0x{byte:02x} at offset {exc.start})"
+    except json.JSONDecodeError as exc:
+        return None, f"is not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+    except (ValueError, RecursionError):
+        return None, "is not JSON (it nests too deeply)"
+    if not isinstance(doc, dict):
+        return None, "is JSON, but not an object"
+    return doc, ""
+
+
 def base_url(ctx: CheckContext, repository: str | None = None) -> str:
     """https://<login server>/v2/<repository> (the registry's --repository by default)."""
     reg = ctx.registry
@@ -268,12 +285,9 @@ def image_manifest(
             raise Refused(f"manifest {ref[:80]}", m.status_code, m.headers, body)
         if len(body) > MAX_MANIFEST:
             raise NotReadable(f"manifest {ref[:80]} is larger than {MAX_MANIFEST:,} bytes")
-        try:
-            doc = json.loads(body)
-        except (ValueError, RecursionError):
-            raise NotReadable("the manifest is not JSON") from None
-        if not isinstance(doc, dict):
-            raise NotReadable("the manifest is not a JSON object")
+        doc, why = json_object(body)
+        if doc is None:
+            raise NotReadable(f"manifest {ref[:80]} {why}")
         entries = doc.get("manifests")
         if isinstance(entries, list) and entries:
             want_os, want_arch = host_platform()
