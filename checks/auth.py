@@ -459,16 +459,7 @@ class AuthorizedRequestCheck(Check):
     depends_on = ("scope",)
     starts_after = ("dns",)
     timeout_s = 15.0
-    faq_keys = (
-        *ANSWER_FAQ,
-        "permission-propagation",
-        "pull-push-roles",
-        "admin-credentials",
-        "repository-format",
-        "firewall-propagation",
-        "network-connectivity",
-        "manifest-unknown",
-    )
+    faq_keys = (*ANSWER_FAQ, "permission-propagation")
     codes = (
         Code.REGISTRY_AUTH_ERROR,
         Code.REPOSITORY_NOT_FOUND,

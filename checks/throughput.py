@@ -75,7 +75,6 @@ class PullThroughputCheck(Check):
         Code.SLOW_PULL,
         Code.BLOB_DIGEST_MISMATCH,
         Code.BLOB_SIZE_MISMATCH,
-        Code.REGISTRY_REQUEST_ERROR,
         *REQUEST_CODES,
         *ANSWER_CODES,
     )

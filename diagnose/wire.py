@@ -23,7 +23,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import requests
@@ -255,11 +255,6 @@ def how(exc: BaseException, url: str) -> str:
     from urllib.parse import urlsplit
 
     return broken(exc, host=urlsplit(url).netloc.rpartition("@")[2]).brk.describe()
-
-
-def again(exc: Broken, attempt: int) -> Broken:
-    """The same break, counted as attempt `attempt`."""
-    return Broken(replace(exc.brk, attempt=attempt))
 
 
 def retryable(brk: Break) -> bool:

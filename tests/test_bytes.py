@@ -134,10 +134,12 @@ def test_blob_damaged_on_disk_fails_as_the_clients_fail(
     assert theirs.returncode != 0, theirs.stdout
     assert "verification failed" in theirs.stderr or "digest" in theirs.stderr, theirs.stderr
     assert desc["digest"].split(":")[1][:12] in theirs.stderr + theirs.stdout, theirs.stderr
+    assert explained(theirs.stderr.strip().splitlines()[-1])[0] == "blob-digest-mismatch"
     theirs = skopeo_copy(ref, tmp_path / "out")
     print("skopeo:", theirs.stderr.strip()[-300:])
     assert theirs.returncode != 0
-    assert "digest" in theirs.stderr.lower(), theirs.stderr
+    assert "does not match expected" in theirs.stderr or "Digest did not match" in theirs.stderr
+    assert explained(theirs.stderr.strip().splitlines()[-1])[0] == "blob-digest-mismatch"
     # the intact image: both pass
     good = f"{server}/gt/good:1"
     r = diag(env, schema, good, ca=pki.ca_file)
