@@ -256,26 +256,48 @@ def _run_measured(args: list[str], env: dict[str, str], timeout: float) -> tuple
 
 
 HOSTILE = [
-    # (mode, target, the check that meets it, its code, what the report must say)
-    ("trickle", "v2", "api", "CONNECTIVITY_ERROR", "it trickles"),
-    ("trickle", "manifest", "manifest", "TRANSFER_STALLED", "it trickles"),
-    ("trickle", "config", "image-blobs", "TRANSFER_STALLED", "it trickles"),
-    ("endless", "manifest", "manifest", "MANIFEST_TOO_LARGE", "larger than the 4 MiB"),
-    ("endless", "config", "image-blobs", "BLOB_SIZE_MISMATCH", "sent more than"),
-    ("huge-header", "v2", "api", "CONNECTIVITY_ERROR", "a header line over 64 KiB"),
-    ("huge-header", "manifest", "manifest", "REGISTRY_PROTOCOL_ERROR", "header line over 64"),
-    ("redirect-loop", "manifest", "manifest", "REGISTRY_PROTOCOL_ERROR", "redirects without end"),
-    ("redirect-loop", "config", "image-blobs", "REGISTRY_PROTOCOL_ERROR", "a loop"),
-    ("bad-utf8", "manifest", "manifest", "REGISTRY_ERROR", "not valid UTF-8 (byte 0xff"),
+    # (mode, target, the check that meets it, its code, what the report must say, and what
+    # skopeo says on the same server: None where it would wait without end, as Go does)
+    ("trickle", "v2", "api", "CONNECTIVITY_ERROR", "it trickles", None),
+    ("trickle", "manifest", "manifest", "TRANSFER_STALLED", "it trickles", None),
+    ("trickle", "config", "image-blobs", "TRANSFER_STALLED", "it trickles", None),
+    (
+        "endless",
+        "manifest",
+        "manifest",
+        "MANIFEST_TOO_LARGE",
+        "larger than the 4 MiB",
+        "exceeded maximum allowed size of 4194304 bytes",
+    ),
+    ("endless", "config", "image-blobs", "BLOB_SIZE_MISMATCH", "sent more than", None),
+    ("huge-header", "v2", "api", "CONNECTIVITY_ERROR", "a header line over 64 KiB", ""),
+    (
+        "huge-header",
+        "manifest",
+        "manifest",
+        "REGISTRY_PROTOCOL_ERROR",
+        "header line over 64",
+        "transport connection broken",
+    ),
+    (
+        "redirect-loop",
+        "manifest",
+        "manifest",
+        "REGISTRY_PROTOCOL_ERROR",
+        "redirects without end",
+        "stopped after 10 redirects",
+    ),
+    ("redirect-loop", "config", "image-blobs", "REGISTRY_PROTOCOL_ERROR", "a loop", None),
+    ("bad-utf8", "manifest", "manifest", "REGISTRY_ERROR", "not valid UTF-8 (byte 0xff", ""),
 ]
 DEADLINE = 6.0
 PEAK_KIB = 150 * 1024
 PEAKS: dict[str, int] = {}
 
 
-@pytest.mark.parametrize(("mode", "target", "check", "code", "says"), HOSTILE)
+@pytest.mark.parametrize(("mode", "target", "check", "code", "says", "theirs"), HOSTILE)
 def test_hostile_registry_ends_by_its_deadline_in_bounded_memory(
-    mode, target, check, code, says, env, schema, pki, good_cert
+    mode, target, check, code, says, theirs, env, schema, pki, good_cert
 ):
     with hostile.hostile_registry(mode, target, lab.server_context(*good_cert)) as h:
         report, took, peak = _run_measured(
@@ -295,6 +317,15 @@ def test_hostile_registry_ends_by_its_deadline_in_bounded_memory(
             env,
             timeout=DEADLINE + 6.0,  # the deadline, plus the interpreter's start and exit
         )
+        if theirs is not None and SKOPEO is not None:
+            ref = f"docker://127.0.0.1:{h.port}/team/app:1.0"
+            got = subprocess.run(
+                [SKOPEO, "--insecure-policy", "inspect", "--tls-verify=false", ref],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert got.returncode != 0 and theirs in got.stderr, got.stderr
     validate_report(report, schema)
     PEAKS[f"{mode}/{target}"] = peak
     print(f"{mode} on {target}: {took:.2f} s, peak RSS {peak / 1024:.1f} MiB")
@@ -305,3 +336,117 @@ def test_hostile_registry_ends_by_its_deadline_in_bounded_memory(
     assert found["faq"], found
     # the checks that met it end with what the server did, never a check timeout
     assert not [c for c in report["checks"] if c["code"] == "CHECK_TIMEOUT"], report["checks"]
+
+
+# --------------------------------------------- not a success, wherever a check meets it
+INDEX = json.dumps(
+    {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {
+                "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                "digest": hostile.MANIFEST_DIGEST,
+                "size": len(hostile.MANIFEST),
+                "platform": {"os": "linux", "architecture": "amd64"},
+            },
+            {
+                "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                "digest": hostile.MANIFEST_DIGEST,
+                "size": len(hostile.MANIFEST),
+                "platform": {"os": "linux", "architecture": "arm64"},
+            },
+        ],
+    }
+).encode()
+LIMITED = {
+    "Content-Type": "application/json",
+    "RateLimit-Limit": "100;w=21600",
+    "RateLimit-Remaining": "0;w=21600",
+}
+
+
+def _failing_at(where: str, status: int):
+    """A registry that serves an index (tag 1), its image, config and layer, and answers
+    `status` (with rate-limit headers and the spec's error body) at `where` only."""
+    body = lab.registry_errors(
+        "TOOMANYREQUESTS" if status == 429 else "UNAVAILABLE", f"planted {status} at {where}"
+    )
+
+    def answer(method: str, path: str, headers: dict[str, str]) -> lab.Answer:
+        p = path.split("?")[0]
+        kind = (
+            "v2"
+            if p == "/v2/"
+            else "tags"
+            if p.endswith("/tags/list")
+            else "index"
+            if p.endswith("/manifests/1")
+            else "image"
+            if "/manifests/" in p
+            else "config"
+            if p.endswith(hostile.CONFIG_DIGEST)
+            else "layer"
+        )
+        if kind == "v2" and "Authorization" not in headers:
+            return 401, {"WWW-Authenticate": 'Basic realm="r"'}, b"{}"
+        if kind == where:
+            return status, LIMITED, body
+        if kind == "v2":
+            return 200, {}, b"{}"
+        if kind == "tags":
+            return 200, {"Content-Type": "application/json"}, b'{"name":"t/a","tags":["1"]}'
+        if kind == "index":
+            return 200, {"Content-Type": "application/vnd.oci.image.index.v1+json"}, INDEX
+        if kind == "image":
+            ctype = {"Content-Type": "application/vnd.docker.distribution.manifest.v2+json"}
+            return 200, ctype, hostile.MANIFEST
+        return 200, {}, hostile.CONFIG if kind == "config" else hostile.LAYER
+
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("where", "status", "check", "code", "more"),
+    [
+        ("tags", 429, "authorized-request", "RATE_LIMITED", ()),
+        ("tags", 503, "authorized-request", "REGISTRY_ERROR", ()),
+        ("image", 429, "platform", "RATE_LIMITED", ()),
+        ("image", 503, "platform", "REGISTRY_ERROR", ()),
+        ("config", 429, "image-blobs", "RATE_LIMITED", ()),
+        ("layer", 503, "image-blobs", "REGISTRY_ERROR", ()),
+        (
+            "layer",
+            429,
+            "pull-throughput",
+            "RATE_LIMITED",
+            ("--throughput", "--throughput-seconds", "2", "--skip", "internet-speed"),
+        ),
+    ],
+)
+def test_every_answer_that_is_not_a_success_is_a_finding(
+    where, status, check, code, more, env, schema, pki, good_cert
+):
+    with lab.scripted_https(_failing_at(where, status), lab.server_context(*good_cert)) as f:
+        r = lab.diagnose(
+            "check-health",
+            f"127.0.0.1:{f.port}/t/a:1",
+            "--ca-bundle",
+            str(pki.ca_file),
+            "-u",
+            "user",
+            "--password-stdin",
+            "-f",
+            "json",
+            "-q",
+            *more,
+            env=env,
+            stdin="pw",
+        )
+    validate_report(r.report, schema)
+    c = r.check(check)
+    assert (c["status"], c["code"]) == ("fail", code), c
+    assert c["evidence"]["status"] == status
+    assert c["evidence"]["rate_limit"]["remaining"] == 0, c["evidence"]
+    assert f"planted {status} at {where}" in c["summary"], c["summary"]
+    assert c["faq"][0] == ("rate-limit" if status == 429 else "client-timeout"), c["faq"]
