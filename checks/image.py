@@ -80,14 +80,23 @@ def manifest_bytes_problem(
     what = f"the manifest of {ref.normalized}"
     if len(body) > MAX_MANIFEST:
         return manifest_too_large(what, len(body), MAX_MANIFEST, evidence)
-    stated = [
-        (ref.digest, "the digest pinned in the reference"),
-        (headers.get("Docker-Content-Digest"), "the registry's Docker-Content-Digest"),
-        (head_digest, "the Docker-Content-Digest of its HEAD answer"),
-    ]
-    for digest, said_by in stated:
+    if ref.digest and ref.digest.startswith("sha256:") and ref.digest != actual:
+        said = "the digest pinned in the reference"
+        return manifest_digest_mismatch(what, ref.digest, actual, said, evidence)
+    # containerd resolves a tag to the digest the registry states, then checks the bytes
+    # against it; docker's own image store and containers/image take the bytes by tag
+    for digest in (headers.get("Docker-Content-Digest"), head_digest):
         if isinstance(digest, str) and digest.startswith("sha256:") and digest != actual:
-            return manifest_digest_mismatch(what, digest, actual, said_by, evidence)
+            return manifest_digest_mismatch(
+                what,
+                digest,
+                actual,
+                "the registry's Docker-Content-Digest",
+                evidence,
+                "containerd (so the kubelet, nerdctl and docker with the containerd image "
+                "store) refuses it (`unexpected commit digest`); docker's classic image "
+                "store and podman/skopeo take the bytes by tag",
+            )
     return None
 
 

@@ -247,14 +247,18 @@ def manifest_too_large(what: str, seen: int, limit: int, evidence: dict[str, Any
 
 
 def manifest_digest_mismatch(
-    what: str, stated: str, actual: str, said_by: str, evidence: dict[str, Any]
+    what: str,
+    stated: str,
+    actual: str,
+    said_by: str,
+    evidence: dict[str, Any],
+    refused_by: str = "the clients reject it",
 ) -> Finding:
     """A manifest whose bytes do not hash to the digest stated for it (the one pinned in the
     reference, or the registry's Docker-Content-Digest)."""
     return problem(
         Status.FAIL,
-        f"{what} hashes to {actual[:19]}…, but {said_by} says {stated[:19]}…: the clients "
-        "reject it",
+        f"{what} hashes to {actual[:19]}…, but {said_by} says {stated[:19]}…: {refused_by}",
         code=Code.MANIFEST_DIGEST_MISMATCH,
         faq=["distribution-errors", "blob-digest-mismatch"],
         remediation=[

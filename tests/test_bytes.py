@@ -450,3 +450,84 @@ def test_every_answer_that_is_not_a_success_is_a_finding(
     assert c["evidence"]["rate_limit"]["remaining"] == 0, c["evidence"]
     assert f"planted {status} at {where}" in c["summary"], c["summary"]
     assert c["faq"][0] == ("rate-limit" if status == 429 else "client-timeout"), c["faq"]
+
+
+# ------------------------------------- the manifest against the digest the registry states
+@pytest.fixture(scope="module")
+def containerd(tmp_path_factory):
+    """A private containerd (no CRI) for ctr."""
+    if shutil.which("containerd") is None or shutil.which("ctr") is None or os.geteuid() != 0:
+        pytest.skip("containerd, ctr and root are needed")
+    d = tmp_path_factory.mktemp("containerd-bytes")
+    (d / "config.toml").write_text(
+        f'version = 2\nroot = "{d}/root"\nstate = "{d}/state"\n'
+        'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+        f'[grpc]\n  address = "{d}/containerd.sock"\n'
+    )
+    log = (d / "containerd.log").open("wb")
+    proc = subprocess.Popen(
+        ["containerd", "--config", str(d / "config.toml")], stdout=log, stderr=log
+    )
+    try:
+        for _ in range(150):
+            if (d / "containerd.sock").exists():
+                break
+            time.sleep(0.1)
+        else:
+            pytest.skip("containerd did not start")
+        yield d
+    finally:
+        lab.stop_process(proc)
+        log.close()
+
+
+def ctr_fetch(d: Path, port: int, ca: Path, ref: str) -> subprocess.CompletedProcess[str]:
+    """ctr content fetch (resolve, then every blob, each checked; nothing unpacked)."""
+    hosts = d / f"certs-{port}" / f"127.0.0.1:{port}"
+    hosts.mkdir(parents=True, exist_ok=True)
+    (hosts / "hosts.toml").write_text(
+        f'server = "https://127.0.0.1:{port}"\n[host."https://127.0.0.1:{port}"]\n'
+        f'  capabilities = ["pull", "resolve"]\n  ca = "{ca}"\n'
+    )
+    return subprocess.run(
+        ["ctr", "--address", str(d / "containerd.sock"), "-n", f"t{time.monotonic_ns()}", "content", "fetch", "--hosts-dir", str(hosts.parent), ref],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def _stating(digest: str):
+    def answer(method: str, path: str, headers: dict[str, str]) -> lab.Answer:
+        p = path.split("?")[0]
+        if p == "/v2/":
+            return 200, {}, b"{}"
+        if "/manifests/" in p:
+            ctype = "application/vnd.docker.distribution.manifest.v2+json"
+            return 200, {"Content-Type": ctype, "Docker-Content-Digest": digest}, hostile.MANIFEST
+        if p.endswith(hostile.CONFIG_DIGEST):
+            return 200, {}, hostile.CONFIG
+        return 200, {}, hostile.LAYER
+
+    return answer
+
+
+@pytest.mark.parametrize("stated", ["sha256:" + "1" * 64, hostile.MANIFEST_DIGEST])
+def test_manifest_against_the_digest_the_registry_states(
+    stated, containerd, env, schema, pki, good_cert
+):
+    with lab.scripted_https(_stating(stated), lab.server_context(*good_cert)) as f:
+        ref = f"127.0.0.1:{f.port}/team/app:1.0"
+        r = diag(env, schema, ref, ca=pki.ca_file)
+        theirs = ctr_fetch(containerd, f.port, pki.ca_file, ref)
+    c = r.check("manifest")
+    if stated == hostile.MANIFEST_DIGEST:  # the registry says what it sends: both pass
+        assert c["status"] == "pass" and r.rc == 0, c
+        assert theirs.returncode == 0, theirs.stderr
+        return
+    assert (c["status"], c["code"]) == ("fail", "MANIFEST_DIGEST_MISMATCH"), c
+    assert "Docker-Content-Digest" in c["summary"] and "containerd" in c["summary"]
+    assert c["evidence"]["stated_digest"] == stated
+    assert theirs.returncode != 0 and "unexpected commit digest" in theirs.stderr, theirs.stderr
+    assert explained(theirs.stderr.strip().splitlines()[-1])[0] == "blob-digest-mismatch"
