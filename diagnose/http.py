@@ -88,7 +88,13 @@ def _pool_classes() -> dict[str, Any]:
     class WatchedHTTPS(Watched, HTTPSConnection):
         pass
 
-    class WatchedPool(HTTPConnectionPool):
+    class Releasing(HTTPConnectionPool):
+        def _put_conn(self, conn: Any) -> None:
+            if conn is not None:  # back in the pool: its request is over, and so its deadline
+                wire.release(getattr(conn, "_rd_watch", None))
+            super()._put_conn(conn)
+
+    class WatchedPool(Releasing):
         ConnectionCls = Watched
 
     class TicketTolerantConnection(WatchedHTTPS):
@@ -114,7 +120,7 @@ def _pool_classes() -> dict[str, Any]:
             del data
             return False
 
-    class TicketTolerantPool(HTTPSConnectionPool):
+    class TicketTolerantPool(Releasing, HTTPSConnectionPool):
         ConnectionCls = TicketTolerantConnection
 
     return {"http": WatchedPool, "https": TicketTolerantPool}
