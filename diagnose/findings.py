@@ -85,63 +85,53 @@ def request_failed(env: Mapping[str, str], url: str, exc: Exception, what: str) 
     return transfer_broken(what, brk, {"url": safe_url(url)})
 
 
+# how a transfer broke -> (code, FAQ keys, what to do, with {where} for the host)
+_BREAKS: dict[tuple[str, ...], tuple[Code, list[str], str]] = {
+    ("reset", "closed"): (
+        Code.TRANSFER_CUT,
+        ["transfer-cut-short", "network-connectivity", "proxy"],
+        "{where} ended the transfer before all of it arrived. When it stops at the same point "
+        "every time, a proxy, load balancer or cache between this host and it limits body "
+        "size or time: raise the limit, or go around it (NO_PROXY). A one-off cut is a "
+        "network blip: the clients retry a layer, so retry the pull.",
+    ),
+    ("stalled", "timeout"): (
+        Code.TRANSFER_STALLED,
+        ["client-timeout", "transfer-cut-short", "network-connectivity"],
+        "{where} stopped sending (or sends a trickle): docker and containerd wait on such a "
+        "transfer until they give up. Look at the server's load and at what sits on the path "
+        "(a proxy buffering the body, a saturated link), and retry.",
+    ),
+    ("header", "protocol", "redirects", "too-large"): (
+        Code.REGISTRY_PROTOCOL_ERROR,
+        ["distribution-errors", "proxy"],
+        "The answer breaks HTTP or the limits the clients keep (a header line of at most 64 "
+        "KiB, a bounded number of redirects, a manifest of at most 4 MiB): the clients fail "
+        "the same way. Whatever answers on this name ({where}, or a proxy or captive portal "
+        "in front of it) must be fixed, or gone around.",
+    ),
+}
+
+
 def transfer_broken(what: str, brk: Break, evidence: dict[str, Any]) -> Finding:
     """One builder for every transfer that broke, whichever check moved the bytes."""
-    evidence = {**evidence, "transfer": brk.to_dict()}
-    summary = f"{what}: {brk.describe()}"
-    if brk.kind in ("reset", "closed"):
-        return problem(
-            Status.FAIL,
-            summary,
-            code=Code.TRANSFER_CUT,
-            faq=["transfer-cut-short", "network-connectivity", "proxy"],
-            remediation=[
-                f"{brk.where.capitalize()} ended the transfer before all of it arrived. When it "
-                "stops at the same point every time, a proxy, load balancer or cache between "
-                "this host and it limits body size or time: raise the limit, or go around it "
-                "(NO_PROXY).",
-                "A one-off cut is a network blip: the clients retry a layer, so retry the pull.",
-            ],
-            evidence=evidence,
-        )
-    if brk.kind in ("stalled", "timeout"):
-        return problem(
-            Status.FAIL,
-            summary,
-            code=Code.TRANSFER_STALLED,
-            faq=["client-timeout", "transfer-cut-short", "network-connectivity"],
-            remediation=[
-                f"{brk.where.capitalize()} stopped sending (or sends a trickle): docker and "
-                "containerd wait on such a transfer until they give up. Look at the server's "
-                "load and at what sits on the path (a proxy buffering the body, a saturated "
-                "link), and retry.",
-            ],
-            evidence=evidence,
-        )
-    if brk.kind in ("header", "protocol", "redirects", "too-large"):
-        return problem(
-            Status.FAIL,
-            summary,
-            code=Code.REGISTRY_PROTOCOL_ERROR,
-            faq=["distribution-errors", "proxy"],
-            remediation=[
-                "The answer breaks HTTP or the limits the clients keep (a header line of at "
-                "most 64 KiB, a bounded number of redirects, a manifest of at most 4 MiB): "
-                "the clients fail the same way. Whatever answers on this name (the registry, "
-                "or a proxy or captive portal in front of it) must be fixed, or gone around.",
-            ],
-            evidence=evidence,
-        )
+    code, faq, step = next(
+        (v for kinds, v in _BREAKS.items() if brk.kind in kinds),
+        (
+            Code.REGISTRY_REQUEST_ERROR,
+            ["network-connectivity", "client-timeout"],
+            "The registry answered /v2/ but not this request: retry, and look at what sits "
+            "between this host and {where} (proxy, load balancer).",
+        ),
+    )
+    text = step.format(where=brk.where)
     return problem(
         Status.FAIL,
-        summary,
-        code=Code.REGISTRY_REQUEST_ERROR,
-        faq=["network-connectivity", "client-timeout"],
-        remediation=[
-            "The registry answered /v2/ but not this request: retry, and look at what sits "
-            "between this host and the registry (proxy, load balancer)."
-        ],
-        evidence=evidence,
+        f"{what}: {brk.describe()}",
+        code=code,
+        faq=faq,
+        remediation=[text[:1].upper() + text[1:]],
+        evidence={**evidence, "transfer": brk.to_dict()},
     )
 
 
