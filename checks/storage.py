@@ -37,16 +37,6 @@ class BlobRedirectCheck(Check):
     codes = (Code.STORAGE_REDIRECT_ERROR, *REQUEST_CODES, *ANSWER_CODES)
 
     def run(self, ctx: CheckContext) -> Finding:
-        from diagnose.registryapi import (
-            NotReadable,
-            auth_for,
-            base_url,
-            getter,
-            is_anonymous,
-            read_body,
-        )
-        from diagnose.wire import Broken
-
         reg = ctx.registry
         assert reg is not None
         if not reg.repository:
@@ -56,6 +46,16 @@ class BlobRedirectCheck(Check):
                 "the image-blobs check fetches every blob of the image, redirects included"
             )
         import requests
+
+        from diagnose.registryapi import (
+            NotReadable,
+            auth_for,
+            base_url,
+            getter,
+            is_anonymous,
+            read_body,
+        )
+        from diagnose.wire import Broken
 
         ctx.result("authorized-request")
         headers, auth = auth_for(ctx)

@@ -113,7 +113,8 @@ def requester(ctx: CheckContext) -> Requester:
                     allow_redirects=False,
                     timeout=(ctx.budget(5), wire.STALL_S),
                     proxies=ctx.proxies(url),
-                    stream=True,
+                    # a HEAD has no body to bound; streamed, urllib3 would drop its connection
+                    stream=method != "HEAD",
                     **kw,
                 )
             except requests.exceptions.ProxyError:
