@@ -407,9 +407,11 @@ def drain(
     sink: Callable[[bytes], Any] | None = None,
     expected: int | None = None,
 ) -> Body:
-    """Read the body until it ends or passes `limit` (then stop: a server that sends without
-    end costs no more than that), feeding `sink`; the response is closed either way. A break
-    raises Broken with the bytes received so far."""
+    """Read the body until it ends or passes `limit` (then stop, one byte past it: a server
+    that sends without end costs no more than that), feeding `sink`; the response is closed
+    either way. A break raises Broken with the bytes received so far."""
+    import urllib3.exceptions as u3
+
     buf = bytearray()
     count = 0
     t0 = time.monotonic()
@@ -417,15 +419,19 @@ def drain(
         length = resp.headers.get("Content-Length", "")
         expected = int(length) if length.isascii() and length.isdigit() else None
     try:
-        for chunk in resp.iter_content(CHUNK):
+        while True:
+            chunk = resp.raw.read(min(CHUNK, limit + 1 - count), decode_content=True)
+            if not chunk:
+                resp._content_consumed = True  # type: ignore[attr-defined]  # reused now
+                break
             count += len(chunk)
             if sink is not None:
                 sink(chunk)
             if keep:
                 buf += chunk
             if count > limit:
-                return Body(bytes(buf[: limit + 1]), count, True, time.monotonic() - t0)
-    except requests.RequestException as exc:
+                return Body(bytes(buf), count, True, time.monotonic() - t0)
+    except (requests.RequestException, u3.HTTPError, OSError, http.client.HTTPException) as exc:
         w = watch_of(resp)
         raise broken(
             exc,

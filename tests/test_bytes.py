@@ -490,7 +490,18 @@ def ctr_fetch(d: Path, port: int, ca: Path, ref: str) -> subprocess.CompletedPro
         f'  capabilities = ["pull", "resolve"]\n  ca = "{ca}"\n'
     )
     return subprocess.run(
-        ["ctr", "--address", str(d / "containerd.sock"), "-n", f"t{time.monotonic_ns()}", "content", "fetch", "--hosts-dir", str(hosts.parent), ref],
+        [
+            "ctr",
+            "--address",
+            str(d / "containerd.sock"),
+            "-n",
+            f"t{time.monotonic_ns()}",
+            "content",
+            "fetch",
+            "--hosts-dir",
+            str(hosts.parent),
+            ref,
+        ],
         capture_output=True,
         text=True,
         timeout=60,
