@@ -56,7 +56,7 @@ class Break:
 
     kind: str
     host: str = ""
-    role: str = "registry"  # or "storage": the host a blob redirect led to
+    role: str = "registry"  # "storage": the host a blob redirect led to; "token": the realm
     received: int = 0
     expected: int | None = None
     attempt: int = 1
@@ -67,7 +67,10 @@ class Break:
 
     @property
     def where(self) -> str:
-        who = "the registry" if self.role == "registry" else "the storage host it redirected to"
+        who = {
+            "registry": "the registry",
+            "token": "the token service",
+        }.get(self.role, "the storage host it redirected to")
         return f"{self.host} ({who})" if self.host else who
 
     @property
@@ -250,11 +253,12 @@ def broken(
     )
 
 
-def how(exc: BaseException, url: str) -> str:
+def how(exc: BaseException, url: str, role: str = "registry", fired: bool = False) -> str:
     """How a request to url broke, in words (never the bare name of an exception)."""
     from urllib.parse import urlsplit
 
-    return broken(exc, host=urlsplit(url).netloc.rpartition("@")[2]).brk.describe()
+    host = urlsplit(url).netloc.rpartition("@")[2]
+    return broken(exc, host=host, role=role, fired=fired).brk.describe()
 
 
 def retryable(brk: Break) -> bool:
