@@ -105,29 +105,38 @@ def requester(ctx: CheckContext) -> Requester:
         host = urlsplit(url).netloc.rpartition("@")[2]
         role = role_of(url, home)
         t0 = time.monotonic()
-        with wire.until(until) as guard:
-            try:
-                resp = session.request(
-                    method,
-                    url,
-                    allow_redirects=False,
-                    timeout=(ctx.budget(5), wire.STALL_S),
-                    proxies=ctx.proxies(url),
-                    # a HEAD has no body to bound; streamed, urllib3 would drop its connection
-                    stream=method != "HEAD",
-                    **kw,
-                )
-            except requests.exceptions.ProxyError:
-                raise
-            except requests.RequestException as exc:
-                raise wire.broken(
-                    exc,
-                    host=host,
-                    role=role,
-                    attempt=attempt,
-                    seconds=time.monotonic() - t0,
-                    fired=guard.fired,
-                ) from None
+        for again in (True, False):
+            with wire.until(until) as guard:
+                try:
+                    resp = session.request(
+                        method,
+                        url,
+                        allow_redirects=False,
+                        timeout=(ctx.budget(5), wire.STALL_S),
+                        proxies=ctx.proxies(url),
+                        # a HEAD has no body to bound; streamed, urllib3 drops its connection
+                        stream=method != "HEAD",
+                        **kw,
+                    )
+                    break
+                except requests.exceptions.ProxyError:
+                    raise
+                except requests.RequestException as exc:
+                    cut = wire.broken(
+                        exc,
+                        host=host,
+                        role=role,
+                        attempt=attempt,
+                        seconds=time.monotonic() - t0,
+                        fired=guard.fired,
+                    )
+            # as Go's transport does: a request without a body, closed before any answer
+            # (a kept-alive connection the server had just let go), is sent once more
+            brk = cut.brk
+            if not (again and brk.kind in ("closed", "reset") and brk.phase == "headers"):
+                raise cut
+            if method not in ("GET", "HEAD") or "data" in kw:
+                raise cut
         resp._rd_role = role  # type: ignore[attr-defined]
         resp._rd_attempt = attempt  # type: ignore[attr-defined]
         if not stream and method != "HEAD":

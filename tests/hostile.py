@@ -219,7 +219,12 @@ def _hostile(h: Hostile, conn: ssl.SSLSocket, method: str, path: str, kind: str)
     elif h.mode == "redirect-loop":
         there = path.split("?", 1)[0]
         other = there + "x" if not there.endswith("x") else there[:-1]
-        conn.sendall(_head("307 Temporary Redirect", {"Location": other, "Content-Length": "0"}))
+        conn.sendall(
+            _head(
+                "307 Temporary Redirect",
+                {"Location": other, "Content-Length": "0", "Connection": "close"},
+            )
+        )
     elif h.mode == "bad-utf8":
         if kind == "v2":
             body = b'{"\xff":1}'
@@ -231,6 +236,7 @@ def _hostile(h: Hostile, conn: ssl.SSLSocket, method: str, path: str, kind: str)
                         "Content-Length": str(len(body)),
                         "WWW-Authenticate": f'Bearer realm="{realm}",service="s\xfe"',
                         "Docker-Distribution-API-Version": "registry/2.0",
+                        "Connection": "close",
                     },
                 )
                 + body
@@ -238,7 +244,7 @@ def _hostile(h: Hostile, conn: ssl.SSLSocket, method: str, path: str, kind: str)
             return
         body = b'{"schemaVersion": 2, "config": {"digest": "sha256:\xff\xfe"}, "\xc3\x28": 1}'
         ctype = "application/vnd.docker.distribution.manifest.v2+json; charset=\xff"
-        conn.sendall(_answer(body, ctype, method))
+        conn.sendall(_answer(body, ctype, method, {"Connection": "close"}))
 
 
 @contextlib.contextmanager
