@@ -126,7 +126,7 @@ def requester(ctx: CheckContext) -> Requester:
                         exc,
                         host=host,
                         role=role,
-                        attempt=attempt,
+                        attempt=attempt if again else attempt + 1,
                         seconds=time.monotonic() - t0,
                         fired=guard.fired,
                     )
