@@ -214,8 +214,6 @@ def classify(exc: BaseException, *, fired: bool = False) -> tuple[str, str, str]
         return "protocol", phase, _detail(bad)
     if any("Connection broken" in str(e) or "Connection aborted" in str(e) for e in chain):
         return "closed", phase, ""
-    if has(OSError):
-        return "error", phase, _detail(chain[-1])
     return "error", phase, _detail(chain[-1])
 
 
