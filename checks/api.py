@@ -74,20 +74,36 @@ class ApiCheck(Check):
         evidence: dict[str, Any] = {"url": url, "hops": hops}
 
         def get(url: str) -> tuple[Any, float, float]:
+            from diagnose import wire
+
             t0 = time.monotonic()
-            resp = session.get(
-                url,
-                allow_redirects=False,
-                stream=True,
-                timeout=(ctx.budget(5.0), ctx.budget(10.0)),
-                proxies=ctx.proxies(url),
-            )
+            # ends at the check's deadline even when the server trickles its headers
+            with wire.until(ctx.deadline - 0.5) as guard:
+                try:
+                    resp = session.get(
+                        url,
+                        allow_redirects=False,
+                        stream=True,
+                        timeout=(ctx.budget(5.0), ctx.budget(10.0)),
+                        proxies=ctx.proxies(url),
+                    )
+                except (requests.exceptions.ProxyError, requests.exceptions.SSLError):
+                    raise
+                except requests.RequestException as exc:
+                    host = urlsplit(url).netloc
+                    raise wire.broken(
+                        exc, host=host, seconds=time.monotonic() - t0, fired=guard.fired
+                    ) from None
             answer = (resp, (time.monotonic() - t0) * 1000, time.time())
             if resp.status_code in TRANSIENT_STATUS:
                 raise _Transient(answer)
             return answer
 
         def transient(exc: BaseException) -> bool:
+            from diagnose.wire import Broken
+
+            if isinstance(exc, Broken) and exc.brk.kind == "timeout":
+                return False  # the deadline ended it: no time for another try
             return isinstance(exc, _Transient | requests.ConnectionError | requests.Timeout)
 
         resp: Any = None
@@ -228,19 +244,25 @@ class ApiCheck(Check):
             from diagnose.proxy import proxy_failure
 
             return proxy_failure(url, str(last), exc.attempts, evidence, env)
-        if isinstance(last, requests.Timeout):
-            summary, faq = f"GET {url} timed out", ["client-timeout", "network-connectivity"]
-        elif isinstance(last, requests.exceptions.SSLError):
+        from diagnose.wire import Broken
+
+        if isinstance(last, requests.exceptions.SSLError):
             from diagnose.x509go import go_reason
 
             why = go_reason(last)
             summary = f"GET {url} failed in TLS" + (f" ({why})" if why else "")
             faq = ["certificate-trust" if why else "network-connectivity", "tls12"]
-        else:
-            summary, faq = (
-                f"GET {url} got no answer ({type(last).__name__})",
-                ["network-connectivity"],
+        elif isinstance(last, Broken):
+            evidence["transfer"] = last.brk.to_dict()
+            evidence["error"] = last.brk.kind
+            summary = f"GET {url}: {last.brk.describe().rsplit(', on attempt', 1)[0]}"
+            faq = (
+                ["client-timeout", "network-connectivity"]
+                if last.brk.kind in ("stalled", "timeout")
+                else ["network-connectivity", "registry-api-v2"]
             )
+        else:
+            summary, faq = f"GET {url} got no answer", ["network-connectivity"]
         return problem(
             Status.FAIL,
             f"{summary} after {exc.attempts} attempt(s)",

@@ -5,6 +5,7 @@ authorized-request."""
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,7 @@ from diagnose.codes import Code
 from diagnose.context import CheckContext, Options
 from diagnose.credentials import RELOGIN, Credential, CredentialError, jwt_claims
 from diagnose.facts import ACCESS_TOKEN, API_ANSWER, CHALLENGE, GRANT, SCHEME, TAGS
+from diagnose.findings import ANSWER_CODES, ANSWER_FAQ, REQUEST_CODES
 from diagnose.models import Finding, Status, passed, problem, skipped
 from diagnose.resolve import ResolveError
 
@@ -527,16 +529,14 @@ class AuthorizedRequestCheck(Check):
     depends_on = ("scope",)
     starts_after = ("dns",)
     timeout_s = 15.0
-    faq_keys = (
-        "permission-propagation",
-        "pull-push-roles",
-        "admin-credentials",
-        "repository-format",
-        "firewall-propagation",
-        "network-connectivity",
-        "manifest-unknown",
+    faq_keys = (*ANSWER_FAQ, "permission-propagation")
+    codes = (
+        Code.REGISTRY_AUTH_ERROR,
+        Code.REPOSITORY_NOT_FOUND,
+        Code.CONNECTIVITY_FORBIDDEN_ERROR,
+        *REQUEST_CODES,
+        *ANSWER_CODES,
     )
-    codes = (Code.REGISTRY_AUTH_ERROR, Code.REPOSITORY_NOT_FOUND, Code.CONNECTIVITY_FORBIDDEN_ERROR)
 
     def run(self, ctx: CheckContext) -> Finding:
         import requests
@@ -570,35 +570,36 @@ class AuthorizedRequestCheck(Check):
             scheme = "http"
         path = f"/v2/{reg.repository}/tags/list" if reg.repository else "/v2/"
         url = f"{scheme}://{reg.login_server}{path}"
-        session = ctx.http(verify=not ctx.options.insecure)
+        from diagnose.findings import answer, request_failed
+        from diagnose.registryapi import read_body, requester
+
+        call = requester(ctx)  # bounded: the check's deadline, and at most 4 MiB of body
         t0 = time.monotonic()
         try:
-            resp = session.get(
-                url,
-                headers=headers,
-                auth=auth,
-                allow_redirects=False,
-                timeout=(ctx.budget(5.0), ctx.budget(10.0)),
-                proxies=ctx.proxies(url),
-            )
+            resp = call("GET", url, headers=headers, auth=auth, stream=True)
+            raw = read_body(resp)
         except requests.RequestException as exc:
-            return problem(
-                Status.FAIL,
-                f"GET {path} failed: {type(exc).__name__}",
-                code=Code.REGISTRY_AUTH_ERROR,
-                faq=["network-connectivity"],
-                evidence={"url": url},
-            )
+            return request_failed(ctx.environ, url, exc, f"GET {path}")
         ms = (time.monotonic() - t0) * 1000
-        body = resp.text[:2000] if resp.status_code != 200 else ""
+        body = raw[:2000].decode("utf-8", "replace") if resp.status_code != 200 else ""
         evidence: dict[str, Any] = {"url": url, "status": resp.status_code, "ms": round(ms, 2)}
+        if resp.status_code == 429 or resp.status_code >= 500:
+            return answer(
+                f"GET {path}",
+                resp.status_code,
+                resp.headers,
+                raw,
+                server=reg.login_server,
+                anonymous=False,
+                evidence=evidence,
+            )
         if resp.status_code == 200:
             tags: list[str] = []
             if reg.repository:
                 try:
-                    data = resp.json()
+                    data = json.loads(raw)
                     tags = [str(t) for t in (data.get("tags") or [])][:1000]
-                except (ValueError, AttributeError):
+                except (ValueError, AttributeError, TypeError, RecursionError):
                     tags = []
                 ctx.put(TAGS, tags)
                 evidence["tags"] = len(tags)

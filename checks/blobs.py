@@ -1,5 +1,7 @@
-"""Can every blob of the image be fetched? The config and each layer, one byte of each, with
-storage redirects followed by hand and without the registry's Authorization header."""
+"""Can every blob of the image be fetched, and is it what the manifest names? The config is
+read whole and checked (digest and size), so is every layer small enough to read in the time
+(the rest get a one-byte probe); storage redirects are followed by hand without the
+registry's Authorization header. A transfer that breaks says how, where and on which attempt."""
 
 from __future__ import annotations
 
@@ -10,10 +12,23 @@ from diagnose.check import Check
 from diagnose.codes import Code
 from diagnose.context import NO_IMAGE, CheckContext, image_of
 from diagnose.facts import PLATFORM_MANIFEST
-from diagnose.findings import registry_error, storage_unreachable
+from diagnose.findings import (
+    ANSWER_CODES,
+    ANSWER_FAQ,
+    REQUEST_CODES,
+    answer,
+    blob_mismatch,
+    storage_unreachable,
+    transfer_broken,
+)
 from diagnose.models import Finding, Status, passed, problem, skipped
 
 MAX_BLOBS = 128
+WHOLE_LAYER = 16 * 1024 * 1024  # a layer up to this size is read whole and checked
+WHOLE_TOTAL = 64 * 1024 * 1024  # at most this much in all
+SOFT_MARGIN_S = 3.0  # whole reads stop this long before the deadline, to report in time
+# a break reaching the storage host at all (not a cut in the middle of a transfer)
+UNREACHABLE = ("dns", "refused", "unreachable", "tls", "error")
 
 
 class ImageBlobsCheck(Check):
@@ -24,29 +39,18 @@ class ImageBlobsCheck(Check):
     starts_after = ("dns",)
     timeout_s = 30.0
     faq_keys = (
-        "manifest-unknown",
+        *ANSWER_FAQ,
+        "blob-digest-mismatch",
         "storage-endpoint",
         "redirect-auth-header",
-        "firewall-propagation",
-        "network-connectivity",
-        "nondistributable-artifacts",
-        "proxy",
-        "client-timeout",
-        "distribution-errors",
-        "pull-push-roles",
-        "operation-not-allowed",
-        "rate-limit",
-        "repository-format",
-        "registry-read-only",
-        "body-size-limit",
-        "admin-credentials",
-        "content-trust",
     )
     codes = (
         Code.BLOB_UNKNOWN,
         Code.STORAGE_REDIRECT_ERROR,
-        Code.BLOB_DOWNLOAD_ERROR,
-        Code.PROXY_ERROR,
+        Code.BLOB_DIGEST_MISMATCH,
+        Code.BLOB_SIZE_MISMATCH,
+        *REQUEST_CODES,
+        *ANSWER_CODES,
     )
 
     def skip_reason(self, ctx: CheckContext) -> str | None:
@@ -59,7 +63,8 @@ class ImageBlobsCheck(Check):
 
         import requests
 
-        from diagnose.registryapi import base_url, fetch_blob, image_config
+        from diagnose.content import BlobRead, config_read, descriptor_size, fetch
+        from diagnose.registryapi import base_url
 
         image_of(ctx)
         ctx.result("platform")
@@ -70,13 +75,17 @@ class ImageBlobsCheck(Check):
         if isinstance(doc.get("config"), dict):
             blobs.append({**doc["config"], "role": "config"})
         foreign = []
+        budget = WHOLE_TOTAL
         for layer in doc.get("layers") or []:
             if not isinstance(layer, dict) or not isinstance(layer.get("digest"), str):
                 continue
             if layer.get("urls"):
                 foreign.append(layer["digest"])
                 continue
-            blobs.append({**layer, "role": "layer"})
+            size = descriptor_size(layer)
+            whole = size is not None and size <= min(WHOLE_LAYER, budget)
+            budget -= size if whole and size else 0
+            blobs.append({**layer, "role": "layer", "whole": whole})
         blobs = [b for b in blobs if isinstance(b.get("digest"), str)][:MAX_BLOBS]
         total = sum(int(b.get("size") or 0) for b in blobs if isinstance(b.get("size"), int))
         evidence: dict[str, Any] = {
@@ -85,98 +94,110 @@ class ImageBlobsCheck(Check):
             "bytes": total,
             "foreign_layers": foreign,
         }
+        soft = ctx.deadline - SOFT_MARGIN_S
 
-        def probe(blob: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-            if blob["role"] == "config" and image_config(ctx, doc) is not None:
-                return blob, (200, None, {})  # read already, for the platform: not asked twice
+        def probe(blob: dict[str, Any]) -> tuple[dict[str, Any], BlobRead | Exception | None]:
             try:
-                return blob, fetch_blob(ctx, str(blob["digest"]))
-            except requests.RequestException as exc:
+                if blob["role"] == "config":  # read whole for the platform: not asked twice
+                    return blob, config_read(ctx, doc)
+                whole = bool(blob.get("whole"))
+                return blob, fetch(
+                    ctx,
+                    str(blob["digest"]),
+                    size=descriptor_size(blob),
+                    whole=whole,
+                    attempts=2 if whole else 1,
+                    soft_deadline=soft if whole else None,
+                )
+            except requests.RequestException as exc:  # a proxy's own failure
                 return blob, exc
 
         with ThreadPoolExecutor(max_workers=4) as pool:
             outcomes = list(pool.map(probe, blobs))
-        storage = sorted(
-            {
-                o[1][2].get("storage_host")
-                for o in outcomes
-                if isinstance(o[1], tuple) and o[1][2].get("storage_host")
-            }
-        )
+        reads = [o for _, o in outcomes if isinstance(o, BlobRead)]
+        storage = sorted({r.facts["storage_host"] for r in reads if r.facts.get("storage_host")})
         evidence["storage_hosts"] = storage
-        timed = [
-            o[1][2]["first_byte_ms"]
-            for o in outcomes
-            if isinstance(o[1], tuple) and "first_byte_ms" in o[1][2]  # not when storage failed
-        ]
+        timed = [r.facts["first_byte_ms"] for r in reads if "first_byte_ms" in r.facts]
         evidence["first_byte_ms"] = min(timed) if timed else None  # the quickest blob's
+        evidence["verified"] = sum(1 for r in reads if r.verdict == "ok")
+        evidence["unverified"] = [r.digest for r in reads if r.verdict == "unverified"]
+        retried = [b.to_dict() for r in reads for b in r.earlier]
+        if retried:
+            evidence["retried"] = retried
         for blob, outcome in outcomes:
             short = f"{blob['role']} {str(blob['digest'])[:19]}…"
             if isinstance(outcome, Exception):
-                facts = {"digest": blob["digest"], "error": type(outcome).__name__}
-                if isinstance(outcome, requests.exceptions.ProxyError):
-                    from diagnose.proxy import proxy_failure
+                from diagnose.proxy import proxy_failure
 
-                    return proxy_failure(
-                        f"{base_url(ctx)}/blobs/{blob['digest']}",
-                        str(outcome),
-                        1,
-                        {**evidence, **facts},
-                        ctx.options.environ,
-                    )
-                if storage:
-                    return self._storage(
-                        storage,
-                        f"{short}: {type(outcome).__name__}",
-                        {**evidence, **facts},
-                        ctx.options.environ,
-                    )
-                return problem(
-                    Status.FAIL,
-                    f"{short} could not be fetched: {type(outcome).__name__}",
-                    code=Code.BLOB_DOWNLOAD_ERROR,
-                    faq=["network-connectivity", "client-timeout"],
-                    remediation=[
-                        "Retry; check the path to the registry for a proxy or load "
-                        "balancer that cuts long transfers."
-                    ],
-                    evidence={**evidence, **facts},
-                )
-            status, _, facts = outcome
-            if status in (200, 206):
-                continue
-            evidence.update(failed=blob["digest"], **facts)
-            if facts.get("storage_host"):
-                what = facts.get("storage_error") or f"storage answered HTTP {status}"
-                return self._storage(
-                    [facts["storage_host"]],
-                    f"{short}: {what}",
-                    evidence,
+                return proxy_failure(
+                    f"{base_url(ctx)}/blobs/{blob['digest']}",
+                    str(outcome),
+                    1,
+                    {**evidence, "digest": blob["digest"]},
                     ctx.options.environ,
                 )
-            if status == 404:
-                return problem(
-                    Status.FAIL,
-                    f"{short} is not in the registry (404 BLOB_UNKNOWN): the pull stops there",
-                    code=Code.BLOB_UNKNOWN,
-                    faq=["manifest-unknown"],
-                    remediation=[
-                        "The manifest refers to a blob the repository no longer holds (a "
-                        "partial push, or garbage collection): push the image again."
-                    ],
-                    evidence=evidence,
-                )
-            return registry_error(f"{short}", status, [], evidence)
+            if outcome is None or outcome.verdict in ("ok", "probed", "unverified"):
+                continue
+            found = self._verdict(ctx, short, outcome, evidence)
+            if found is not None:
+                return found
         via = f", through {', '.join(storage)}" if storage else ""
+        checked = evidence["verified"]
         return passed(
             f"config and {evidence['layers']} layer(s) reachable ({total / 1e6:.1f} MB"
-            f"{via})"
+            f"{via}); {checked} blob(s) read whole and matching their digest and size"
             + (
                 f"; {len(foreign)} foreign layer(s) left to the nondistributable-artifacts check"
                 if foreign
                 else ""
             ),
             **evidence,
+        )
+
+    def _verdict(
+        self, ctx: CheckContext, short: str, rd: Any, evidence: dict[str, Any]
+    ) -> Finding | None:
+        """The finding for one blob that is not fine."""
+        from diagnose.registryapi import auth_for, is_anonymous
+
+        facts = {**evidence, "failed": rd.digest, **rd.facts}
+        storage = rd.facts.get("storage_host")
+        if rd.verdict in ("digest", "size"):
+            return blob_mismatch(
+                short, rd.digest, rd.size, rd.actual, rd.received, rd.where, facts, over=rd.over
+            )
+        if rd.verdict == "broken" and rd.brk is not None:
+            if storage and rd.brk.kind in UNREACHABLE:
+                return self._storage([storage], f"{short}: {rd.brk.describe()}", facts, ctx.environ)
+            return transfer_broken(short, rd.brk, facts)
+        if rd.verdict != "answer":
+            return None
+        if storage and rd.status != 429:
+            return self._storage(
+                [storage], f"{short}: storage answered HTTP {rd.status}", facts, ctx.environ
+            )
+        if rd.status == 404:
+            return problem(
+                Status.FAIL,
+                f"{short} is not in the registry (404 BLOB_UNKNOWN): the pull stops there",
+                code=Code.BLOB_UNKNOWN,
+                faq=["manifest-unknown"],
+                remediation=[
+                    "The manifest refers to a blob the repository no longer holds (a "
+                    "partial push, or garbage collection): push the image again."
+                ],
+                evidence=facts,
+            )
+        headers, auth = auth_for(ctx)
+        reg = ctx.registry
+        return answer(
+            short,
+            rd.status,
+            rd.headers,
+            rd.body,
+            server=reg.login_server if reg else "",
+            anonymous=is_anonymous(ctx, headers, auth),
+            evidence=facts,
         )
 
     def _storage(

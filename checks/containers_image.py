@@ -312,11 +312,14 @@ def _signature_present(
         here = ctx.options.host_root / path / leaf
         return here.is_file(), str(Path("/") / path / leaf)
     url = base.rstrip("/") + "/" + leaf
+    from diagnose.registryapi import requester
+    from diagnose.wire import how
+
     try:
-        r = ctx.http(verify=True).get(url, timeout=(ctx.budget(5), ctx.budget(5)))
+        r = requester(ctx)("GET", url)  # bounded in time and size
         return r.status_code == 200, url
     except Exception as exc:
-        return False, f"{url} ({type(exc).__name__})"
+        return False, f"{url} ({how(exc, url)})"
 
 
 def _attachment_present(
@@ -334,16 +337,19 @@ def _attachment_present(
     scheme = "http" if reg.scheme == "http" else "https"
     url = f"{scheme}://{reg.login_server}/v2/{repo}/manifests/{tag}"
     headers, auth = auth_for(ctx)
+    from diagnose.registryapi import requester
+    from diagnose.wire import how
+
     try:
-        r = ctx.http(verify=not ctx.options.insecure).head(
+        r = requester(ctx)(
+            "HEAD",
             url,
             headers={**headers, "Accept": "application/vnd.oci.image.manifest.v1+json"},
             auth=auth,
-            timeout=(ctx.budget(5), ctx.budget(5)),
         )
         return r.status_code == 200, f"tag {tag} in {repo}"
     except Exception as exc:
-        return False, f"tag {tag} in {repo} ({type(exc).__name__})"
+        return False, f"tag {tag} in {repo} ({how(exc, url)})"
 
 
 class SignaturePolicyCheck(Check):

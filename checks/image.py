@@ -18,7 +18,14 @@ from diagnose.check import Check
 from diagnose.codes import Code
 from diagnose.context import NO_IMAGE, CheckContext, image_of, pushing
 from diagnose.facts import IMAGE_MANIFEST, IMAGE_MANIFEST_DIGEST, TAGS
-from diagnose.findings import denied, messages, rate_limited, registry_error, request_failed
+from diagnose.findings import (
+    REQUEST_CODES,
+    denied,
+    messages,
+    rate_limited,
+    registry_error,
+    request_failed,
+)
 from diagnose.models import Finding, ImageRef, Registry, Status, passed, problem
 from diagnose.secrets import safe_url
 
@@ -54,6 +61,43 @@ def _pulls_left(
                 evidence=evidence,
             )
     return passed(summary, **evidence)
+
+
+def manifest_bytes_problem(
+    ref: ImageRef,
+    body: bytes,
+    actual: str,
+    head_digest: str | None,
+    headers: Any,
+    evidence: dict[str, Any],
+) -> Finding | None:
+    """The manifest's bytes against what was said of them: at most the 4 MiB the clients
+    read, and hashing to the digest pinned in the reference and to the one the registry
+    stated (Docker-Content-Digest, on the HEAD and on the GET)."""
+    from diagnose.findings import manifest_digest_mismatch, manifest_too_large
+    from diagnose.registryapi import MAX_MANIFEST
+
+    what = f"the manifest of {ref.normalized}"
+    if len(body) > MAX_MANIFEST:
+        return manifest_too_large(what, len(body), MAX_MANIFEST, evidence)
+    if ref.digest and ref.digest.startswith("sha256:") and ref.digest != actual:
+        said = "the digest pinned in the reference"
+        return manifest_digest_mismatch(what, ref.digest, actual, said, evidence)
+    # containerd resolves a tag to the digest the registry states, then checks the bytes
+    # against it; docker's own image store and containers/image take the bytes by tag
+    for digest in (headers.get("Docker-Content-Digest"), head_digest):
+        if isinstance(digest, str) and digest.startswith("sha256:") and digest != actual:
+            return manifest_digest_mismatch(
+                what,
+                digest,
+                actual,
+                "the registry's Docker-Content-Digest",
+                evidence,
+                "containerd (so the kubelet, nerdctl and docker with the containerd image "
+                "store) refuses it (`unexpected commit digest`); docker's classic image "
+                "store and podman/skopeo take the bytes by tag",
+            )
+    return None
 
 
 class ImageReferenceCheck(Check):
@@ -121,6 +165,8 @@ class ManifestCheck(Check):
         "content-trust",
         "nondistributable-artifacts",
         "body-size-limit",
+        "transfer-cut-short",
+        "blob-digest-mismatch",
     )
     codes = (
         Code.REPOSITORY_NOT_FOUND,
@@ -132,9 +178,9 @@ class ManifestCheck(Check):
         Code.RATE_LIMITED,
         Code.RATE_LIMIT_LOW,
         Code.REGISTRY_ERROR,
-        Code.REGISTRY_REQUEST_ERROR,
-        Code.PROXY_ERROR,
         Code.MANIFEST_SCHEMA1,
+        Code.MANIFEST_TOO_LARGE,
+        *REQUEST_CODES,
     )
 
     def skip_reason(self, ctx: CheckContext) -> str | None:
@@ -154,7 +200,15 @@ class ManifestCheck(Check):
             parse_errors,
             rate_limit,
         )
-        from diagnose.registryapi import auth_for, base_url, is_anonymous, read_body, requester
+        from diagnose.registryapi import (
+            auth_for,
+            base_url,
+            follow,
+            is_anonymous,
+            json_object,
+            read_body,
+            requester,
+        )
 
         reg, ref = image_of(ctx)
         ctx.result("authorized-request")
@@ -171,7 +225,7 @@ class ManifestCheck(Check):
         }
         t0 = time.monotonic()
         try:
-            head = call("HEAD", url, headers=accept, auth=auth)
+            head, _ = follow(call, "HEAD", url, headers=accept, auth=auth)
             head.close()
         except requests.RequestException as exc:
             return request_failed(ctx.options.environ, url, exc, f"HEAD {ref.reference}")
@@ -198,7 +252,7 @@ class ManifestCheck(Check):
         get_url = f"{base}/manifests/{target}"
         t0 = time.monotonic()
         try:
-            resp = call("GET", get_url, headers=accept, auth=auth, stream=True)
+            resp, _ = follow(call, "GET", get_url, headers=accept, auth=auth, stream=True)
             body = read_body(resp)
         except requests.RequestException as exc:
             return request_failed(ctx.options.environ, get_url, exc, f"GET manifest {target}")
@@ -215,28 +269,15 @@ class ManifestCheck(Check):
             )
         actual = "sha256:" + hashlib.sha256(body).hexdigest()
         evidence["content_digest"] = actual
-        if ref.digest and ref.digest.startswith("sha256:") and actual != ref.digest:
-            return problem(
-                Status.FAIL,
-                f"the registry's manifest for {ref.digest[:19]}… hashes to {actual[:19]}…: "
-                "the clients reject it",
-                code=Code.MANIFEST_DIGEST_MISMATCH,
-                faq=["distribution-errors"],
-                remediation=[
-                    "Something between this host and the registry alters the manifest (a "
-                    "caching proxy or mirror): pull without it, or report it to its owner."
-                ],
-                evidence=evidence,
-            )
+        wrong = manifest_bytes_problem(ref, body, actual, digest, resp.headers, evidence)
+        if wrong is not None:
+            return wrong
         media = resp.headers.get("Content-Type", "").split(";")[0].strip()
-        try:
-            doc = json.loads(body)
-        except (ValueError, RecursionError):
-            doc = None
-        if not isinstance(doc, dict):
+        doc, why = json_object(body)
+        if doc is None:
             return problem(
                 Status.FAIL,
-                f"the manifest of {ref.normalized} is not a JSON object",
+                f"the manifest of {ref.normalized} {why}",
                 code=Code.REGISTRY_ERROR,
                 faq=["distribution-errors"],
                 remediation=[

@@ -10,7 +10,7 @@ from diagnose.check import Check
 from diagnose.codes import Code
 from diagnose.context import NO_IMAGE, CheckContext, image_of
 from diagnose.facts import IMAGE_MANIFEST, IMAGE_MANIFEST_DIGEST, PLATFORM_MANIFEST
-from diagnose.findings import registry_error, request_failed
+from diagnose.findings import ANSWER_CODES, ANSWER_FAQ, REQUEST_CODES, answer, request_failed
 from diagnose.models import Finding, Status, passed, problem, skipped
 
 
@@ -21,20 +21,8 @@ class PlatformCheck(Check):
     depends_on = ("manifest",)
     starts_after = ("dns",)
     timeout_s = 15.0
-    faq_keys = (
-        "platform-mismatch",
-        "distribution-errors",
-        "network-connectivity",
-        "client-timeout",
-        "proxy",
-        "manifest-unknown",
-    )
-    codes = (
-        Code.PLATFORM_MISMATCH,
-        Code.REGISTRY_ERROR,
-        Code.REGISTRY_REQUEST_ERROR,
-        Code.PROXY_ERROR,
-    )
+    faq_keys = ("platform-mismatch", *ANSWER_FAQ)
+    codes = (Code.PLATFORM_MISMATCH, Code.MANIFEST_TOO_LARGE, *REQUEST_CODES, *ANSWER_CODES)
 
     def skip_reason(self, ctx: CheckContext) -> str | None:
         if ctx.registry is None or ctx.registry.image is None:
@@ -44,15 +32,23 @@ class PlatformCheck(Check):
     def run(self, ctx: CheckContext) -> Finding:
         import requests
 
+        from diagnose.findings import manifest_too_large
         from diagnose.oci import (
             MANIFEST_ACCEPT,
             choose,
             host_platform,
-            parse_errors,
             parse_platform,
             platforms_in,
         )
-        from diagnose.registryapi import auth_for, base_url, image_config, read_body, requester
+        from diagnose.registryapi import (
+            MAX_MANIFEST,
+            auth_for,
+            base_url,
+            image_config,
+            is_anonymous,
+            read_body,
+            requester,
+        )
 
         _, ref = image_of(ctx)
         ctx.result("manifest")
@@ -101,15 +97,19 @@ class PlatformCheck(Check):
                 body = read_body(resp)
             except requests.RequestException as exc:
                 return request_failed(ctx.options.environ, url, exc, f"GET manifest {digest[:19]}…")
+            what = f"the {want} manifest {digest[:19]}… listed in the index"
             if resp.status_code != 200:
-                errors = parse_errors(body)
-                evidence.update(status=resp.status_code, errors=[e.__dict__ for e in errors])
-                return registry_error(
-                    f"the {want} manifest {digest[:19]}… listed in the index",
+                return answer(
+                    what,
                     resp.status_code,
-                    errors,
-                    evidence,
+                    resp.headers,
+                    body,
+                    server=ctx.registry.login_server if ctx.registry else "",
+                    anonymous=is_anonymous(ctx, headers, auth),
+                    evidence=evidence,
                 )
+            if len(body) > MAX_MANIFEST:
+                return manifest_too_large(what, len(body), MAX_MANIFEST, evidence)
             try:
                 doc = json.loads(body)
             except (ValueError, RecursionError):
@@ -127,8 +127,17 @@ class PlatformCheck(Check):
             )
         config = image_config(ctx, doc)
         if config is None:
+            from diagnose.content import config_read
+
+            got = config_read(ctx, doc)
+            why = {
+                "digest": " (its config is not the blob the manifest names: see image-blobs)",
+                "size": " (its config is not the blob the manifest names: see image-blobs)",
+                "broken": " (reading its config broke: see image-blobs)",
+                "answer": " (the registry did not serve its config: see image-blobs)",
+            }.get(got.verdict if got is not None else "", "")
             return passed(
-                "a single image manifest (no index); its platform was not read", **evidence
+                f"a single image manifest (no index); its platform was not read{why}", **evidence
             )
         have = f"{config.get('os', '?')}/{config.get('architecture', '?')}"
         if config.get("variant"):

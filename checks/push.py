@@ -10,7 +10,14 @@ from diagnose.check import Check
 from diagnose.codes import Code
 from diagnose.context import CheckContext, pushing
 from diagnose.facts import PLATFORM_MANIFEST
-from diagnose.findings import denied, messages, rate_limited, registry_error, request_failed
+from diagnose.findings import (
+    REQUEST_CODES,
+    denied,
+    messages,
+    rate_limited,
+    registry_error,
+    request_failed,
+)
 from diagnose.models import Finding, Status, passed, problem
 from diagnose.secrets import safe_url
 
@@ -43,6 +50,7 @@ class PushPathCheck(Check):
         "repository-format",
         "nondistributable-artifacts",
         "content-trust",
+        "transfer-cut-short",
     )
     codes = (
         Code.PUSH_READ_ONLY,
@@ -52,8 +60,7 @@ class PushPathCheck(Check):
         Code.PUSH_QUOTA,
         Code.RATE_LIMITED,
         Code.REGISTRY_ERROR,
-        Code.REGISTRY_REQUEST_ERROR,
-        Code.PROXY_ERROR,
+        *REQUEST_CODES,
     )
 
     def skip_reason(self, ctx: CheckContext) -> str | None:
@@ -112,10 +119,13 @@ class PushPathCheck(Check):
             elif chunk.headers.get("Location"):
                 location = urljoin(location, chunk.headers["Location"])
         except requests.RequestException as exc:
-            evidence["chunk_error"] = type(exc).__name__
+            from diagnose.wire import broken
+
+            brk = broken(exc, host=urlsplit(location).netloc).brk
+            evidence["chunk_error"] = brk.to_dict()
             outcome = problem(
                 Status.FAIL,
-                f"sending a {size}-byte chunk failed: {type(exc).__name__} (a proxy or load "
+                f"sending a {size:,}-byte chunk: {brk.describe()} (a proxy or load "
                 "balancer that drops large request bodies does this)",
                 code=Code.PUSH_BODY_TOO_LARGE,
                 faq=["body-size-limit", "network-connectivity"],

@@ -11,8 +11,15 @@ from urllib.parse import urljoin, urlsplit
 from diagnose.check import Check
 from diagnose.codes import Code
 from diagnose.context import CheckContext
-from diagnose.findings import storage_unreachable
-from diagnose.models import Finding, Status, passed, problem, skipped
+from diagnose.findings import (
+    ANSWER_CODES,
+    ANSWER_FAQ,
+    REQUEST_CODES,
+    answer,
+    request_failed,
+    storage_unreachable,
+)
+from diagnose.models import Finding, passed, skipped
 from diagnose.resolve import ResolveError
 from diagnose.secrets import safe_url
 
@@ -26,18 +33,10 @@ class BlobRedirectCheck(Check):
     depends_on = ("authorized-request",)
     starts_after = ("dns",)
     timeout_s = 20.0
-    faq_keys = (
-        "storage-endpoint",
-        "redirect-auth-header",
-        "network-connectivity",
-        "firewall-propagation",
-        "repository-format",
-    )
-    codes = (Code.STORAGE_REDIRECT_ERROR, Code.BLOB_DOWNLOAD_ERROR)
+    faq_keys = ("storage-endpoint", "redirect-auth-header", *ANSWER_FAQ)
+    codes = (Code.STORAGE_REDIRECT_ERROR, *REQUEST_CODES, *ANSWER_CODES)
 
     def run(self, ctx: CheckContext) -> Finding:
-        from diagnose.registryapi import NotReadable, auth_for, base_url, getter
-
         reg = ctx.registry
         assert reg is not None
         if not reg.repository:
@@ -48,6 +47,16 @@ class BlobRedirectCheck(Check):
             )
         import requests
 
+        from diagnose.registryapi import (
+            NotReadable,
+            auth_for,
+            base_url,
+            getter,
+            is_anonymous,
+            read_body,
+        )
+        from diagnose.wire import Broken
+
         ctx.result("authorized-request")
         headers, auth = auth_for(ctx)
         base = base_url(ctx)
@@ -55,43 +64,35 @@ class BlobRedirectCheck(Check):
         try:
             digest = self._a_blob(ctx)
         except NotReadable as exc:
+            if exc.finding is not None:  # the registry's own answer: a finding, not a skip
+                return exc.finding
             return skipped(f"no blob to fetch: {exc}")
         evidence: dict[str, Any] = {"digest": digest}
+        url = f"{base}/blobs/{digest}"
         t0 = time.monotonic()
         try:
-            first = get(
-                f"{base}/blobs/{digest}",
-                headers={**headers, "Range": RANGE},
-                auth=auth,
-                stream=True,
-            )
+            first = get(url, headers={**headers, "Range": RANGE}, auth=auth, stream=True)
+            redirect = first.status_code in (301, 302, 303, 307, 308)
+            body = b"" if redirect else read_body(first, 64 * 1024)
             first.close()
         except requests.RequestException as exc:
-            return problem(
-                Status.FAIL,
-                f"GET blob failed: {type(exc).__name__}",
-                code=Code.BLOB_DOWNLOAD_ERROR,
-                faq=["network-connectivity"],
-                evidence=evidence,
-            )
+            return request_failed(ctx.environ, url, exc, f"GET blob {digest[:19]}…")
         evidence.update(status=first.status_code, ms=round((time.monotonic() - t0) * 1000, 2))
         if first.status_code in (200, 206):
             return passed(
                 f"blob {digest[:19]}… is served by the registry itself (no redirect)", **evidence
             )
-        if first.status_code not in (301, 302, 303, 307, 308) or not first.headers.get("Location"):
-            return problem(
-                Status.FAIL,
-                f"GET blob answered HTTP {first.status_code}",
-                code=Code.BLOB_DOWNLOAD_ERROR,
-                faq=["network-connectivity", "repository-format"],
-                remediation=[
-                    "The manifest names a blob the registry will not serve: the "
-                    "repository may be damaged, or a proxy is interfering."
-                ],
+        if not redirect or not first.headers.get("Location"):
+            return answer(
+                f"GET blob {digest[:19]}…",
+                first.status_code,
+                first.headers,
+                body,
+                server=reg.login_server,
+                anonymous=is_anonymous(ctx, headers, auth),
                 evidence=evidence,
             )
-        target = urljoin(f"{base}/blobs/{digest}", first.headers["Location"])
+        target = urljoin(url, first.headers["Location"])
         host = (urlsplit(target).hostname or "").lower()
         port = urlsplit(target).port or (443 if target.startswith("https") else 80)
         evidence.update(redirect=safe_url(target), storage_host=host)
@@ -106,13 +107,25 @@ class BlobRedirectCheck(Check):
             # a new request with no Authorization header: that header belongs to the registry
             resp = get(target, headers={"Range": RANGE}, stream=True)
             resp.close()
-        except requests.exceptions.SSLError:
-            return self._storage_failed(f"TLS with the storage host {host} failed", host, evidence)
-        except requests.RequestException as exc:
-            why = "connection refused" if "refused" in str(exc).lower() else type(exc).__name__
+        except Broken as exc:
+            evidence["transfer"] = exc.brk.to_dict()
+            if exc.brk.kind == "tls":
+                from diagnose.x509go import go_reason
+
+                why = go_reason(exc.__cause__ or exc) if exc.__cause__ else ""
+                return self._storage_failed(
+                    f"TLS with the storage host {host}:{port} failed"
+                    + (f" ({why})" if why else ""),
+                    host,
+                    evidence,
+                )
             return self._storage_failed(
-                f"the storage host {host}:{port} cannot be reached ({why})", host, evidence
+                f"the storage host {host}:{port} cannot be used: {exc.brk.describe()}",
+                host,
+                evidence,
             )
+        except requests.RequestException as exc:
+            return request_failed(ctx.environ, target, exc, f"GET blob from {host}")
         evidence.update(
             storage_status=resp.status_code, storage_ms=round((time.monotonic() - t1) * 1000, 2)
         )
@@ -121,6 +134,16 @@ class BlobRedirectCheck(Check):
                 f"blob redirected to {host}; reachable without the registry's "
                 f"Authorization header ({resp.status_code})",
                 **evidence,
+            )
+        if resp.status_code == 429:
+            return answer(
+                f"the storage host {host}",
+                resp.status_code,
+                resp.headers,
+                b"",
+                server=reg.login_server,
+                anonymous=is_anonymous(ctx, headers, auth),
+                evidence=evidence,
             )
         return self._storage_failed(
             f"the storage host {host} answered HTTP {resp.status_code}", host, evidence

@@ -12,6 +12,7 @@ from diagnose.check import Check
 from diagnose.codes import Code
 from diagnose.context import CheckContext, Options
 from diagnose.facts import INTERNET_MBPS
+from diagnose.findings import ANSWER_CODES, ANSWER_FAQ, REQUEST_CODES
 from diagnose.models import Finding, Status, passed, problem, skipped
 
 BYTE_BUDGET = 2 * 1024 * 1024 * 1024
@@ -69,8 +70,14 @@ class PullThroughputCheck(Check):
     depends_on = ("authorized-request", "internet-speed")
     starts_after = ("dns",)
     timeout_s = 30.0
-    faq_keys = ("slow-pull", "redirect-auth-header", "network-connectivity")
-    codes = (Code.SLOW_PULL, Code.BLOB_DIGEST_MISMATCH, Code.BLOB_DOWNLOAD_ERROR)
+    faq_keys = ("slow-pull", "redirect-auth-header", "blob-digest-mismatch", *ANSWER_FAQ)
+    codes = (
+        Code.SLOW_PULL,
+        Code.BLOB_DIGEST_MISMATCH,
+        Code.BLOB_SIZE_MISMATCH,
+        *REQUEST_CODES,
+        *ANSWER_CODES,
+    )
 
     def time_limit(self, options: Options) -> float:
         return options.throughput_seconds + 15.0
@@ -105,6 +112,8 @@ class PullThroughputCheck(Check):
         try:
             doc = manifest_for(ctx, repo, tag)
         except NotReadable as exc:
+            if exc.finding is not None:  # the registry's own answer: a finding, not a skip
+                return exc.finding
             return skipped(f"no blob to download: {exc}")
         layers = sorted(
             (
@@ -137,6 +146,7 @@ class PullThroughputCheck(Check):
                 deadline=deadline,
                 max_bytes=BYTE_BUDGET,
                 digest=str(layer["digest"]),
+                size=layer["size"] if isinstance(layer.get("size"), int) else None,
             )
 
         warm = min(1.0, budget * 0.1)
@@ -144,20 +154,14 @@ class PullThroughputCheck(Check):
         try:
             single = job(layers[0], t0 + budget / 2)
         except TransferError as exc:
-            return problem(
-                Status.FAIL,
-                f"downloading a layer failed: {exc}",
-                code=Code.BLOB_DOWNLOAD_ERROR,
-                faq=["network-connectivity", "redirect-auth-header"],
-                evidence={"error": exc.kind},
-            )
+            return self._failed(ctx, f"downloading layer {layers[0]['digest'][:19]}…", exc)
         single_rate = single.rate_after(single.first_byte_at + warm)
         t1 = time.monotonic()
         picks = [layers[i % len(layers)] for i in range(streams)]
         multi, errors = parallel([partial(job, layer, t1 + budget / 2) for layer in picks])
         multi_rate = aggregate_rate(multi, warm)
         elapsed = time.monotonic() - t0
-        bad = [t.url for t in [single, *multi] if t.digest_ok is False]
+        bad = [t for t in [single, *multi] if t.digest_ok is False]
         evidence: dict[str, Any] = {
             "repository": repo,
             "layers": [{"digest": x["digest"], "size": x.get("size")} for x in layers[:10]],
@@ -183,19 +187,56 @@ class PullThroughputCheck(Check):
             },
         }
         if bad:
+            from diagnose.findings import blob_mismatch
+
+            t = bad[0]
+            return blob_mismatch(
+                f"layer {t.url.rsplit('/', 1)[-1][:19]}…",
+                t.url.rsplit("/", 1)[-1],
+                t.size,
+                "sha256:" + t.hasher.hexdigest(),
+                t.bytes,
+                "the storage host" if t.redirected_to else "the registry",
+                evidence,
+            )
+        # a multi-stream download that broke is a finding too (the error says how)
+        if errors and not multi:
             return problem(
                 Status.FAIL,
-                f"downloaded data does not match its digest: {bad[0]}",
-                code=Code.BLOB_DIGEST_MISMATCH,
-                faq=["network-connectivity"],
-                remediation=[
-                    "Something between this host and the registry alters "
-                    "the data (a proxy?); compare with a pull elsewhere."
-                ],
+                f"every parallel download failed: {errors[0]}",
+                code=Code.REGISTRY_REQUEST_ERROR,
+                faq=["network-connectivity", "transfer-cut-short"],
                 evidence=evidence,
             )
         best = max(single_rate, multi_rate)
         return self._verdict(ctx, best, evidence)
+
+    def _failed(self, ctx: CheckContext, what: str, exc: Any) -> Finding:
+        """A download that broke, or an answer that is not a success: said as every other
+        check says it (diagnose.findings)."""
+        from diagnose.findings import answer, transfer_broken
+        from diagnose.registryapi import auth_for, is_anonymous
+
+        if exc.brk is not None:
+            return transfer_broken(what, exc.brk, {})
+        if exc.status:
+            headers, auth = auth_for(ctx)
+            return answer(
+                what,
+                exc.status,
+                exc.headers,
+                exc.body,
+                server=ctx.registry.login_server if ctx.registry else "",
+                anonymous=is_anonymous(ctx, headers, auth),
+                evidence={},
+            )
+        return problem(
+            Status.FAIL,
+            f"{what}: {exc}",
+            code=Code.REGISTRY_REQUEST_ERROR,
+            faq=["network-connectivity", "redirect-auth-header"],
+            evidence={"error": exc.kind},
+        )
 
     def _verdict(self, ctx: CheckContext, best: float, evidence: dict[str, Any]) -> Finding:
         from diagnose.transfer import MB

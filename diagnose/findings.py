@@ -17,6 +17,7 @@ from diagnose.secrets import safe_url
 
 if TYPE_CHECKING:
     from diagnose.oci import RateLimit, RegistryError
+    from diagnose.wire import Break
 
 STORAGE_FAQ = (
     "storage-endpoint",
@@ -34,24 +35,228 @@ def messages(errors: list[RegistryError]) -> str:
     return f": {text}" if text else ""
 
 
+# The codes a check may return when it meets a request that breaks (`request_failed`) or an
+# answer that is not a success (`answer`): a check that uses these builders declares them.
+REQUEST_CODES = (
+    Code.REGISTRY_REQUEST_ERROR,
+    Code.TRANSFER_CUT,
+    Code.TRANSFER_STALLED,
+    Code.REGISTRY_PROTOCOL_ERROR,
+    Code.PROXY_ERROR,
+)
+ANSWER_CODES = (Code.RATE_LIMITED, Code.REGISTRY_DENIED, Code.REGISTRY_ERROR)
+# the FAQ keys those findings may cite (the spec's error codes point to these too)
+ANSWER_FAQ = (
+    "rate-limit",
+    "pull-push-roles",
+    "firewall-propagation",
+    "operation-not-allowed",
+    "distribution-errors",
+    "manifest-unknown",
+    "repository-format",
+    "admin-credentials",
+    "registry-read-only",
+    "content-trust",
+    "nondistributable-artifacts",
+    "body-size-limit",
+    "client-timeout",
+    "network-connectivity",
+    "transfer-cut-short",
+    "proxy",
+)
+
+
 def request_failed(env: Mapping[str, str], url: str, exc: Exception, what: str) -> Finding:
-    """A request to a registry that answered /v2/ got no answer of its own."""
+    """A request to a registry that answered /v2/ got no answer of its own, or its transfer
+    broke: said how (reset, closed early, stalled, timed out, a header too large...)."""
     import requests
+
+    from diagnose import wire
 
     if isinstance(exc, requests.exceptions.ProxyError):
         from diagnose.proxy import proxy_failure
 
         return proxy_failure(url, str(exc), 1, {"url": safe_url(url)}, env)
+    if isinstance(exc, wire.Broken):
+        brk = exc.brk
+    else:
+        host = url.split("/")[2] if url.count("/") >= 2 else url
+        brk = wire.broken(exc, host=host.rpartition("@")[2]).brk
+    return transfer_broken(what, brk, {"url": safe_url(url)})
+
+
+# how a transfer broke -> (code, FAQ keys, what to do, with {where} for the host)
+_BREAKS: dict[tuple[str, ...], tuple[Code, list[str], str]] = {
+    ("reset", "closed"): (
+        Code.TRANSFER_CUT,
+        ["transfer-cut-short", "network-connectivity", "proxy"],
+        "{where} ended the transfer before all of it arrived. When it stops at the same point "
+        "every time, a proxy, load balancer or cache between this host and it limits body "
+        "size or time: raise the limit, or go around it (NO_PROXY). A one-off cut is a "
+        "network blip: the clients retry a layer, so retry the pull.",
+    ),
+    ("stalled", "timeout"): (
+        Code.TRANSFER_STALLED,
+        ["client-timeout", "transfer-cut-short", "network-connectivity"],
+        "{where} stopped sending (or sends a trickle): docker and containerd wait on such a "
+        "transfer until they give up. Look at the server's load and at what sits on the path "
+        "(a proxy buffering the body, a saturated link), and retry.",
+    ),
+    ("header", "protocol", "redirects", "too-large"): (
+        Code.REGISTRY_PROTOCOL_ERROR,
+        ["distribution-errors", "proxy"],
+        "The answer breaks HTTP or the limits the clients keep (a header line of at most 64 "
+        "KiB, a bounded number of redirects, a manifest of at most 4 MiB): the clients fail "
+        "the same way. Whatever answers on this name ({where}, or a proxy or captive portal "
+        "in front of it) must be fixed, or gone around.",
+    ),
+}
+
+
+def transfer_broken(what: str, brk: Break, evidence: dict[str, Any]) -> Finding:
+    """One builder for every transfer that broke, whichever check moved the bytes."""
+    code, faq, step = next(
+        (v for kinds, v in _BREAKS.items() if brk.kind in kinds),
+        (
+            Code.REGISTRY_REQUEST_ERROR,
+            ["network-connectivity", "client-timeout"],
+            "The registry answered /v2/ but not this request: retry, and look at what sits "
+            "between this host and {where} (proxy, load balancer).",
+        ),
+    )
+    text = step.format(where=brk.where)
     return problem(
         Status.FAIL,
-        f"{what} failed: {type(exc).__name__}",
-        code=Code.REGISTRY_REQUEST_ERROR,
-        faq=["network-connectivity", "client-timeout"],
+        f"{what}: {brk.describe()}",
+        code=code,
+        faq=faq,
+        remediation=[text[:1].upper() + text[1:]],
+        evidence={**evidence, "transfer": brk.to_dict()},
+    )
+
+
+def answer(
+    what: str,
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes | None,
+    *,
+    server: str,
+    anonymous: bool,
+    evidence: dict[str, Any],
+    denied_code: Code = Code.REGISTRY_DENIED,
+) -> Finding:
+    """Any answer that is not a success, wherever a check meets it: a 429 (or TOOMANYREQUESTS)
+    with the rate-limit headers, a 403 (or DENIED) with the registry's words, any other code
+    with its meaning. Never a skip."""
+    from diagnose.oci import parse_errors, rate_limit
+
+    errors = parse_errors(body)
+    rl = rate_limit(headers)
+    codes = {e.code for e in errors}
+    evidence = {
+        **evidence,
+        "status": status,
+        "errors": [e.__dict__ for e in errors],
+        "rate_limit": rl.to_dict() if rl else None,
+    }
+    if status == 429 or "TOOMANYREQUESTS" in codes:
+        return rate_limited(rl, anonymous, server, evidence, errors)
+    if status == 403 or "DENIED" in codes:
+        return denied(server, what, errors, evidence, denied_code)
+    return registry_error(what, status, errors, evidence)
+
+
+def blob_mismatch(
+    what: str,
+    want_digest: str,
+    want_size: int | None,
+    got_digest: str | None,
+    got_size: int,
+    where: str,
+    evidence: dict[str, Any],
+    *,
+    over: bool = False,
+) -> Finding:
+    """A blob read whole whose bytes are not the ones its descriptor names (over: it sent
+    more than the descriptor's size, and reading stopped there)."""
+    evidence = {
+        **evidence,
+        "digest": want_digest,
+        "size": want_size,
+        "received_digest": got_digest,
+        "received_size": got_size,
+    }
+    if want_size is not None and (over or got_size != want_size):
+        sent = f"more than {want_size:,} bytes" if over else f"{got_size:,} bytes"
+        return problem(
+            Status.FAIL,
+            f"{what}: {where} sent {sent} where its descriptor says {want_size:,}: "
+            "the clients refuse it (a size mismatch)",
+            code=Code.BLOB_SIZE_MISMATCH,
+            faq=["blob-digest-mismatch", "transfer-cut-short"],
+            remediation=_MISMATCH_STEPS,
+            evidence=evidence,
+        )
+    return problem(
+        Status.FAIL,
+        f"{what}: the bytes {where} sent hash to {str(got_digest)[:19]}…, not "
+        f"{want_digest[:19]}…: the clients refuse it (a digest mismatch)",
+        code=Code.BLOB_DIGEST_MISMATCH,
+        faq=["blob-digest-mismatch"],
+        remediation=_MISMATCH_STEPS,
+        evidence=evidence,
+    )
+
+
+_MISMATCH_STEPS = [
+    "The registry (or a cache or proxy on the way) serves bytes that are not the blob the "
+    "manifest names: docker, containerd and podman check every byte and stop the pull.",
+    "Fetch the blob yourself (`curl -L` on /v2/<repo>/blobs/<digest>, then `sha256sum`): the "
+    "same wrong bytes from the registry itself mean damaged storage: push the image again. "
+    "Right bytes there mean something on the path rewrites them: take it out (NO_PROXY).",
+]
+
+
+def manifest_too_large(what: str, seen: int, limit: int, evidence: dict[str, Any]) -> Finding:
+    """A manifest over the size the clients read (no more than that was read)."""
+    return problem(
+        Status.FAIL,
+        f"{what} is larger than the {limit // (1024 * 1024)} MiB the clients accept "
+        f"(more than {limit:,} bytes; reading stopped there): the pull fails",
+        code=Code.MANIFEST_TOO_LARGE,
+        faq=["distribution-errors"],
         remediation=[
-            "The registry answered /v2/ but not this request: retry, and look at what sits "
-            "between this host and the registry (proxy, load balancer)."
+            "docker, containerd and containers/image read at most 4 MiB of a manifest. A "
+            "manifest that large is either not a manifest (a proxy or portal answering with "
+            "something else, a server that never ends its body) or an index with far too many "
+            "entries: push a smaller one.",
         ],
-        evidence={"url": safe_url(url), "error": type(exc).__name__},
+        evidence={**evidence, "bytes_read": seen, "limit": limit},
+    )
+
+
+def manifest_digest_mismatch(
+    what: str,
+    stated: str,
+    actual: str,
+    said_by: str,
+    evidence: dict[str, Any],
+    refused_by: str = "the clients reject it",
+) -> Finding:
+    """A manifest whose bytes do not hash to the digest stated for it (the one pinned in the
+    reference, or the registry's Docker-Content-Digest)."""
+    return problem(
+        Status.FAIL,
+        f"{what} hashes to {actual[:19]}…, but {said_by} says {stated[:19]}…: {refused_by}",
+        code=Code.MANIFEST_DIGEST_MISMATCH,
+        faq=["distribution-errors", "blob-digest-mismatch"],
+        remediation=[
+            "Something between this host and the registry alters the manifest (a caching "
+            "proxy or mirror), or the registry serves a damaged one: pull without the "
+            "proxy, or report it to the registry's owner."
+        ],
+        evidence={**evidence, "stated_digest": stated, "content_digest": actual},
     )
 
 

@@ -58,12 +58,49 @@ def _pool_classes(trust: Trust | None = None) -> dict[str, Any]:
     TLS again. Here a readable socket is read without blocking first: records that are not
     application data (the tickets) are consumed and the connection stays; end of stream, or
     data nobody asked for, still count as dropped."""
-    from urllib3.connection import HTTPSConnection
+    from urllib3.connection import HTTPConnection, HTTPSConnection
     from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
     from urllib3.util.ssl_match_hostname import CertificateError
     from urllib3.util.wait import wait_for_read
 
-    class TicketTolerantConnection(HTTPSConnection):
+    from diagnose import wire
+
+    class Watched(HTTPConnection):
+        """A request made inside `wire.until(deadline)` ends at that deadline, its headers
+        and body included, however slowly the server sends them."""
+
+        _rd_watch: wire.Watch | None = None
+
+        def request(self, *args: Any, **kwargs: Any) -> None:
+            wire.release(self._rd_watch)  # the previous request on this connection is over
+            self._rd_watch = None
+            super().request(*args, **kwargs)
+
+        def getresponse(self) -> Any:
+            self._rd_watch = wire.watch(self.sock)
+            resp = super().getresponse()
+            if self._rd_watch is not None:
+                resp._rd_watch = self._rd_watch  # type: ignore[attr-defined]
+            return resp
+
+        def close(self) -> None:
+            wire.release(self._rd_watch)
+            self._rd_watch = None
+            super().close()
+
+    class WatchedHTTPS(Watched, HTTPSConnection):
+        pass
+
+    class Releasing(HTTPConnectionPool):
+        def _put_conn(self, conn: Any) -> None:
+            if conn is not None:  # back in the pool: its request is over, and so its deadline
+                wire.release(getattr(conn, "_rd_watch", None))
+            super()._put_conn(conn)
+
+    class WatchedPool(Releasing):
+        ConnectionCls = Watched
+
+    class TicketTolerantConnection(WatchedHTTPS):
         def connect(self) -> None:
             try:
                 super().connect()
@@ -96,10 +133,10 @@ def _pool_classes(trust: Trust | None = None) -> dict[str, Any]:
             del data
             return False
 
-    class TicketTolerantPool(HTTPSConnectionPool):
+    class TicketTolerantPool(Releasing, HTTPSConnectionPool):
         ConnectionCls = TicketTolerantConnection
 
-    return {"http": HTTPConnectionPool, "https": TicketTolerantPool}
+    return {"http": WatchedPool, "https": TicketTolerantPool}
 
 
 _POOLS: dict[str, Any] = {}

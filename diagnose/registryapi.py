@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 import platform
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 from diagnose.context import CheckContext
 from diagnose.credentials import CredentialError
@@ -24,7 +25,11 @@ from diagnose.secrets import safe_url
 if TYPE_CHECKING:
     import requests
 
+    from diagnose.models import Finding
+
 MAX_MANIFEST = 4 * 1024 * 1024  # what the clients accept for a manifest (and a config)
+MARGIN_S = 0.5  # a request ends this long before the check's deadline, so it can still report
+MAX_REDIRECTS = 5
 Auth = tuple[str, str] | None
 
 
@@ -37,7 +42,21 @@ class Requester(Protocol):
 
 
 class NotReadable(Exception):
-    """The repository cannot be read this way; the message says why, in one line."""
+    """The repository cannot be read this way; the message says why, in one line. `finding`:
+    the registry's own answer (a 429, a 5xx, a cut transfer) that the check reports instead
+    of skipping; None when another check reported it already."""
+
+    def __init__(self, message: str, finding: Finding | None = None) -> None:
+        super().__init__(message)
+        self.finding = finding
+
+
+class Refused(NotReadable):
+    """A registry answer that is not a success, kept for the finding that names it."""
+
+    def __init__(self, what: str, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        super().__init__(f"{what} is not readable (HTTP {status})")
+        self.what, self.status, self.headers, self.body = what, status, headers, body
 
 
 def auth_for(ctx: CheckContext) -> tuple[dict[str, str], Auth]:
@@ -67,20 +86,79 @@ def is_anonymous(ctx: CheckContext, headers: dict[str, str], auth: Auth) -> bool
 
 def requester(ctx: CheckContext) -> Requester:
     """Any method, without redirects, through the run's session and the proxy the clients
-    would use, within the check's time: `call(method, url, **kw)`."""
+    would use, within the check's time: `call(method, url, **kw)`. The request ends at the
+    check's deadline however slowly the server answers (`deadline=` sets an earlier one); a
+    failure is raised as `wire.Broken`, saying how it broke and where (a proxy's own failure
+    stays a ProxyError, for the proxy findings). Without `stream=True` the body is read here,
+    at most MAX_MANIFEST bytes of it."""
+    import requests
+
+    from diagnose import wire
+
     session = ctx.http(verify=not ctx.options.insecure)
+    home = (ctx.registry.login_server if ctx.registry else "").lower()
 
     def call(method: str, url: str, **kw: Any) -> requests.Response:
-        return session.request(
-            method,
-            url,
-            allow_redirects=False,
-            timeout=(ctx.budget(5), ctx.budget(10)),
-            proxies=ctx.proxies(url),
-            **kw,
-        )
+        stream = kw.pop("stream", False)
+        attempt = kw.pop("attempt", 1)
+        until = kw.pop("deadline", None) or ctx.deadline - MARGIN_S
+        host = urlsplit(url).netloc.rpartition("@")[2]
+        role = role_of(url, home)
+        t0 = time.monotonic()
+        for again in (True, False):
+            with wire.until(until) as guard:
+                try:
+                    resp = session.request(
+                        method,
+                        url,
+                        allow_redirects=False,
+                        timeout=(ctx.budget(5), wire.STALL_S),
+                        proxies=ctx.proxies(url),
+                        # a HEAD has no body to bound; streamed, urllib3 drops its connection
+                        stream=method != "HEAD",
+                        **kw,
+                    )
+                    break
+                except requests.exceptions.ProxyError:
+                    raise
+                except requests.RequestException as exc:
+                    cut = wire.broken(
+                        exc,
+                        host=host,
+                        role=role,
+                        attempt=attempt if again else attempt + 1,
+                        seconds=time.monotonic() - t0,
+                        fired=guard.fired,
+                    )
+            # as Go's transport does: a request without a body, closed before any answer
+            # (a kept-alive connection the server had just let go), is sent once more
+            brk = cut.brk
+            if not (again and brk.kind in ("closed", "reset") and brk.phase == "headers"):
+                raise cut
+            if method not in ("GET", "HEAD") or "data" in kw:
+                raise cut
+        resp._rd_role = role  # type: ignore[attr-defined]
+        resp._rd_attempt = attempt  # type: ignore[attr-defined]
+        if not stream and method != "HEAD":
+            body = read_body(resp)
+            resp._content = body[:MAX_MANIFEST]
+        return resp
 
     return call
+
+
+def role_of(url: str, home: str) -> str:
+    """registry, or storage: the host (or another port of it) a blob redirect led to; home
+    is the registry's host[:port]."""
+
+    def where(parts: SplitResult, default: int) -> tuple[str, int]:
+        return (parts.hostname or "").lower(), parts.port or default
+
+    target = urlsplit(url)
+    default = 443 if target.scheme == "https" else 80
+    if not home or where(target, default) == where(urlsplit(f"//{home}"), default):
+        return "registry"
+    return "storage"
 
 
 def getter(ctx: CheckContext) -> Getter:
@@ -95,16 +173,35 @@ def getter(ctx: CheckContext) -> Getter:
 
 def read_body(resp: requests.Response, limit: int = MAX_MANIFEST) -> bytes:
     """The body, up to just over limit (the caller tells a body over it by its length), and the
-    response closed: a server that sends without end costs no more than limit."""
+    response closed: a server that sends without end costs no more than limit. A transfer
+    that breaks raises `wire.Broken` (bytes received, of how many, from where)."""
+    from diagnose import wire
+
+    host = urlsplit(resp.url or "").netloc.rpartition("@")[2]
+    return wire.drain(
+        resp,
+        limit,
+        host=host,
+        role=getattr(resp, "_rd_role", "registry"),
+        attempt=getattr(resp, "_rd_attempt", 1),
+    ).data
+
+
+def json_object(body: bytes) -> tuple[dict[str, Any] | None, str]:
+    """A JSON object from a registry's bytes, or None and what is wrong with them, in words
+    a report can carry (invalid UTF-8 and where, the JSON error and where)."""
     try:
-        data = b""
-        for chunk in resp.iter_content(16 * 1024):
-            data += chunk
-            if len(data) > limit:
-                break
-        return data
-    finally:
-        resp.close()
+        doc = json.loads(body)
+    except UnicodeDecodeError as exc:
+        byte = body[exc.start] if exc.start < len(body) else 0
+        return None, f"is not valid UTF-8 (byte 0x{byte:02x} at offset {exc.start})"
+    except json.JSONDecodeError as exc:
+        return None, f"is not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+    except (ValueError, RecursionError):
+        return None, "is not JSON (it nests too deeply)"
+    if not isinstance(doc, dict):
+        return None, "is JSON, but not an object"
+    return doc, ""
 
 
 def base_url(ctx: CheckContext, repository: str | None = None) -> str:
@@ -138,6 +235,8 @@ def manifest_for(
         repository, tag = reg.repository, reg.image.reference
 
     def read() -> dict[str, Any]:
+        from diagnose.findings import answer, request_failed
+
         headers, auth = auth_for(ctx)
         get = getter(ctx)
         base = base_url(ctx, repository)
@@ -148,8 +247,20 @@ def manifest_for(
             return image_manifest(
                 get, base, tag or first or first_tag(get, base, headers, auth), headers, auth
             )
+        except Refused as exc:
+            finding = answer(
+                exc.what,
+                exc.status,
+                exc.headers,
+                exc.body,
+                server=reg.login_server if reg else "",
+                anonymous=is_anonymous(ctx, headers, auth),
+                evidence={"url": safe_url(base)},
+            )
+            raise NotReadable(str(exc), finding) from None
         except requests.RequestException as exc:
-            raise NotReadable(f"reading it failed ({type(exc).__name__})") from None
+            finding = request_failed(ctx.environ, base, exc, "reading the manifest")
+            raise NotReadable(finding.summary, finding) from None
 
     return ctx.once(f"manifest:{repository or ''}:{tag or ''}", read)
 
@@ -161,14 +272,15 @@ def host_platform() -> tuple[str, str]:
 
 
 def first_tag(get: Getter, base: str, headers: dict[str, str], auth: Auth) -> str:
-    tags = get(f"{base}/tags/list", headers=headers, auth=auth)
+    tags = get(f"{base}/tags/list", headers=headers, auth=auth, stream=True)
+    body = read_body(tags)
     if tags.status_code != 200:
-        raise NotReadable(f"the tag list is not readable (HTTP {tags.status_code})")
+        raise Refused("the tag list", tags.status_code, tags.headers, body)
     try:
-        names = tags.json().get("tags") or []
-    except (ValueError, AttributeError):
+        names = json.loads(body).get("tags") or []
+    except (ValueError, AttributeError, RecursionError):
         raise NotReadable("the tag list is not JSON") from None
-    if not names:
+    if not isinstance(names, list) or not names:
         raise NotReadable("the repository has no tags")
     return str(names[0])
 
@@ -181,16 +293,19 @@ def image_manifest(
 
     for _ in range(3):
         m = get(
-            f"{base}/manifests/{ref}", headers={**headers, "Accept": MANIFEST_ACCEPT}, auth=auth
+            f"{base}/manifests/{ref}",
+            headers={**headers, "Accept": MANIFEST_ACCEPT},
+            auth=auth,
+            stream=True,
         )
+        body = read_body(m)
         if m.status_code != 200:
-            raise NotReadable(f"manifest {ref} is not readable (HTTP {m.status_code})")
-        try:
-            doc = m.json()
-        except ValueError:
-            raise NotReadable("the manifest is not JSON") from None
-        if not isinstance(doc, dict):
-            raise NotReadable("the manifest is not a JSON object")
+            raise Refused(f"manifest {ref[:80]}", m.status_code, m.headers, body)
+        if len(body) > MAX_MANIFEST:
+            raise NotReadable(f"manifest {ref[:80]} is larger than {MAX_MANIFEST:,} bytes")
+        doc, why = json_object(body)
+        if doc is None:
+            raise NotReadable(f"manifest {ref[:80]} {why}")
         entries = doc.get("manifests")
         if isinstance(entries, list) and entries:
             want_os, want_arch = host_platform()
@@ -199,80 +314,75 @@ def image_manifest(
                     e
                     for e in entries
                     if isinstance(e, dict)
-                    and (e.get("platform") or {}).get("os") == want_os
-                    and (e.get("platform") or {}).get("architecture") == want_arch
+                    and isinstance(e.get("platform"), dict)
+                    and e["platform"].get("os") == want_os
+                    and e["platform"].get("architecture") == want_arch
                 ),
                 entries[0],
             )
-            ref = str(chosen.get("digest"))
+            ref = str(chosen.get("digest") if isinstance(chosen, dict) else "")
             continue
         return doc
     raise NotReadable("the index nests too deeply")
 
 
-def fetch_blob(
-    ctx: CheckContext, digest: str, *, limit: int = 0
-) -> tuple[int, bytes | None, dict[str, Any]]:
-    """GET (limit > 0: the body up to limit) or probe (limit 0: one byte) a blob, following a
-    storage redirect by hand without the Authorization header. (status, body, facts)."""
-    headers, auth = auth_for(ctx)
-    call = requester(ctx)
-    url = f"{base_url(ctx)}/blobs/{digest}"
-    extra = {} if limit else {"Range": "bytes=0-0"}
-    facts: dict[str, Any] = {}
-    t0 = time.monotonic()
-    resp = call("GET", url, headers={**headers, **extra}, auth=auth, stream=True)
-    for _ in range(3):
-        if resp.status_code not in (301, 302, 303, 307, 308) or not resp.headers.get("Location"):
-            break
+def follow(
+    call: Requester,
+    method: str,
+    url: str,
+    *,
+    headers: dict[str, str],
+    auth: Auth,
+    **kw: Any,
+) -> tuple[requests.Response, list[str]]:
+    """A request whose redirects are followed by hand, as the clients follow them: the
+    Authorization header and credentials never go to another host; a loop, or more than
+    MAX_REDIRECTS, raises `wire.Broken` (kind redirects). (answer, the URLs it went through)."""
+    from diagnose import wire
+
+    home = (urlsplit(url).hostname or "").lower()
+    seen = [url]
+    resp = call(method, url, headers=headers, auth=auth, **kw)
+    while resp.status_code in (301, 302, 303, 307, 308) and resp.headers.get("Location"):
         resp.close()
         target = urljoin(url, resp.headers["Location"])
-        host = (urlsplit(target).hostname or "").lower()
-        facts.setdefault("redirects", []).append(safe_url(target))
-        facts["storage_host"] = host
-        same = host == (urlsplit(url).hostname or "").lower()
-        # a new request: the registry's Authorization header never travels to another host
-        try:
-            resp = call(
-                "GET",
-                target,
-                headers={**(headers if same else {}), **extra},
-                auth=auth if same else None,
-                stream=True,
+        if target in seen or len(seen) > MAX_REDIRECTS:
+            loop = target in seen
+            raise wire.Broken(
+                wire.Break(
+                    "redirects",
+                    host=urlsplit(url).netloc,
+                    role=getattr(resp, "_rd_role", "registry"),
+                    phase="headers",
+                    detail=(
+                        f"a loop: {' -> '.join(safe_url(u) for u in [*seen[-3:], target])}"
+                        if loop
+                        else f"more than {MAX_REDIRECTS} redirects"
+                    ),
+                )
             )
-        except OSError as exc:  # requests' errors are OSErrors: the storage host failed
-            why = "connection refused" if "refused" in str(exc).lower() else type(exc).__name__
-            facts.update(status=0, storage_error=f"{safe_url(target)}: {why}")
-            return 0, None, facts
+        same = (urlsplit(target).hostname or "").lower() == home
+        # a new request: the registry's Authorization header never travels to another host
+        sent = (
+            headers if same else {k: v for k, v in headers.items() if k.lower() != "authorization"}
+        )
+        resp = call(method, target, headers=sent, auth=auth if same else None, **kw)
+        seen.append(target)
         url = target
-    facts["status"] = resp.status_code
-    # until the answer's headers, storage redirects included
-    facts["first_byte_ms"] = round((time.monotonic() - t0) * 1000, 2)
-    if not limit:
-        resp.close()
-        return resp.status_code, None, facts
-    return resp.status_code, read_body(resp, limit)[:limit], facts
+    return resp, seen
 
 
 def image_config(ctx: CheckContext, doc: dict[str, Any]) -> dict[str, Any] | None:
-    """The image config (os, architecture), read once per run; None when it cannot be."""
-    desc = doc.get("config")
-    if not isinstance(desc, dict) or not isinstance(desc.get("digest"), str):
+    """The image config (os, architecture), read once per run, whole and checked against its
+    descriptor's digest and size; None when it cannot be read, or its bytes are not the ones
+    named (the image-blobs check says which)."""
+    from diagnose.content import config_read
+
+    got = config_read(ctx, doc)
+    if got is None or got.verdict != "ok" or got.data is None:
         return None
-    digest = desc["digest"]
-
-    def read() -> dict[str, Any] | None:
-        try:
-            status, body, _ = fetch_blob(ctx, digest, limit=MAX_MANIFEST)
-        except Exception:
-            return None
-        if status not in (200, 206) or body is None:
-            return None
-        try:
-            data = json.loads(body)
-        except (ValueError, RecursionError):
-            return None
-        return data if isinstance(data, dict) else None
-
-    result: dict[str, Any] | None = ctx.once(f"config:{digest}", read)
-    return result
+    try:
+        data = json.loads(got.data)
+    except (ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None

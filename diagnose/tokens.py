@@ -77,27 +77,33 @@ def _post(ctx: CheckContext, url: str, form: dict[str, str]) -> tuple[int, dict[
 def _call(ctx: CheckContext, method: str, url: str, **kw: Any) -> tuple[int, dict[str, Any], float]:
     import requests
 
+    from diagnose import wire
+
     session = ctx.http(verify=not ctx.options.insecure)
     t0 = time.monotonic()
+    # ends at the check's deadline, however slowly the token service answers
+    guard = wire.until(ctx.deadline - 0.5)
     try:
-        resp = session.request(
-            method,
-            url,
-            allow_redirects=False,
-            stream=True,
-            timeout=(ctx.budget(5.0), ctx.budget(10.0)),
-            proxies=ctx.proxies(url),
-            **kw,
-        )
-        raw = _read(resp)
+        with guard as g:
+            resp = session.request(
+                method,
+                url,
+                allow_redirects=False,
+                stream=True,
+                timeout=(ctx.budget(5.0), ctx.budget(10.0)),
+                proxies=ctx.proxies(url),
+                **kw,
+            )
+            raw = _read(resp)
     except requests.Timeout:
         raise TokenError(
             "timeout", f"{method} {safe_url(url)} timed out", ms=(time.monotonic() - t0) * 1000
         ) from None
     except requests.RequestException as exc:
+        said = wire.how(exc, url, role="token", fired=g.fired).rsplit(", on attempt", 1)[0]
         raise TokenError(
-            "network",
-            f"{method} {safe_url(url)} failed: {type(exc).__name__}",
+            "timeout" if g.fired else "network",
+            f"{method} {safe_url(url)}: {said}",
             ms=(time.monotonic() - t0) * 1000,
         ) from None
     ms = (time.monotonic() - t0) * 1000

@@ -15,15 +15,32 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from diagnose.net import ConnectError, connect
+from diagnose.wire import STALL_S, Break, broken, release, until, watch
 
 CHUNK = 256 * 1024
 MB = 1_000_000
 
 
 class TransferError(Exception):
-    def __init__(self, kind: str, message: str) -> None:
+    """A download that did not happen: `brk` says how it broke (diagnose.wire), or
+    `status`/`headers`/`body` hold an answer that is not a success."""
+
+    def __init__(
+        self,
+        kind: str,
+        message: str,
+        *,
+        brk: Any = None,
+        status: int = 0,
+        headers: dict[str, str] | None = None,
+        body: bytes = b"",
+    ) -> None:
         super().__init__(message)
         self.kind = kind
+        self.brk = brk
+        self.status = status
+        self.headers = headers or {}
+        self.body = body
 
 
 @dataclass
@@ -33,11 +50,13 @@ class Transfer:
     bytes: int = 0
     complete: bool = False
     digest_ok: bool | None = None
+    size: int | None = None  # the descriptor's
     phases: dict[str, float] = field(default_factory=dict)  # seconds
     first_byte_at: float = 0.0
     ended_at: float = 0.0
     marks: list[tuple[float, int]] = field(default_factory=list)  # (time, bytes so far)
     redirected_to: str | None = None
+    hasher: Any = field(default_factory=hashlib.sha256)
 
     def rate_after(self, start: float) -> float:
         """Bytes per second from `start` (absolute monotonic time) to the end; a transfer that
@@ -53,7 +72,12 @@ Resolve = Callable[[str, int], list[str]]
 
 
 def _open(
-    url: str, resolve: Resolve, ctx: ssl.SSLContext, timeout: float, phases: dict[str, float]
+    url: str,
+    resolve: Resolve,
+    ctx: ssl.SSLContext,
+    timeout: float,
+    phases: dict[str, float],
+    role: str = "registry",
 ) -> tuple[http.client.HTTPConnection, str]:
     parts = urlsplit(url)
     host = parts.hostname or ""
@@ -65,7 +89,14 @@ def _open(
     try:
         sock, _ = connect(addresses[0], port, timeout)
     except ConnectError as exc:
-        raise TransferError(exc.kind, f"connect to {host}:{port} failed: {exc}") from None
+        brk = Break(
+            {"error": "error", "timeout": "timeout"}.get(exc.kind, exc.kind),
+            host=f"{host}:{port}",
+            role=role,
+            phase="connect",
+            detail=str(exc)[:160],
+        )
+        raise TransferError(exc.kind, brk.describe(), brk=brk) from None
     phases["connect"] = phases.get("connect", 0.0) + time.monotonic() - t
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     if parts.scheme == "https":
@@ -74,7 +105,8 @@ def _open(
             sock = ctx.wrap_socket(sock, server_hostname=host)
         except (ssl.SSLError, OSError) as exc:
             sock.close()
-            raise TransferError("tls", f"TLS with {host} failed: {exc}") from None
+            brk = Break("tls", host=f"{host}:{port}", role=role, phase="connect", detail=str(exc))
+            raise TransferError("tls", brk.describe(), brk=brk) from None
         phases["tls"] = phases.get("tls", 0.0) + time.monotonic() - t
     conn.sock = sock
     path = parts.path or "/"
@@ -92,27 +124,40 @@ def download(
     deadline: float,
     max_bytes: int,
     digest: str | None = None,
+    size: int | None = None,
     max_redirects: int = 3,
 ) -> Transfer:
-    """GET url until the body ends, max_bytes are read, or the deadline passes."""
-    result = Transfer(url=url.split("?", 1)[0])
+    """GET url until the body ends, max_bytes are read, or the deadline passes. A transfer
+    that breaks (reset, closed early, no byte for STALL_S) raises TransferError with `brk`;
+    an answer that is not a success raises it with the status, headers and body."""
+    result = Transfer(url=url.split("?", 1)[0], size=size)
     phases = result.phases
     sent_headers = dict(headers)
+    home = (urlsplit(url).hostname or "").lower()
     for _ in range(max_redirects + 1):
         timeout = max(0.2, deadline - time.monotonic())
-        conn, path = _open(url, resolve, ctx, timeout, phases)
+        role = "registry" if (urlsplit(url).hostname or "").lower() == home else "storage"
+        conn, path = _open(url, resolve, ctx, timeout, phases, role)
         netloc = urlsplit(url).netloc
         t = time.monotonic()
-        try:
-            conn.request(
-                "GET",
-                path,
-                headers={"Host": netloc, "User-Agent": "registry-diagnose", **sent_headers},
-            )
-            resp = conn.getresponse()
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()
-            raise TransferError("http", f"GET {result.url} failed: {type(exc).__name__}") from None
+        with until(deadline) as guard:
+            try:
+                conn.request(
+                    "GET",
+                    path,
+                    headers={"Host": netloc, "User-Agent": "registry-diagnose", **sent_headers},
+                )
+                w = watch(conn.sock)  # the headers end at the deadline, however slow
+                resp = conn.getresponse()
+                release(w)
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                brk = broken(
+                    exc, host=netloc, role=role, seconds=time.monotonic() - t, fired=guard.fired
+                ).brk
+                raise TransferError(
+                    brk.kind, f"GET {result.url}: {brk.describe()}", brk=brk
+                ) from None
         result.status = resp.status
         if resp.status in (301, 302, 303, 307, 308) and resp.getheader("Location"):
             phases["redirect"] = phases.get("redirect", 0.0) + time.monotonic() - t
@@ -126,37 +171,86 @@ def download(
         result.first_byte_at = time.monotonic()
         phases["first_byte"] = result.first_byte_at - t
         if resp.status not in (200, 206):
-            conn.close()
-            raise TransferError("http", f"GET {result.url} answered HTTP {resp.status}")
-        hasher = hashlib.sha256()
-        length = resp.getheader("Content-Length")
-        try:
-            while result.bytes < max_bytes and time.monotonic() < deadline:
+            try:
                 conn.sock.settimeout(max(0.05, min(2.0, deadline - time.monotonic())))
-                try:
-                    chunk = resp.read(min(CHUNK, max_bytes - result.bytes))
-                except TimeoutError:
-                    continue
-                if not chunk:
-                    result.complete = True
-                    break
-                result.bytes += len(chunk)
-                hasher.update(chunk)
-                result.marks.append((time.monotonic(), result.bytes))
-        except (OSError, http.client.HTTPException) as exc:
-            raise TransferError(
-                "http", f"reading {result.url} failed: {type(exc).__name__}"
-            ) from None
-        finally:
-            result.ended_at = time.monotonic()
+                body = resp.read(64 * 1024)
+            except (OSError, http.client.HTTPException):
+                body = b""
             conn.close()
-        if length is not None and result.bytes >= int(length):
-            result.complete = True
-        phases["transfer"] = result.ended_at - result.first_byte_at
+            raise TransferError(
+                "http",
+                f"GET {result.url} answered HTTP {resp.status}",
+                status=resp.status,
+                headers=dict(resp.getheaders()),
+                body=body,
+            )
+        _body(result, conn, resp, deadline, max_bytes, netloc, role)
         if result.complete and digest and digest.startswith("sha256:"):
-            result.digest_ok = hasher.hexdigest() == digest.split(":", 1)[1]
+            result.digest_ok = result.hasher.hexdigest() == digest.split(":", 1)[1]
+            if size is not None and result.bytes != size:
+                result.digest_ok = False
         return result
     raise TransferError("redirect", f"more than {max_redirects} redirects for {result.url}")
+
+
+def _body(
+    result: Transfer,
+    conn: http.client.HTTPConnection,
+    resp: http.client.HTTPResponse,
+    deadline: float,
+    max_bytes: int,
+    host: str,
+    role: str,
+) -> None:
+    """Read the body into result: until its end, max_bytes, or the deadline (a measurement
+    may end there); no byte for STALL_S is a stall, and a body that ends early a cut."""
+    length = resp.getheader("Content-Length")
+    expected = int(length) if length and length.isascii() and length.isdigit() else result.size
+    last = time.monotonic()
+    try:
+        while result.bytes < max_bytes and time.monotonic() < deadline:
+            conn.sock.settimeout(max(0.05, min(2.0, deadline - time.monotonic())))
+            try:
+                chunk = resp.read(min(CHUNK, max_bytes - result.bytes))
+            except TimeoutError:
+                if time.monotonic() - last >= STALL_S:
+                    raise
+                continue
+            last = time.monotonic()
+            if not chunk:
+                result.complete = True
+                break
+            result.bytes += len(chunk)
+            result.hasher.update(chunk)
+            result.marks.append((time.monotonic(), result.bytes))
+    except (OSError, http.client.HTTPException) as exc:
+        brk = broken(
+            exc,
+            host=host,
+            role=role,
+            received=result.bytes,
+            expected=expected,
+            seconds=time.monotonic() - result.first_byte_at,
+            body=True,
+        ).brk
+        raise TransferError(brk.kind, f"reading {result.url}: {brk.describe()}", brk=brk) from None
+    finally:
+        result.ended_at = time.monotonic()
+        conn.close()
+    result.phases["transfer"] = result.ended_at - result.first_byte_at
+    if result.complete and expected is not None and result.bytes < expected:
+        # http.client ends a body that stops short without a word: it was cut
+        brk = Break(
+            "closed",
+            host=host,
+            role=role,
+            received=result.bytes,
+            expected=expected,
+            seconds=round(result.ended_at - result.first_byte_at, 2),
+        )
+        raise TransferError(brk.kind, f"reading {result.url}: {brk.describe()}", brk=brk)
+    if expected is not None and result.bytes >= expected:
+        result.complete = True
 
 
 def parallel(jobs: list[Callable[[], Transfer]]) -> tuple[list[Transfer], list[str]]:

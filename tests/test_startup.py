@@ -23,6 +23,8 @@ NOT_FOR_A_DNS_FAILURE = (
     "diagnose.registryapi",
     "diagnose.tokens",
     "diagnose.transfer",
+    "diagnose.wire",
+    "diagnose.content",
     "diagnose.endpoint",
     "diagnose.containers",
     "diagnose.http",

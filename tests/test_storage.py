@@ -221,7 +221,7 @@ def test_storage_redirect_agrees_with_skopeo(registry, pki, good_cert, env, sche
         state["storage"] = f"https://127.0.0.1:{dead}"
         c = ours(ref)
         assert (c["status"], c["code"]) == ("fail", "STORAGE_REDIRECT_ERROR"), c
-        assert f"127.0.0.1:{dead}" in c["summary"] and "connection refused" in c["summary"], c
+        assert f"127.0.0.1:{dead}" in c["summary"] and "refused" in c["summary"], c
         c = ours(f"127.0.0.1:{front.port}", *by_repo, check="blob-redirect")
         assert (c["status"], c["code"]) == ("fail", "STORAGE_REDIRECT_ERROR"), c
         assert f"127.0.0.1:{dead}" in c["summary"] and "refused" in c["summary"], c
