@@ -76,7 +76,7 @@ def _ctx(deadline_s: float = 5.0) -> Any:
     """The little of a CheckContext the registry API reader uses."""
     session = make_session(ssl.create_default_context())
     return SimpleNamespace(
-        registry=SimpleNamespace(host="127.0.0.1"),
+        registry=SimpleNamespace(host="127.0.0.1", login_server="127.0.0.1"),
         deadline=time.monotonic() + deadline_s,
         options=SimpleNamespace(insecure=False),
         http=lambda verify=True: session,

@@ -106,16 +106,21 @@ def test_problem_findings_must_cite_faq():
     assert f == Finding(Status.FAIL, "x", "X", ("tls12",), ("do y",), {})
 
 
-def test_ssl_contexts_are_never_shared():
-    # urllib3 turns check_hostname off on contexts it is given; a shared one made the tls check
-    # accept a wrong-host certificate whenever the api check ran at the same moment
+def test_urllib3_never_gets_a_handshake_context():
+    # urllib3 turns check_hostname off on contexts it is given; a context shared with it made
+    # the tls check accept a wrong-host certificate whenever the api check ran at that moment.
+    # Contexts are kept for the process (loading the store is costly), those of HTTP sessions
+    # apart from those of handshakes.
     from diagnose.context import Options, RunState
 
-    state = RunState(Options())
-    a, b = state.ssl_context(), state.ssl_context()
-    assert a is not b
-    a.check_hostname = False
-    assert b.check_hostname is True
+    state, other = RunState(Options()), RunState(Options())
+    handshake, http = state.ssl_context(), state.http_context(True)
+    assert handshake is not http
+    assert other.ssl_context() is handshake  # kept: the store is loaded once
+    session = state.session(True)
+    assert session.get_adapter("https://x/").poolmanager.connection_pool_kw["ssl_context"] is http
+    http.check_hostname = False  # what urllib3 does to it
+    assert handshake.check_hostname is True
 
 
 def test_a_check_can_apply_to_acr_only(plugin_env, registry, pki, dns_server, host_root):
