@@ -59,8 +59,6 @@ class ImageBlobsCheck(Check):
         return None
 
     def run(self, ctx: CheckContext) -> Finding:
-        from concurrent.futures import ThreadPoolExecutor
-
         import requests
 
         from diagnose.content import BlobRead, config_read, descriptor_size, fetch
@@ -112,8 +110,9 @@ class ImageBlobsCheck(Check):
             except requests.RequestException as exc:  # a proxy's own failure
                 return blob, exc
 
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            outcomes = list(pool.map(probe, blobs))
+        from diagnose.workers import map_parallel
+
+        outcomes = map_parallel(probe, blobs, width=4)
         reads = [o for _, o in outcomes if isinstance(o, BlobRead)]
         storage = sorted({r.facts["storage_host"] for r in reads if r.facts.get("storage_host")})
         evidence["storage_hosts"] = storage

@@ -18,7 +18,6 @@ import contextlib
 import platform
 import queue
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from diagnose.models import (
     problem,
     skipped,
 )
+from diagnose.workers import WORKERS
 
 MAX_PARALLEL = 32
 BLOCKING = (Status.FAIL, Status.ERROR)
@@ -256,7 +256,7 @@ class _Run:
             finding = _guarded_run(node, ctx)
             self.done.put((node, finding, time.monotonic(), ctx.waited))
 
-        threading.Thread(target=work, name=f"check {node.label}", daemon=True).start()
+        WORKERS.submit(work)
 
     def timed_out(self, node: Node, now: float) -> Finding:
         whole_run = now >= self.state.deadline

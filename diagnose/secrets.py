@@ -22,6 +22,7 @@ REDACTED = "<redacted>"
 _MIN_LEN = 4
 
 _known: set[str] = set()
+_by_length: list[str] = []  # _known, longest first (a secret inside another goes after it)
 _lock = threading.Lock()
 
 # (kind, pattern, replacement) in the order they apply.
@@ -116,7 +117,9 @@ def register(value: str | None) -> None:
     """Remember a secret value so every later redaction removes it wherever it appears."""
     if value and len(value) >= _MIN_LEN:
         with _lock:
-            _known.add(value)
+            if value not in _known:
+                _known.add(value)
+                _by_length[:] = sorted(_known, key=len, reverse=True)
 
 
 def forget_all_but(keep: list[str]) -> None:
@@ -124,11 +127,20 @@ def forget_all_but(keep: list[str]) -> None:
     running many commands in one process gives each its own, as separate processes would)."""
     with _lock:
         _known.intersection_update(keep)
+        _by_length[:] = sorted(_known, key=len, reverse=True)
 
 
 def known_secrets() -> list[str]:
     with _lock:
-        return sorted(_known, key=len, reverse=True)
+        return list(_by_length)
+
+
+# Every rule needs one of these words on the line: text without any is left as it is without
+# running the rules one by one (most evidence: names, numbers, statuses).
+_MAY_HOLD_SECRET = re.compile(
+    r"(?i)-----BEGIN|eyJ|bearer|basic|://|accountkey|sharedaccess|pass|pwd|secret|token|auth|"
+    r"sig|apikey|api_key"
+)
 
 
 def _apply(text: str, counts: Counter[str] | None) -> str:
@@ -137,6 +149,8 @@ def _apply(text: str, counts: Counter[str] | None) -> str:
             if counts is not None:
                 counts["known-secret"] += text.count(value)
             text = text.replace(value, REDACTED)
+    if not _MAY_HOLD_SECRET.search(text):
+        return text
     for kind, pattern, repl in RULES:
 
         def sub(

@@ -18,6 +18,8 @@ client will print."""
 from __future__ import annotations
 
 import ipaddress
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -498,9 +500,40 @@ def _pools(trust: Trust) -> Iterator[Pool]:
         yield Pool()
 
 
+_VERDICTS: dict[tuple[Any, ...], tuple[float, Verdict]] = {}
+_VERDICTS_LOCK = threading.Lock()
+VERDICT_TTL_S = 30.0
+MAX_VERDICTS = 256
+
+
 def verify(sent: Sequence[bytes], host: str, trust: Trust, now: datetime | None = None) -> Verdict:
-    """Go's verdict on a chain as sent (leaf first) for host, with that trust."""
-    now = now or datetime.now(UTC)
+    """Go's verdict on a chain as sent (leaf first) for host, with that trust. A run meets the
+    same chain on every connection to a host (the tls check's handshake, each pooled HTTP
+    connection): the verdict is kept for a few seconds, keyed by all it depends on."""
+    if now is not None:
+        return _verify(sent, host, trust, now)
+    key = (
+        tuple(sent),
+        host,
+        frozenset(trust.files.digests),
+        trust.system,
+        (trust.environ or {}).get("SSL_CERT_FILE"),
+        (trust.environ or {}).get("SSL_CERT_DIR"),
+    )
+    clock = time.monotonic()
+    with _VERDICTS_LOCK:
+        kept = _VERDICTS.get(key)
+    if kept is not None and clock < kept[0]:
+        return kept[1]
+    verdict = _verify(sent, host, trust, datetime.now(UTC))
+    with _VERDICTS_LOCK:
+        if len(_VERDICTS) >= MAX_VERDICTS:
+            _VERDICTS.clear()
+        _VERDICTS[key] = (clock + VERDICT_TTL_S, verdict)
+    return verdict
+
+
+def _verify(sent: Sequence[bytes], host: str, trust: Trust, now: datetime) -> Verdict:
     try:
         certs = [GoCert(d) for d in sent]
         for c in certs:
