@@ -55,8 +55,7 @@ class ApiCheck(Check):
     )
 
     def run(self, ctx: CheckContext) -> Finding:
-        import requests
-
+        from diagnose import http as web
         from diagnose.challenge import ChallengeError, parse_challenge
         from diagnose.http import safe_headers
 
@@ -87,9 +86,9 @@ class ApiCheck(Check):
                         timeout=(ctx.budget(5.0), ctx.budget(10.0)),
                         proxies=ctx.proxies(url),
                     )
-                except (requests.exceptions.ProxyError, requests.exceptions.SSLError):
+                except (web.ProxyError, web.SSLError):
                     raise
-                except requests.RequestException as exc:
+                except web.RequestException as exc:
                     host = urlsplit(url).netloc
                     raise wire.broken(
                         exc, host=host, seconds=time.monotonic() - t0, fired=guard.fired
@@ -104,7 +103,7 @@ class ApiCheck(Check):
 
             if isinstance(exc, Broken) and exc.brk.kind == "timeout":
                 return False  # the deadline ended it: no time for another try
-            return isinstance(exc, _Transient | requests.ConnectionError | requests.Timeout)
+            return isinstance(exc, _Transient | web.ConnectionError | web.Timeout)
 
         resp: Any = None
         ms = received_at = 0.0
@@ -219,9 +218,9 @@ class ApiCheck(Check):
     ) -> Finding | None:
         """TLS failed through the environment's proxy, and the proxy check saw that proxy
         re-sign the registry's certificate with a CA this host does not trust: say so."""
-        import requests
+        from diagnose import http as web
 
-        if not isinstance(exc.last, requests.exceptions.SSLError) or not ctx.proxies(url):
+        if not isinstance(exc.last, web.SSLError) or not ctx.proxies(url):
             return None
         ctx.result("proxy")
         seen = ctx.fact(PROXY_TLS)
@@ -236,17 +235,17 @@ class ApiCheck(Check):
     def _no_response(
         self, url: str, exc: RetriesExhausted, evidence: dict[str, Any], env: Mapping[str, str]
     ) -> Finding:
-        import requests
+        from diagnose import http as web
 
         last = exc.last
         evidence.update(error=type(last).__name__, attempts=exc.attempts)
-        if isinstance(last, requests.exceptions.ProxyError):
+        if isinstance(last, web.ProxyError):
             from diagnose.proxy import proxy_failure
 
             return proxy_failure(url, str(last), exc.attempts, evidence, env)
         from diagnose.wire import Broken
 
-        if isinstance(last, requests.exceptions.SSLError):
+        if isinstance(last, web.SSLError):
             from diagnose.x509go import go_reason
 
             why = go_reason(last)

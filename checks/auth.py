@@ -539,7 +539,7 @@ class AuthorizedRequestCheck(Check):
     )
 
     def run(self, ctx: CheckContext) -> Finding:
-        import requests
+        from diagnose import http as web
 
         reg = ctx.registry
         assert reg is not None
@@ -578,7 +578,7 @@ class AuthorizedRequestCheck(Check):
         try:
             resp = call("GET", url, headers=headers, auth=auth, stream=True)
             raw = read_body(resp)
-        except requests.RequestException as exc:
+        except web.RequestException as exc:
             return request_failed(ctx.environ, url, exc, f"GET {path}")
         ms = (time.monotonic() - t0) * 1000
         body = raw[:2000].decode("utf-8", "replace") if resp.status_code != 200 else ""

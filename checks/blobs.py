@@ -59,8 +59,7 @@ class ImageBlobsCheck(Check):
         return None
 
     def run(self, ctx: CheckContext) -> Finding:
-        import requests
-
+        from diagnose import http as web
         from diagnose.content import BlobRead, config_read, descriptor_size, fetch
         from diagnose.registryapi import base_url
 
@@ -107,7 +106,7 @@ class ImageBlobsCheck(Check):
                     attempts=2 if whole else 1,
                     soft_deadline=soft if whole else None,
                 )
-            except requests.RequestException as exc:  # a proxy's own failure
+            except web.RequestException as exc:  # a proxy's own failure
                 return blob, exc
 
         from diagnose.workers import map_parallel

@@ -397,8 +397,7 @@ def _on_linux(
     """A Linux dockerd fetches a foreign layer from the registry like any other, never from its
     URLs, and pushes it as an ordinary layer: the allow list does not matter to it, whether the
     registry holds the blob does (without it, the pull stops at "unknown blob")."""
-    import requests
-
+    from diagnose import http as web
     from diagnose.registryapi import auth_for, base_url, requester
 
     reg = ctx.registry
@@ -410,7 +409,7 @@ def _on_linux(
         digest = str(layer.get("digest"))
         try:
             answer = call("HEAD", f"{base_url(ctx)}/blobs/{digest}", headers=headers, auth=auth)
-        except requests.RequestException:
+        except web.RequestException:
             continue  # reachability is the other checks' business
         if answer.status_code == 404:
             missing.append(digest)

@@ -191,8 +191,7 @@ class ManifestCheck(Check):
     def run(self, ctx: CheckContext) -> Finding:
         import hashlib
 
-        import requests
-
+        from diagnose import http as web
         from diagnose.oci import (
             INDEX_TYPES,
             MANIFEST_ACCEPT,
@@ -227,7 +226,7 @@ class ManifestCheck(Check):
         try:
             head, _ = follow(call, "HEAD", url, headers=accept, auth=auth)
             head.close()
-        except requests.RequestException as exc:
+        except web.RequestException as exc:
             return request_failed(ctx.options.environ, url, exc, f"HEAD {ref.reference}")
         evidence["head_ms"] = round((time.monotonic() - t0) * 1000, 2)
         rl = rate_limit(head.headers)
@@ -254,7 +253,7 @@ class ManifestCheck(Check):
         try:
             resp, _ = follow(call, "GET", get_url, headers=accept, auth=auth, stream=True)
             body = read_body(resp)
-        except requests.RequestException as exc:
+        except web.RequestException as exc:
             return request_failed(ctx.options.environ, get_url, exc, f"GET manifest {target}")
         evidence["get_ms"] = round((time.monotonic() - t0) * 1000, 2)
         got_rl = rate_limit(resp.headers)
@@ -318,8 +317,7 @@ class ManifestCheck(Check):
         evidence: dict[str, Any],
         answer: tuple[Any, bytes] | None = None,
     ) -> Finding:
-        import requests
-
+        from diagnose import http as web
         from diagnose.oci import RateLimit, parse_errors, rate_limit
         from diagnose.registryapi import read_body
 
@@ -329,7 +327,7 @@ class ManifestCheck(Check):
             try:
                 resp = call("GET", url, headers=accept, auth=auth, stream=True)
                 body = read_body(resp)
-            except requests.RequestException as exc:
+            except web.RequestException as exc:
                 return request_failed(
                     ctx.options.environ, url, exc, f"GET manifest {ref.reference}"
                 )
@@ -372,8 +370,7 @@ class ManifestCheck(Check):
     ) -> Finding:
         import difflib
 
-        import requests
-
+        from diagnose import http as web
         from diagnose.registryapi import base_url
 
         reg, ref = image_of(ctx)
@@ -414,7 +411,7 @@ class ManifestCheck(Check):
                     current = (
                         h.headers.get("Docker-Content-Digest") if h.status_code == 200 else None
                     )
-                except requests.RequestException:
+                except web.RequestException:
                     current = None
             evidence["tag_digest_now"] = current
             now = f"; :{ref.tag} now points to {current}" if current else ""
@@ -455,8 +452,7 @@ class ManifestCheck(Check):
         self, ctx: CheckContext, call: Any, auth: Any
     ) -> tuple[list[str] | None, bool | None]:
         """The repository's tags and whether it exists (None: could not tell)."""
-        import requests
-
+        from diagnose import http as web
         from diagnose.registryapi import auth_for, base_url, read_body
 
         kept = ctx.fact(TAGS)
@@ -468,7 +464,7 @@ class ManifestCheck(Check):
                 "GET", f"{base_url(ctx)}/tags/list", headers=headers, auth=auth, stream=True
             )
             body = read_body(resp)
-        except requests.RequestException:
+        except web.RequestException:
             return None, None
         if resp.status_code == 200:
             try:

@@ -30,8 +30,7 @@ class PlatformCheck(Check):
         return None
 
     def run(self, ctx: CheckContext) -> Finding:
-        import requests
-
+        from diagnose import http as web
         from diagnose.findings import manifest_too_large
         from diagnose.oci import (
             MANIFEST_ACCEPT,
@@ -95,7 +94,7 @@ class PlatformCheck(Check):
                     stream=True,
                 )
                 body = read_body(resp)
-            except requests.RequestException as exc:
+            except web.RequestException as exc:
                 return request_failed(ctx.options.environ, url, exc, f"GET manifest {digest[:19]}…")
             what = f"the {want} manifest {digest[:19]}… listed in the index"
             if resp.status_code != 200:

@@ -72,8 +72,7 @@ class PushPathCheck(Check):
         return None
 
     def run(self, ctx: CheckContext) -> Finding:
-        import requests
-
+        from diagnose import http as web
         from diagnose.registryapi import auth_for, base_url, is_anonymous, read_body, requester
 
         reg = ctx.registry
@@ -87,7 +86,7 @@ class PushPathCheck(Check):
         try:
             resp = call("POST", start, headers=headers, auth=auth, stream=True)
             body = read_body(resp)
-        except requests.RequestException as exc:
+        except web.RequestException as exc:
             return request_failed(ctx.options.environ, start, exc, "starting an upload")
         evidence["start_status"] = resp.status_code
         if resp.status_code != 202 or not resp.headers.get("Location"):
@@ -118,7 +117,7 @@ class PushPathCheck(Check):
                 )
             elif chunk.headers.get("Location"):
                 location = urljoin(location, chunk.headers["Location"])
-        except requests.RequestException as exc:
+        except web.RequestException as exc:
             from diagnose.wire import broken
 
             brk = broken(exc, host=urlsplit(location).netloc).brk
@@ -174,12 +173,12 @@ class PushPathCheck(Check):
         return PROBE_MIN, "just over 1 MiB, the most common proxy limit"
 
     def _cancel(self, call: Any, location: str, headers: dict[str, str], auth: Any) -> bool:
-        import requests
+        from diagnose import http as web
 
         try:
             resp = call("DELETE", location, headers=headers, auth=auth)
             resp.close()
-        except requests.RequestException:
+        except web.RequestException:
             return False
         return bool(resp.status_code in (200, 202, 204))
 

@@ -45,8 +45,7 @@ class BlobRedirectCheck(Check):
             return skipped(
                 "the image-blobs check fetches every blob of the image, redirects included"
             )
-        import requests
-
+        from diagnose import http as web
         from diagnose.registryapi import (
             NotReadable,
             auth_for,
@@ -75,7 +74,7 @@ class BlobRedirectCheck(Check):
             redirect = first.status_code in (301, 302, 303, 307, 308)
             body = b"" if redirect else read_body(first, 64 * 1024)
             first.close()
-        except requests.RequestException as exc:
+        except web.RequestException as exc:
             return request_failed(ctx.environ, url, exc, f"GET blob {digest[:19]}…")
         evidence.update(status=first.status_code, ms=round((time.monotonic() - t0) * 1000, 2))
         if first.status_code in (200, 206):
@@ -124,7 +123,7 @@ class BlobRedirectCheck(Check):
                 host,
                 evidence,
             )
-        except requests.RequestException as exc:
+        except web.RequestException as exc:
             return request_failed(ctx.environ, target, exc, f"GET blob from {host}")
         evidence.update(
             storage_status=resp.status_code, storage_ms=round((time.monotonic() - t1) * 1000, 2)

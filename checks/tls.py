@@ -19,6 +19,7 @@ from diagnose.facts import SCHEME
 from diagnose.models import Finding, Status, passed, problem
 from diagnose.net import ConnectError, connect, registry_addresses
 from diagnose.resolve import ResolveError, is_ip
+from diagnose.workers import WORKERS
 
 if TYPE_CHECKING:
     import ssl
@@ -204,10 +205,15 @@ class TlsCheck(Check):
         # whether the old protocols are still accepted is asked at the same time, on the first
         # address, so that it costs no round trips of its own
         legacy: dict[str, Any] = {}
-        probe = threading.Thread(
-            target=self._legacy, args=(addresses[0], port, sni, ctx, legacy), daemon=True
-        )
-        probe.start()
+        legacy_done = threading.Event()
+
+        def ask_legacy() -> None:
+            try:
+                self._legacy(addresses[0], port, sni, ctx, legacy)
+            finally:
+                legacy_done.set()
+
+        WORKERS.submit(ask_legacy)
         # the first address that takes a connection, as a client would use it; the handshake
         # only fetches the chain the server sends: the verdict on it is Go's, below
         client = client_context()
@@ -222,7 +228,7 @@ class TlsCheck(Check):
             "ca_bundle": str(ctx.options.ca_bundle) if ctx.options.ca_bundle else None,
             "handshake_ms": round(main.ms, 2),
         }
-        probe.join(ctx.budget(HANDSHAKE_CAP_S))
+        legacy_done.wait(ctx.budget(HANDSHAKE_CAP_S))
         evidence["legacy_tls"] = legacy or {"accepted": None, "detail": "probe did not finish"}
         if main.protocol:
             evidence["protocol"] = main.protocol

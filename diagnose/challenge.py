@@ -26,10 +26,25 @@ class Challenge:
         return self.params.get("service")
 
 
+def parse_params(text: str) -> dict[str, str | None]:
+    """`a="b", c=d` as RFC 9110 auth-params (the way requests and Go's parsers read them):
+    quoted values unquoted, a name without a value kept as None."""
+    from urllib.request import parse_http_list
+
+    out: dict[str, str | None] = {}
+    for item in parse_http_list(text):
+        if "=" not in item:
+            out[item] = None
+            continue
+        name, value = item.split("=", 1)
+        if value[:1] == value[-1:] == '"' and len(value) >= 2:
+            value = value[1:-1].replace("\\\\", "\\").replace('\\"', '"')
+        out[name] = value
+    return out
+
+
 def parse_challenge(header: str | None) -> Challenge:
     """The first Bearer or Basic challenge in the header; ChallengeError if there is none."""
-    from requests.utils import parse_dict_header
-
     if header is None or not header.strip():
         raise ChallengeError("no WWW-Authenticate header")
     if len(header) > MAX_HEADER:
@@ -41,7 +56,7 @@ def parse_challenge(header: str | None) -> Challenge:
     if scheme not in ("bearer", "basic"):
         raise ChallengeError(f"unsupported authentication scheme {scheme[:20]!r}")
     try:
-        raw: dict[str, str | None] = parse_dict_header(rest)  # type: ignore[no-untyped-call]
+        raw = parse_params(rest)
     except (ValueError, IndexError) as exc:
         raise ChallengeError(f"challenge parameters do not parse: {exc}") from None
     params = {str(k).strip().lower(): str(v) for k, v in raw.items() if k and v is not None}

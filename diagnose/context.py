@@ -26,8 +26,7 @@ from diagnose.retry import with_retries
 if TYPE_CHECKING:
     import ssl
 
-    import requests
-
+    from diagnose import http as web
     from diagnose.x509pool import Trust
 
 T = TypeVar("T")
@@ -90,7 +89,7 @@ class RunState:
         self._expected: set[tuple[str | None, str]] = set()
         self._facts: dict[tuple[str | None, Fact[Any]], object] = {}
         self._once: dict[tuple[str | None, str], list[Any]] = {}
-        self._sessions: dict[bool, requests.Session] = {}
+        self._sessions: dict[bool, web.Session] = {}
         self.started = time.monotonic()
         self.deadline = self.started + options.timeout_s
 
@@ -173,7 +172,7 @@ class RunState:
             [bundle] if bundle else [], verify=verify, role="http", environ=self.options.environ
         )
 
-    def session(self, verify: bool) -> requests.Session:
+    def session(self, verify: bool) -> web.Session:
         """The HTTP session every check of the run shares: one keep-alive connection pool per
         host, so that checks talking to the same registry do not each pay for a handshake."""
         with self._lock:
@@ -377,7 +376,7 @@ class CheckContext:
 
         return shutil.which(name, path=self.options.environ.get("PATH", os.defpath))
 
-    def http(self, verify: bool = True) -> requests.Session:
+    def http(self, verify: bool = True) -> web.Session:
         """A requests session trusting what docker trusts and resolving as the run does; shared
         by the run's checks (keep-alive connections), so never change its settings."""
         return self._state.session(verify)

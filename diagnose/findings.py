@@ -69,11 +69,10 @@ ANSWER_FAQ = (
 def request_failed(env: Mapping[str, str], url: str, exc: Exception, what: str) -> Finding:
     """A request to a registry that answered /v2/ got no answer of its own, or its transfer
     broke: said how (reset, closed early, stalled, timed out, a header too large...)."""
-    import requests
-
+    from diagnose import http as web
     from diagnose import wire
 
-    if isinstance(exc, requests.exceptions.ProxyError):
+    if isinstance(exc, web.ProxyError):
         from diagnose.proxy import proxy_failure
 
         return proxy_failure(url, str(exc), 1, {"url": safe_url(url)}, env)

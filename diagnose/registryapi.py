@@ -23,8 +23,7 @@ from diagnose.facts import (
 from diagnose.secrets import safe_url
 
 if TYPE_CHECKING:
-    import requests
-
+    from diagnose import http as web
     from diagnose.models import Finding
 
 MAX_MANIFEST = 4 * 1024 * 1024  # what the clients accept for a manifest (and a config)
@@ -34,11 +33,11 @@ Auth = tuple[str, str] | None
 
 
 class Getter(Protocol):
-    def __call__(self, url: str, **kw: Any) -> requests.Response: ...
+    def __call__(self, url: str, **kw: Any) -> web.Response: ...
 
 
 class Requester(Protocol):
-    def __call__(self, method: str, url: str, **kw: Any) -> requests.Response: ...
+    def __call__(self, method: str, url: str, **kw: Any) -> web.Response: ...
 
 
 class NotReadable(Exception):
@@ -91,14 +90,13 @@ def requester(ctx: CheckContext) -> Requester:
     failure is raised as `wire.Broken`, saying how it broke and where (a proxy's own failure
     stays a ProxyError, for the proxy findings). Without `stream=True` the body is read here,
     at most MAX_MANIFEST bytes of it."""
-    import requests
-
+    from diagnose import http as web
     from diagnose import wire
 
     session = ctx.http(verify=not ctx.options.insecure)
     home = (ctx.registry.login_server if ctx.registry else "").lower()
 
-    def call(method: str, url: str, **kw: Any) -> requests.Response:
+    def call(method: str, url: str, **kw: Any) -> web.Response:
         stream = kw.pop("stream", False)
         attempt = kw.pop("attempt", 1)
         until = kw.pop("deadline", None) or ctx.deadline - MARGIN_S
@@ -119,9 +117,9 @@ def requester(ctx: CheckContext) -> Requester:
                         **kw,
                     )
                     break
-                except requests.exceptions.ProxyError:
+                except web.ProxyError:
                     raise
-                except requests.RequestException as exc:
+                except web.RequestException as exc:
                     cut = wire.broken(
                         exc,
                         host=host,
@@ -165,13 +163,13 @@ def getter(ctx: CheckContext) -> Getter:
     """GET without redirects, through the run's session and proxies, within the check's time."""
     call = requester(ctx)
 
-    def get(url: str, **kw: Any) -> requests.Response:
+    def get(url: str, **kw: Any) -> web.Response:
         return call("GET", url, **kw)
 
     return get
 
 
-def read_body(resp: requests.Response, limit: int = MAX_MANIFEST) -> bytes:
+def read_body(resp: web.Response, limit: int = MAX_MANIFEST) -> bytes:
     """The body, up to just over limit (the caller tells a body over it by its length), and the
     response closed: a server that sends without end costs no more than limit. A transfer
     that breaks raises `wire.Broken` (bytes received, of how many, from where)."""
@@ -219,7 +217,7 @@ def manifest_for(
 ) -> dict[str, Any]:
     """The image manifest of repository:tag (default: --repository and its first tag), read
     once per run and shared by the checks that need it; NotReadable when it cannot be read."""
-    import requests
+    from diagnose import http as web
 
     reg = ctx.registry
     if repository is None and tag is None and reg is not None and reg.image is not None:
@@ -258,7 +256,7 @@ def manifest_for(
                 evidence={"url": safe_url(base)},
             )
             raise NotReadable(str(exc), finding) from None
-        except requests.RequestException as exc:
+        except web.RequestException as exc:
             finding = request_failed(ctx.environ, base, exc, "reading the manifest")
             raise NotReadable(finding.summary, finding) from None
 
@@ -334,7 +332,7 @@ def follow(
     headers: dict[str, str],
     auth: Auth,
     **kw: Any,
-) -> tuple[requests.Response, list[str]]:
+) -> tuple[web.Response, list[str]]:
     """A request whose redirects are followed by hand, as the clients follow them: the
     Authorization header and credentials never go to another host; a loop, or more than
     MAX_REDIRECTS, raises `wire.Broken` (kind redirects). (answer, the URLs it went through)."""

@@ -278,6 +278,15 @@ class _Run:
             ],
         )
 
+    def take(self, done: tuple[Node, Finding, float, float]) -> None:
+        """A check's own answer: held until its dependencies are in (see `release`)."""
+        node, finding, end, waited = done
+        if node.result is None and node.held is None:
+            if node in self.running:
+                self.running.remove(node)
+            node.held = (finding, end, waited)
+            self.release(node)
+
     def loop(self) -> None:
         pending = list(self.nodes)
         while True:
@@ -299,18 +308,16 @@ class _Run:
             )
             next_deadline = min(next_deadline, now + 0.25)  # waiting checks move their deadline
             try:
-                node, finding, end, waited = self.done.get(timeout=max(0.0, next_deadline - now))
-                if node.result is None and node.held is None:
-                    if node in self.running:
-                        self.running.remove(node)
-                    node.held = (finding, end, waited)
-                    self.release(node)
+                self.take(self.done.get(timeout=max(0.0, next_deadline - now)))
+                while True:  # and whatever else finished meanwhile, before looking again
+                    self.take(self.done.get_nowait())
             except queue.Empty:
                 pass
             now = time.monotonic()
-            for node in [n for n in self.nodes if n.result is None and n.started is not None]:
-                if node.held is None and _deadline(node, self.state) <= now:
-                    self.finish(node, self.timed_out(node, now), now)
+            if now >= next_deadline:  # a time limit may have passed: end what overran it
+                for node in [n for n in self.nodes if n.result is None and n.started is not None]:
+                    if node.held is None and _deadline(node, self.state) <= now:
+                        self.finish(node, self.timed_out(node, now), now)
             if now >= self.state.deadline:
                 for node in self.nodes:
                     if node.result is None:

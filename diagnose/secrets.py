@@ -22,7 +22,7 @@ REDACTED = "<redacted>"
 _MIN_LEN = 4
 
 _known: set[str] = set()
-_by_length: list[str] = []  # _known, longest first (a secret inside another goes after it)
+_by_length: tuple[str, ...] = ()  # _known, longest first (one inside another goes after it)
 _lock = threading.Lock()
 
 # (kind, pattern, replacement) in the order they apply.
@@ -119,7 +119,7 @@ def register(value: str | None) -> None:
         with _lock:
             if value not in _known:
                 _known.add(value)
-                _by_length[:] = sorted(_known, key=len, reverse=True)
+                _sort()
 
 
 def forget_all_but(keep: list[str]) -> None:
@@ -127,12 +127,16 @@ def forget_all_but(keep: list[str]) -> None:
     running many commands in one process gives each its own, as separate processes would)."""
     with _lock:
         _known.intersection_update(keep)
-        _by_length[:] = sorted(_known, key=len, reverse=True)
+        _sort()
 
 
-def known_secrets() -> list[str]:
-    with _lock:
-        return list(_by_length)
+def _sort() -> None:
+    global _by_length
+    _by_length = tuple(sorted(_known, key=len, reverse=True))
+
+
+def known_secrets() -> tuple[str, ...]:
+    return _by_length  # replaced whole, never changed in place: no lock needed to read it
 
 
 # Every rule needs one of these words on the line: text without any is left as it is without

@@ -19,8 +19,7 @@ from diagnose.credentials import Credential
 from diagnose.secrets import Secret, register, safe_url, scrub
 
 if TYPE_CHECKING:
-    import requests
-
+    from diagnose import http as web
     from diagnose.context import CheckContext
 
 CLIENT_ID = "registry-diagnose"
@@ -75,8 +74,7 @@ def _post(ctx: CheckContext, url: str, form: dict[str, str]) -> tuple[int, dict[
 
 
 def _call(ctx: CheckContext, method: str, url: str, **kw: Any) -> tuple[int, dict[str, Any], float]:
-    import requests
-
+    from diagnose import http as web
     from diagnose import wire
 
     session = ctx.http(verify=not ctx.options.insecure)
@@ -95,11 +93,11 @@ def _call(ctx: CheckContext, method: str, url: str, **kw: Any) -> tuple[int, dic
                 **kw,
             )
             raw = _read(resp)
-    except requests.Timeout:
+    except web.Timeout:
         raise TokenError(
             "timeout", f"{method} {safe_url(url)} timed out", ms=(time.monotonic() - t0) * 1000
         ) from None
-    except requests.RequestException as exc:
+    except web.RequestException as exc:
         said = wire.how(exc, url, role="token", fired=g.fired).rsplit(", on attempt", 1)[0]
         raise TokenError(
             "timeout" if g.fired else "network",
@@ -134,7 +132,7 @@ def _call(ctx: CheckContext, method: str, url: str, **kw: Any) -> tuple[int, dic
     return resp.status_code, data, ms
 
 
-def _read(resp: requests.Response) -> bytes:
+def _read(resp: web.Response) -> bytes:
     try:
         data = b""
         for chunk in resp.iter_content(BODY_LIMIT):

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import requests
+from diagnose import http as web
 
 STALL_S = 10.0  # no byte for this long: the transfer has stalled
 TRICKLE_BPS = 1024  # slower than this when the deadline came: a trickle, not a slow link
@@ -121,7 +121,7 @@ class Break:
         return {k: v for k, v in asdict(self).items() if v not in (None, "")}
 
 
-class Broken(requests.exceptions.ConnectionError):
+class Broken(web.ConnectionError):
     """A transfer that broke, with how (`brk`)."""
 
     def __init__(self, brk: Break) -> None:
@@ -166,11 +166,11 @@ def classify(exc: BaseException, *, fired: bool = False) -> tuple[str, str, str]
         if isinstance(e, Broken):
             return e.brk.kind, e.brk.phase, e.brk.detail
     connect = any(
-        isinstance(e, u3.NewConnectionError | u3.ConnectTimeoutError | requests.ConnectTimeout)
+        isinstance(e, u3.NewConnectionError | u3.ConnectTimeoutError | web.ConnectTimeout)
         for e in chain
     )
     phase = "connect" if connect else "headers"
-    if any(isinstance(e, requests.exceptions.ChunkedEncodingError) for e in chain) or any(
+    if any(isinstance(e, web.ChunkedEncodingError) for e in chain) or any(
         isinstance(e, u3.ProtocolError) and "Connection broken" in str(e) for e in chain
     ):
         phase = "body"
@@ -180,7 +180,7 @@ def classify(exc: BaseException, *, fired: bool = False) -> tuple[str, str, str]
     def has(*types: type[BaseException]) -> BaseException | None:
         return next((e for e in chain if isinstance(e, types)), None)
 
-    if has(requests.exceptions.ProxyError, u3.ProxyError):
+    if has(web.ProxyError, u3.ProxyError):
         return "proxy", "connect", _detail(chain[-1])
     line = has(http.client.LineTooLong)
     if line is not None:
@@ -201,13 +201,11 @@ def classify(exc: BaseException, *, fired: bool = False) -> tuple[str, str, str]
     chunk = has(u3.InvalidChunkLength)
     if chunk is not None:
         return ("closed" if not getattr(chunk, "length", b"") else "protocol"), "body", ""
-    if has(requests.ConnectTimeout, u3.ConnectTimeoutError):
+    if has(web.ConnectTimeout, u3.ConnectTimeoutError):
         return "timeout", "connect", ""
-    if has(requests.ReadTimeout, u3.ReadTimeoutError, TimeoutError):
+    if has(web.ReadTimeout, u3.ReadTimeoutError, TimeoutError):
         return "stalled", phase, ""
-    if has(requests.TooManyRedirects):
-        return "redirects", "headers", ""
-    if has(ssl.SSLError, requests.exceptions.SSLError):
+    if has(ssl.SSLError, web.SSLError):
         return "tls", "connect", _detail(chain[-1])
     bad = has(http.client.BadStatusLine, http.client.HTTPException)
     if bad is not None:
@@ -399,7 +397,7 @@ class Body:
 
 
 def drain(
-    resp: requests.Response,
+    resp: web.Response,
     limit: int,
     *,
     host: str,
@@ -424,7 +422,7 @@ def drain(
         while True:
             chunk = resp.raw.read(min(CHUNK, limit + 1 - count), decode_content=True)
             if not chunk:
-                resp._content_consumed = True  # type: ignore[attr-defined]  # reused now
+                resp._content_consumed = True  # its connection is reused now
                 break
             count += len(chunk)
             if sink is not None:
@@ -433,7 +431,7 @@ def drain(
                 buf += chunk
             if count > limit:
                 return Body(bytes(buf), count, True, time.monotonic() - t0)
-    except (requests.RequestException, u3.HTTPError, OSError, http.client.HTTPException) as exc:
+    except (web.RequestException, u3.HTTPError, OSError, http.client.HTTPException) as exc:
         w = watch_of(resp)
         raise broken(
             exc,

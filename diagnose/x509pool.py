@@ -320,9 +320,35 @@ class CAFileError(OSError):
         self.path, self.why = str(path), why
 
 
+_FILE_POOLS: dict[tuple[Any, ...], Pool] = {}
+
+
 def pool_from_files(paths: Iterable[str | Path], *, strict: bool = False) -> Pool:
     """The certificates of PEM files. docker and containers/image skip a bad file; containerd
-    (strict) refuses to pull ("unable to load CA cert")."""
+    (strict) refuses to pull ("unable to load CA cert"). Kept for the process while the files
+    do not change (a probe reads the same --ca-bundle every time)."""
+    names = [str(p) for p in paths]
+    stamp: list[Any] = [strict]
+    for name in names:
+        try:
+            st = os.stat(name)
+            stamp.append((name, st.st_mtime_ns, st.st_size))
+        except OSError:
+            stamp.append((name, None))
+    key = tuple(stamp)
+    with _SYSTEM_LOCK:
+        kept = _FILE_POOLS.get(key)
+    if kept is not None:
+        return kept
+    pool = _read_files(names, strict)
+    with _SYSTEM_LOCK:
+        if len(_FILE_POOLS) >= 64:
+            _FILE_POOLS.clear()
+        _FILE_POOLS[key] = pool
+    return pool
+
+
+def _read_files(paths: list[str], strict: bool) -> Pool:
     pool = Pool()
     for path in paths:
         try:

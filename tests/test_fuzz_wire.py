@@ -18,10 +18,10 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from diagnose import http as web
 from diagnose import wire
 from diagnose.http import make_session
 from diagnose.oci import parse_errors, rate_limit
@@ -126,7 +126,7 @@ def test_reader_meets_any_bytes(raw, status, headers, body, limit):
     try:
         resp = call("GET", f"http://127.0.0.1:{raw.port}/v2/x/manifests/1", stream=True)
         data = read_body(resp, limit)
-    except requests.RequestException as exc:
+    except web.RequestException as exc:
         text = str(exc)
         assert isinstance(exc, wire.Broken), repr(exc)
         assert "\n" not in text and not EXCEPTION_NAME.search(text), text
@@ -194,9 +194,9 @@ def _errors() -> st.SearchStrategy[BaseException]:
             [
                 e,
                 u3.ProtocolError("Connection aborted.", e),
-                requests.ConnectionError(u3.ProtocolError("Connection broken: x", e)),
-                requests.exceptions.ChunkedEncodingError(u3.ProtocolError("Connection broken", e)),
-                requests.ReadTimeout(u3.ReadTimeoutError(None, None, "Read timed out.")),  # type: ignore[arg-type]
+                web.ConnectionError(u3.ProtocolError("Connection broken: x", e)),
+                web.ChunkedEncodingError(u3.ProtocolError("Connection broken", e)),
+                web.ReadTimeout(u3.ReadTimeoutError(None, None, "Read timed out.")),  # type: ignore[arg-type]
             ]
         )
 

@@ -118,7 +118,7 @@ def test_urllib3_never_gets_a_handshake_context():
     assert handshake is not http
     assert other.ssl_context() is handshake  # kept: the store is loaded once
     session = state.session(True)
-    assert session.get_adapter("https://x/").poolmanager.connection_pool_kw["ssl_context"] is http
+    assert session.ssl_context is http
     http.check_hostname = False  # what urllib3 does to it
     assert handshake.check_hostname is True
 
