@@ -10,7 +10,7 @@ from typing import Any
 
 from diagnose.check import Check
 from diagnose.codes import Code
-from diagnose.context import NO_IMAGE, CheckContext, image_of
+from diagnose.context import CheckContext, image_of
 from diagnose.facts import PLATFORM_MANIFEST
 from diagnose.findings import (
     ANSWER_CODES,
@@ -35,6 +35,7 @@ class ImageBlobsCheck(Check):
     id = "image-blobs"
     title = "Image config and layers reachable"
     order = 160
+    needs_image = True  # skipped unless an image is named
     depends_on = ("platform",)
     starts_after = ("dns",)
     timeout_s = 30.0
@@ -52,11 +53,6 @@ class ImageBlobsCheck(Check):
         *REQUEST_CODES,
         *ANSWER_CODES,
     )
-
-    def skip_reason(self, ctx: CheckContext) -> str | None:
-        if ctx.registry is None or ctx.registry.image is None:
-            return NO_IMAGE
-        return None
 
     def run(self, ctx: CheckContext) -> Finding:
         from diagnose import http as web

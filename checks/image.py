@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from diagnose.check import Check
 from diagnose.codes import Code
-from diagnose.context import NO_IMAGE, CheckContext, image_of, pushing
+from diagnose.context import CheckContext, image_of, pushing
 from diagnose.facts import IMAGE_MANIFEST, IMAGE_MANIFEST_DIGEST, TAGS
 from diagnose.findings import (
     REQUEST_CODES,
@@ -104,14 +104,10 @@ class ImageReferenceCheck(Check):
     id = "image-reference"
     title = "Image reference"
     order = 15
+    needs_image = True  # skipped unless an image is named
     timeout_s = 2.0
     faq_keys = ("lowercase-login-server", "repository-format")
     codes = (Code.IMAGE_REFERENCE_ERROR,)
-
-    def skip_reason(self, ctx: CheckContext) -> str | None:
-        if ctx.registry is None or ctx.registry.image is None:
-            return NO_IMAGE
-        return None
 
     def run(self, ctx: CheckContext) -> Finding:
         reg, ref = image_of(ctx)
@@ -146,6 +142,7 @@ class ManifestCheck(Check):
     id = "manifest"
     title = "Image manifest"
     order = 140
+    needs_image = True  # skipped unless an image is named
     depends_on = ("image-reference", "authorized-request")
     starts_after = ("dns",)
     timeout_s = 15.0
@@ -182,11 +179,6 @@ class ManifestCheck(Check):
         Code.MANIFEST_TOO_LARGE,
         *REQUEST_CODES,
     )
-
-    def skip_reason(self, ctx: CheckContext) -> str | None:
-        if ctx.registry is None or ctx.registry.image is None:
-            return NO_IMAGE
-        return None
 
     def run(self, ctx: CheckContext) -> Finding:
         import hashlib

@@ -8,7 +8,7 @@ from typing import Any
 
 from diagnose.check import Check
 from diagnose.codes import Code
-from diagnose.context import NO_IMAGE, CheckContext, image_of
+from diagnose.context import CheckContext, image_of
 from diagnose.facts import IMAGE_MANIFEST, IMAGE_MANIFEST_DIGEST, PLATFORM_MANIFEST
 from diagnose.findings import ANSWER_CODES, ANSWER_FAQ, REQUEST_CODES, answer, request_failed
 from diagnose.models import Finding, Status, passed, problem, skipped
@@ -18,16 +18,12 @@ class PlatformCheck(Check):
     id = "platform"
     title = "Platform in the image"
     order = 150
+    needs_image = True  # skipped unless an image is named
     depends_on = ("manifest",)
     starts_after = ("dns",)
     timeout_s = 15.0
     faq_keys = ("platform-mismatch", *ANSWER_FAQ)
     codes = (Code.PLATFORM_MISMATCH, Code.MANIFEST_TOO_LARGE, *REQUEST_CODES, *ANSWER_CODES)
-
-    def skip_reason(self, ctx: CheckContext) -> str | None:
-        if ctx.registry is None or ctx.registry.image is None:
-            return NO_IMAGE
-        return None
 
     def run(self, ctx: CheckContext) -> Finding:
         from diagnose import http as web

@@ -35,6 +35,8 @@ class Check:
     # "registry": once per registry checked; "host": once per run, about this machine.
     scope: ClassVar[Scope] = "registry"
     acr_only: ClassVar[bool] = False
+    # about one image: skipped (NO_IMAGE) when the run names none
+    needs_image: ClassVar[bool] = False
     # the container runtimes whose pulls this check is about (docker, podman, crio,
     # containerd); empty: every client's. `--runtime` leaves out checks about other runtimes.
     runtimes: ClassVar[tuple[str, ...]] = ()
@@ -49,6 +51,10 @@ class Check:
         """Why this check does not apply here, or None when it does."""
         if self.acr_only and (ctx.registry is None or not ctx.registry.is_acr):
             return "applies to Azure Container Registry login servers only"
+        if self.needs_image and (ctx.registry is None or ctx.registry.image is None):
+            from diagnose.context import NO_IMAGE
+
+            return NO_IMAGE
         chosen = ctx.options.runtimes
         if chosen and self.runtimes and not set(chosen) & set(self.runtimes):
             return f"about {', '.join(self.runtimes)}, not the runtime chosen ({', '.join(chosen)})"

@@ -1032,85 +1032,70 @@ def start_tinyproxy(
 
 @contextlib.contextmanager
 def private_dockerd(
-    directory: Path, config_file: Path, wrap: tuple[str, ...] = ()
+    directory: Path,
+    config_file: Path,
+    wrap: tuple[str, ...] = (),
+    *,
+    env: dict[str, str] | None = None,
+    hosts_file: Path | None = None,
+    binds: dict[Path, str] | None = None,
+    own_root: bool = False,
 ) -> Iterator[str]:
     """dockerd (Debian docker.io) with its own data root, exec root and socket; yields the
-    DOCKER_HOST to reach it. No bridge, no iptables: it only pulls and pushes. `wrap` is put
-    before the command (a mount namespace with its own /etc/hosts and /etc/docker)."""
-    dockerd = shutil.which("dockerd")
-    if dockerd is None:
-        raise RuntimeError("dockerd is not installed (Debian package docker.io)")
-    sock = directory / "docker.sock"
-    log = (directory / "dockerd.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            *wrap,
-            dockerd,
-            "--host",
-            f"unix://{sock}",
-            "--data-root",
-            str(directory / "data"),
-            "--exec-root",
-            str(directory / "exec"),
-            "--pidfile",
-            str(directory / "docker.pid"),
-            "--iptables=false",
-            "--ip6tables=false",
-            "--bridge=none",
-            "--storage-driver=vfs",
-            "--config-file",
-            str(config_file),
-        ],
-        stdout=log,
-        stderr=log,
-    )
-    host = f"unix://{sock}"
-    try:
-        for _ in range(150):
-            if (
-                sock.exists()
-                and subprocess.run(
-                    ["docker", "-H", host, "version"], capture_output=True, timeout=20
-                ).returncode
-                == 0
-            ):
-                break
-            time.sleep(0.1)
-        else:
-            raise RuntimeError(
-                f"dockerd did not start: {(directory / 'dockerd.log').read_text()[-2000:]}"
-            )
-        yield host
-    finally:
-        stop_process(proc)
-        log.close()
-
-
-@contextlib.contextmanager
-def private_dockerd_own_root(directory: Path, config_file: Path) -> Iterator[str]:
-    """dockerd like `private_dockerd`, but its data root is whatever `data-root` the config
-    file gives (dockerd refuses the flag and the key together); yields the DOCKER_HOST."""
+    DOCKER_HOST to reach it. No bridge, no iptables: it only pulls and pushes.
+    - `wrap` is put before the command (a mount namespace of the test's making);
+    - `env`: more in its environment (a proxy: dockerd 20.10 reads no `proxies` from
+      daemon.json);
+    - `hosts_file` and `binds` (source -> existing target, /etc/docker for one): bind-mounted
+      in a mount namespace of its own (unshare --mount), for this daemon alone, so that a test
+      name resolves for it and the machine's files are never touched;
+    - `own_root`: the data root is the config file's `data-root` (dockerd refuses the flag
+      and the key together)."""
     dockerd = shutil.which("dockerd")
     if dockerd is None:
         raise RuntimeError("dockerd is not installed (Debian package docker.io)")
     sock = directory / "docker.sock"
     host = f"unix://{sock}"
-    flags = [f"--host={host}", f"--exec-root={directory / 'exec'}", "--storage-driver=vfs"]
-    flags += [f"--pidfile={directory / 'docker.pid'}", "--iptables=false", "--ip6tables=false"]
-    flags += ["--bridge=none", f"--config-file={config_file}"]
+    argv = [
+        dockerd,
+        f"--host={host}",
+        *([] if own_root else [f"--data-root={directory / 'data'}"]),
+        f"--exec-root={directory / 'exec'}",
+        f"--pidfile={directory / 'docker.pid'}",
+        "--iptables=false",
+        "--ip6tables=false",
+        "--bridge=none",
+        "--storage-driver=vfs",
+        f"--config-file={config_file}",
+    ]
+    mounts = dict(binds or {})
+    if hosts_file is not None:
+        mounts[hosts_file] = "/etc/hosts"
+    if mounts:
+        unshare = shutil.which("unshare")
+        if unshare is None:
+            raise RuntimeError("unshare is not installed (Debian package util-linux)")
+        # unshare makes the new namespace's mounts private: the bind mounts stay in it
+        import shlex
+
+        script = " && ".join(
+            f"mount --bind {shlex.quote(str(src))} {shlex.quote(dst)}"
+            for src, dst in mounts.items()
+        )
+        argv = [unshare, "--mount", "sh", "-c", f'{script} && exec "$@"', "dockerd", *argv]
     log_path = directory / "dockerd.log"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen([dockerd, *flags], stdout=log, stderr=log)
+        proc = subprocess.Popen(
+            [*wrap, *argv], stdout=log, stderr=log, env={**os.environ, **(env or {})}
+        )
     try:
         for _ in range(150):
-            ping = ["docker", "-H", host, "version"]
-            if (
-                sock.exists()
-                and subprocess.run(ping, capture_output=True, timeout=20).returncode == 0
-            ):
-                break
             if proc.poll() is not None:
-                raise RuntimeError(f"dockerd stopped: {log_path.read_text()[-2000:]}")
+                raise RuntimeError(f"dockerd exited: {log_path.read_text()[-2000:]}")
+            if sock.exists():
+                probe = ["docker", "-H", host, "version"]
+                if subprocess.run(probe, capture_output=True, timeout=20).returncode == 0:
+                    break
             time.sleep(0.1)
         else:
             raise RuntimeError(f"dockerd did not start: {log_path.read_text()[-2000:]}")
@@ -1144,74 +1129,6 @@ def client_failed(proc: subprocess.CompletedProcess[str], *reasons: str) -> str:
 def client_ok(proc: subprocess.CompletedProcess[str]) -> None:
     """Assert that a real client succeeded (its own words are shown when it did not)."""
     assert proc.returncode == 0, f"the client failed: {(proc.stderr or proc.stdout)[-2000:]}"
-
-
-@contextlib.contextmanager
-def private_dockerd_with(
-    directory: Path,
-    config_file: Path,
-    *,
-    env: dict[str, str] | None = None,
-    hosts_file: Path | None = None,
-    binds: dict[Path, str] | None = None,
-) -> Iterator[str]:
-    """A private dockerd as private_dockerd makes it, with more in its environment (a proxy:
-    dockerd 20.10 reads no `proxies` from daemon.json) and, with hosts_file, an /etc/hosts of
-    its own: it runs in a mount namespace of its own (unshare --mount) where hosts_file is
-    bind-mounted over /etc/hosts, so a test name resolves for this daemon alone and the
-    machine's file is never touched. binds (source -> existing target, /etc/docker for one)
-    are bind-mounted the same way, for this daemon alone. Yields the DOCKER_HOST to reach it."""
-    dockerd = shutil.which("dockerd")
-    if dockerd is None:
-        raise RuntimeError("dockerd is not installed (Debian package docker.io)")
-    sock = directory / "docker.sock"
-    argv = [
-        dockerd,
-        f"--host=unix://{sock}",
-        f"--data-root={directory / 'data'}",
-        f"--exec-root={directory / 'exec'}",
-        f"--pidfile={directory / 'docker.pid'}",
-        "--iptables=false",
-        "--ip6tables=false",
-        "--bridge=none",
-        "--storage-driver=vfs",
-        f"--config-file={config_file}",
-    ]
-    mounts = dict(binds or {})
-    if hosts_file is not None:
-        mounts[hosts_file] = "/etc/hosts"
-    if mounts:
-        unshare = shutil.which("unshare")
-        if unshare is None:
-            raise RuntimeError("unshare is not installed (Debian package util-linux)")
-        # unshare makes the new namespace's mounts private: the bind mounts stay in it
-        import shlex
-
-        script = " && ".join(
-            f"mount --bind {shlex.quote(str(src))} {shlex.quote(dst)}"
-            for src, dst in mounts.items()
-        )
-        argv = [unshare, "--mount", "sh", "-c", f'{script} && exec "$@"', "dockerd", *argv]
-    log_path = directory / "dockerd.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=log, env={**os.environ, **(env or {})})
-    host = f"unix://{sock}"
-    try:
-        for _ in range(150):
-            if proc.poll() is not None:
-                break
-            if sock.exists():
-                probe = ["docker", "-H", host, "version"]
-                if subprocess.run(probe, capture_output=True, timeout=20).returncode == 0:
-                    break
-            time.sleep(0.1)
-        else:
-            raise RuntimeError(f"dockerd did not start: {log_path.read_text()[-2000:]}")
-        if proc.poll() is not None:
-            raise RuntimeError(f"dockerd exited: {log_path.read_text()[-2000:]}")
-        yield host
-    finally:
-        stop_process(proc)
 
 
 @contextlib.contextmanager

@@ -459,7 +459,7 @@ def test_docker_pull_on_a_full_data_root_agrees(big_image, env, pki, schema, tmp
     root, data = host_root(tmp_path, "docker")
     with short_dir() as d, tmpfs(data, "32m"):
         (d / "daemon.json").write_text(json.dumps({"data-root": str(data)}))  # dockerd's view
-        with lab.private_dockerd_own_root(d, d / "daemon.json") as host:
+        with lab.private_dockerd(d, d / "daemon.json", own_root=True) as host:
             info = subprocess.run(
                 ["docker", "-H", host, "info", "-f", "{{.DockerRootDir}}"],
                 capture_output=True,

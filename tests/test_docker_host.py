@@ -421,7 +421,7 @@ def dockerd_behind_dead_proxy(tmp_path_factory, registry, pki):
     )
     penv = {"HTTPS_PROXY": proxy, "HTTP_PROXY": proxy, "NO_PROXY": "", "no_proxy": ""}
     daemon_json = root / "etc" / "docker" / "daemon.json"
-    with lab.private_dockerd_with(d, daemon_json, env=penv, hosts_file=d / "hosts") as host:
+    with lab.private_dockerd(d, daemon_json, env=penv, hosts_file=d / "hosts") as host:
         yield host, root, dead
 
 

@@ -230,6 +230,8 @@ def _rate_limited_front(method: str, path: str, headers: dict[str, str]) -> lab.
             "RateLimit-Limit": "100;w=21600",
             "RateLimit-Remaining": "0;w=21600",
             "Docker-RateLimit-Source": "203.0.113.7",
+            # without it, skopeo backs off for 30 s before it gives up
+            "Retry-After": "1",
         },
         lab.registry_errors(
             "TOOMANYREQUESTS",

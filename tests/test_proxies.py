@@ -136,7 +136,7 @@ def dockerd_from_root(root: Path) -> Iterator[str]:
     penv.update(systemd_proxy_env(root))
     d = Path(tempfile.mkdtemp(prefix="rdpx-"))
     try:
-        with lab.private_dockerd_with(
+        with lab.private_dockerd(
             d,
             root / "etc" / "docker" / "daemon.json",
             env=penv,
