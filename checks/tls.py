@@ -94,8 +94,19 @@ def handshake(
     return out
 
 
+_LEGACY: list[ssl.SSLContext] = []
+_DESCRIBED: dict[bytes, dict[str, Any]] = {}
+
+
 def legacy_context() -> ssl.SSLContext:
-    """A client that offers only TLS 1.0/1.1, to learn whether the server still accepts them."""
+    """A client that offers only TLS 1.0/1.1, to learn whether the server still accepts them
+    (made once: nothing changes it after)."""
+    if not _LEGACY:
+        _LEGACY.append(_legacy_context())
+    return _LEGACY[0]
+
+
+def _legacy_context() -> ssl.SSLContext:
     import ssl
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -110,7 +121,22 @@ def legacy_context() -> ssl.SSLContext:
 
 
 def describe_cert(der: bytes) -> dict[str, Any]:
-    """Subject, issuer, names and validity of a DER certificate, for evidence."""
+    """Subject, issuer, names and validity of a DER certificate, for evidence (the parse kept
+    for the process: a probe meets the same certificate every time; days_left is fresh)."""
+    kept = _DESCRIBED.get(der)
+    if kept is None:
+        kept = _describe(der)
+        if len(_DESCRIBED) >= 64:
+            _DESCRIBED.clear()
+        _DESCRIBED[der] = kept
+    out = dict(kept)
+    not_after = out.pop("_not_after", None)
+    if isinstance(not_after, datetime):
+        out["days_left"] = round((not_after - datetime.now(UTC)).total_seconds() / 86400, 1)
+    return out
+
+
+def _describe(der: bytes) -> dict[str, Any]:
     from cryptography import x509
 
     try:
@@ -139,6 +165,7 @@ def describe_cert(der: bytes) -> dict[str, Any]:
         "not_after": not_after.isoformat(),
         "days_left": round((not_after - now).total_seconds() / 86400, 1),
         "sha256": cert.fingerprint(_sha256()).hex(),
+        "_not_after": not_after,
     }
 
 

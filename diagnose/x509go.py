@@ -605,8 +605,18 @@ CLIENT_CIPHERS = "@SECLEVEL=0:ECDH+AESGCM:ECDH+CHACHA20:ECDH+AES:DHE+AES:!aNULL:
 GO_LIKE_CIPHERS = CLIENT_CIPHERS
 
 
+_CLIENT: list[ssl.SSLContext] = []
+
+
 def client_context() -> ssl.SSLContext:
-    """A TLS 1.2+ client that fetches whatever chain the server sends, verifying nothing."""
+    """A TLS 1.2+ client that fetches whatever chain the server sends, verifying nothing
+    (made once, shared: nothing changes it after)."""
+    if not _CLIENT:
+        _CLIENT.append(_client_context())
+    return _CLIENT[0]
+
+
+def _client_context() -> ssl.SSLContext:
     import ssl
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
