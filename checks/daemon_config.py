@@ -22,6 +22,7 @@ from diagnose.dockerhost import (
     registry_listed,
 )
 from diagnose.facts import DAEMON, SCHEME, DaemonInfo
+from diagnose.findings import ANSWER_CODES, ANSWER_FAQ, REQUEST_CODES
 from diagnose.models import Finding, Issue, Status, combine, passed, problem, skipped
 from diagnose.net import ConnectError, connect
 from diagnose.resolve import ResolveError
@@ -316,8 +317,8 @@ class NondistributableCheck(Check):
     depends_on = ("authorized-request", "docker-daemon")
     starts_after = ("dns",)
     timeout_s = 15.0
-    faq_keys = ("nondistributable-artifacts", "manifest-unknown")
-    codes = (Code.NONDISTRIBUTABLE_NOT_ALLOWED, Code.BLOB_UNKNOWN)
+    faq_keys = ("nondistributable-artifacts", *ANSWER_FAQ)
+    codes = (Code.NONDISTRIBUTABLE_NOT_ALLOWED, Code.BLOB_UNKNOWN, *REQUEST_CODES, *ANSWER_CODES)
 
     def run(self, ctx: CheckContext) -> Finding:
         from diagnose.registryapi import NotReadable, manifest_for
@@ -355,6 +356,8 @@ class NondistributableCheck(Check):
         try:
             doc = manifest_for(ctx)
         except NotReadable as exc:
+            if exc.finding is not None:  # the registry's own answer (a 429...): a finding
+                return exc.finding
             return skipped(f"the manifest cannot be read: {exc}", **evidence)
         foreign = [
             x
