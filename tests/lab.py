@@ -1126,6 +1126,25 @@ def client_failed(proc: subprocess.CompletedProcess[str], *reasons: str) -> str:
     return text
 
 
+def skopeo(
+    *args: str,
+    env: dict[str, str] | None = None,
+    prefix: tuple[str, ...] = (),
+    timeout: float = 90,
+) -> subprocess.CompletedProcess[str]:
+    """skopeo (Debian's), with no signature policy of the machine's in the way; `env` is its
+    whole environment (this process's when None), `prefix` goes before the command (a mount
+    namespace)."""
+    exe = shutil.which("skopeo") or "skopeo"
+    return subprocess.run(
+        [*prefix, exe, "--insecure-policy", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
 def client_ok(proc: subprocess.CompletedProcess[str]) -> None:
     """Assert that a real client succeeded (its own words are shown when it did not)."""
     assert proc.returncode == 0, f"the client failed: {(proc.stderr or proc.stdout)[-2000:]}"

@@ -43,18 +43,8 @@ def diag(env: dict[str, str], schema: Any, *args: str, ca: Path) -> lab.Run:
 
 def skopeo_copy(ref: str, dest: Path) -> subprocess.CompletedProcess[str]:
     shutil.rmtree(dest, ignore_errors=True)
-    return subprocess.run(
-        [
-            SKOPEO or "skopeo",
-            "--insecure-policy",
-            "copy",
-            "--src-tls-verify=false",
-            f"docker://{ref}",
-            f"dir:{dest}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    return lab.skopeo(
+        "copy", "--src-tls-verify=false", f"docker://{ref}", f"dir:{dest}", timeout=120
     )
 
 

@@ -54,14 +54,7 @@ def diag(env, schema, *args: str, ca: Path | None = None) -> lab.Run:
     return r
 
 
-def skopeo(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [SKOPEO or "skopeo", "--insecure-policy", *args],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        env=env,
-    )
+skopeo = lab.skopeo
 
 
 def inspect(
@@ -549,24 +542,12 @@ def test_no_proxy_names_as_go_reads_them(no_proxy, proxied, images, env, schema,
     certs.mkdir()
     shutil.copy(pki.ca_file, certs / "ca.crt")
     script = 'mount --bind "$0" /etc/hosts && exec "$@"'
-    theirs = subprocess.run(
-        [
-            "unshare",
-            "--mount",
-            "sh",
-            "-c",
-            script,
-            str(tmp_path / "hosts"),
-            SKOPEO or "skopeo",
-            "--insecure-policy",
-            "inspect",
-            f"--cert-dir={certs}",
-            f"docker://{ref}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=90,
+    theirs = lab.skopeo(
+        "inspect",
+        f"--cert-dir={certs}",
+        f"docker://{ref}",
         env={**os.environ, **penv},
+        prefix=("unshare", "--mount", "sh", "-c", script, str(tmp_path / "hosts")),
     )
     r = lab.diagnose(
         "check-health",

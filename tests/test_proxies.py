@@ -83,18 +83,8 @@ def diag(env, schema, *args, ca: Path | None = None, rcs=(0, 1)) -> lab.Run:
 def skopeo_inspect(ref: str, certs: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """skopeo inspect verifying TLS against certs (the containers-certs.d layout): no plain
     HTTP fall-back that would hide the proxy's error."""
-    return subprocess.run(
-        [
-            SKOPEO or "skopeo",
-            "--insecure-policy",
-            "inspect",
-            f"--cert-dir={certs}",
-            f"docker://{ref}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        env={**os.environ, **env},
+    return lab.skopeo(
+        "inspect", f"--cert-dir={certs}", f"docker://{ref}", env={**os.environ, **env}
     )
 
 
