@@ -237,3 +237,56 @@ def test_verdict_in_the_container_equals_the_verdict_outside(
     assert ours == theirs, (case, set(ours[1]) ^ set(theirs[1]), p.stderr[-1000:])
     codes = {c["code"] for c in inside["checks"] if c["status"] in ("fail", "error")}
     assert (expect in codes) if expect else not codes, (case, codes)
+
+
+def test_the_image_runs_the_exporter(image, served):
+    """`serve` as the container's command: /metrics answers and a /probe of the suite's
+    registry succeeds, read-only, non-root; the container stops on its own when asked."""
+    import json as _json
+    import urllib.request
+
+    host, _ = image
+    server, ca = served
+    port = lab.free_port()
+    name = f"rd-serve-{port}"
+    started = docker(
+        host,
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        "host",
+        "--read-only",
+        "--user",
+        "65532:65532",
+        "--volume",
+        "/:/host:ro",
+        TAG,
+        "serve",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--ca-bundle",
+        f"/host{ca}",
+        "--host-root",
+        "/host",
+        "--min-interval",
+        "0",
+        "--runtime",  # podman's and containerd's own trust here does not hold the suite's CA
+        "docker",
+    )
+    assert started.returncode == 0, started.stderr
+    try:
+        lab.wait_port(port, timeout=30)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            assert b"process_cpu_seconds_total" in r.read()
+        url = f"http://127.0.0.1:{port}/probe?target={server}/ctr/app:1.0"
+        with urllib.request.urlopen(url, timeout=60) as r:
+            text = r.read().decode()
+        assert "registry_diagnose_probe_success 1.0" in text, text[-3000:]
+    finally:
+        stopped = docker(host, "stop", "-t", "10", name, timeout=60)
+        state = docker(host, "inspect", "--format", "{{json .State}}", name)
+        docker(host, "rm", "-f", name)
+    assert stopped.returncode == 0, stopped.stderr
+    assert _json.loads(state.stdout)["ExitCode"] == 0, state.stdout
